@@ -1,0 +1,31 @@
+# `make demo` and `make test` each work from a fresh clone: they create .venv if it is missing, install
+# torch (pinned, CPU) first and then the package with its test extras, and run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= runs/demo-cartpole
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/policygradex run cartpole --out $(DEMO_OUT) --preset demo
+	$(BIN)/policygradex show $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_stages.py --out results/bench.md
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

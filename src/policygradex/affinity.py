@@ -1,0 +1,50 @@
+"""Stage 4: the n x n task-affinity matrix (paper eq. 5).
+
+``subset`` (the paper): U_ij = (1 / n_ij) * sum of f^(S_l) over the n_ij subsets holding both i and j; the
+diagonal averages over subsets holding i. ``per_target``: U_ij = mean over those subsets of task i's own
+negated loss -L_{S,i}(v_S) (how well task i is served when trained with j), symmetrised as (U + U^T) / 2
+before clustering; the asymmetric matrix is kept as ``affinity_directed``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import PolicyGradExError
+from .surrogate import pair_counts
+
+
+def subset_affinity(subsets: list[list[int]], f_hat: np.ndarray, n: int) -> np.ndarray:
+    """Eq. 5: U_ij = mean of f^(S) over subsets S that contain both i and j."""
+    total = np.zeros((n, n))
+    for s, f in zip(subsets, f_hat):
+        idx = np.asarray(s)
+        total[np.ix_(idx, idx)] += f
+    counts = pair_counts(subsets, n)
+    if (counts == 0).any():
+        i, j = np.argwhere(counts == 0)[0]
+        raise PolicyGradExError(f"tasks {i} and {j} share no subset; raise --num-subsets")
+    return total / counts
+
+
+def per_target_affinity(subsets: list[list[int]], task_loss: np.ndarray, n: int) -> np.ndarray:
+    """Directed U_ij = mean over subsets holding i and j of -(task i's own loss at v_S)."""
+    total = np.zeros((n, n))
+    for s, losses in zip(subsets, task_loss):
+        idx = np.asarray(s)
+        total[np.ix_(idx, idx)] += -losses[idx][:, None]
+    counts = pair_counts(subsets, n)
+    if (counts == 0).any():
+        i, j = np.argwhere(counts == 0)[0]
+        raise PolicyGradExError(f"tasks {i} and {j} share no subset; raise --num-subsets")
+    return total / counts
+
+
+def affinity_matrix(kind: str, subsets: list[list[int]], f_hat: np.ndarray, task_loss: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(symmetric U used for clustering, directed U for ``per_target`` or None)."""
+    if kind == "subset":
+        return subset_affinity(subsets, f_hat, n), None
+    if kind == "per_target":
+        directed = per_target_affinity(subsets, task_loss, n)
+        return (directed + directed.T) / 2, directed
+    raise PolicyGradExError(f"unknown affinity {kind!r}; choose 'subset' or 'per_target'")

@@ -1,0 +1,215 @@
+"""The ``policygradex`` command line: run, show, families, adapt.
+
+Every user error is printed as one line ``policygradex: error: ...`` with exit status 2; Ctrl-C exits 130 and
+the same command resumes from the finished stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import PRESETS, RunConfig, apply_preset
+from .errors import PolicyGradExError
+from .families import FAMILIES
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        raise PolicyGradExError(f"{message} (see `{self.prog} --help`)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64,64, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="policygradex", description="Which of my n RL tasks should be trained together? "
+                     "PolicyGradEx: task affinity from projected policy gradients, then convex clustering.")
+    parser.add_argument("--version", action="version", version=f"policygradex {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run all stages on a task family (resumes an existing --out)")
+    run.add_argument("family", help="built-in family (see `policygradex families`) or package.module:function")
+    run.add_argument("--out", type=Path, help="run directory (default runs/FAMILY-seedS)")
+    run.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    run.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                     help="budget preset: tiny (tests), demo (minutes), default, paper")
+    g = run.add_argument_group("clustering")
+    g.add_argument("--k", type=int, help="fixed number of groups (default: chosen on a lambda grid)")
+    g.add_argument("--lam", type=float, help="trace penalty lambda on the standardised affinity")
+    g.add_argument("--affinity", choices=["subset", "per_target"], help="eq. 5 (subset, default) or per-target")
+    g.add_argument("--solver", choices=["SCS", "CLARABEL"], help="SDP solver (default SCS)")
+    g.add_argument("--cluster-method", choices=["sdp", "exhaustive"], help="SDP (default) or exhaustive search")
+    g = run.add_argument_group("meta-training")
+    g.add_argument("--steps-per-task", type=int, help="PPO environment steps per task")
+    g.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 64,64,64 (a 4-layer MLP)")
+    g.add_argument("--lr", type=float, help="PPO learning rate")
+    g = run.add_argument_group("features and surrogate")
+    g.add_argument("--transitions", type=int, help="N: transitions per task for gradient features (default 2048)")
+    g.add_argument("--projection-dim", type=int, help="d: projection dimension (default 400)")
+    g.add_argument("--advantage-normalization", choices=["per_task", "batch", "none"])
+    g.add_argument("--holdout-fraction", type=float, help="share of transitions held out for f^ (default 0.25)")
+    g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default min(5, n // 2))")
+    g.add_argument("--num-subsets", type=int, help="m: number of subsets (default n^2)")
+    g.add_argument("--l2", type=float, help="L2 strength of the surrogate logistic regression")
+    g.add_argument("--evaluation", choices=["held_out", "in_sample"], help="where f^ is evaluated")
+
+    sub.add_parser("families", help="list the built-in task families")
+
+    show = sub.add_parser("show", help="print a run's groups and affinity matrix")
+    show.add_argument("run_dir", type=Path)
+
+    adapt = sub.add_parser("adapt", help="write theta^(S) = theta_star + P v_S for one sampled subset")
+    adapt.add_argument("run_dir", type=Path)
+    adapt.add_argument("--subset", type=int, required=True, help="index of the subset in subsets.json")
+    adapt.add_argument("--output", type=Path, required=True, help="file for the adapted state_dict (.pt)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    cfg = apply_preset(RunConfig(family=args.family, seed=args.seed), args.preset)
+    net, ppo, feat, sur, clu = cfg.network, cfg.ppo, cfg.features, cfg.surrogate, cfg.cluster
+    if args.hidden is not None:
+        net = replace(net, hidden_sizes=args.hidden)
+    if args.steps_per_task is not None:
+        ppo = replace(ppo, steps_per_task=args.steps_per_task)
+    if args.lr is not None:
+        ppo = replace(ppo, learning_rate=args.lr)
+    for attr, field_name in [("transitions", "transitions_per_task"), ("projection_dim", "projection_dim"),
+                             ("advantage_normalization", "advantage_normalization"),
+                             ("holdout_fraction", "holdout_fraction")]:
+        if getattr(args, attr) is not None:
+            feat = replace(feat, **{field_name: getattr(args, attr)})
+    for attr in ("subset_size", "num_subsets", "l2", "evaluation"):
+        if getattr(args, attr) is not None:
+            sur = replace(sur, **{attr: getattr(args, attr)})
+    for attr, field_name in [("k", "k"), ("lam", "lam"), ("affinity", "affinity"), ("solver", "solver"),
+                             ("cluster_method", "method")]:
+        if getattr(args, attr) is not None:
+            clu = replace(clu, **{field_name: getattr(args, attr)})
+    return replace(cfg, network=net, ppo=ppo, features=feat, surrogate=sur, cluster=clu)
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> None:
+    from .pipeline import run_pipeline
+
+    if args.k is not None and args.k < 1:
+        raise PolicyGradExError(f"--k must be >= 1, got {args.k}")
+    cfg = config_from_args(args)
+    out = args.out or Path("runs") / f"{Path(args.family.replace(':', '-')).name}-seed{args.seed}"
+    st = run_pipeline(cfg, out, console)
+    console.print(f"\n[bold]{st.family.name}[/bold]: {len(st.groups['groups'])} groups -> {out}/groups.json")
+    for gi, grp in enumerate(st.groups["groups"]):
+        console.print(f"  group {gi + 1}: {', '.join(grp)}")
+    console.print(f"report: {out}/report.md   heatmap: {out}/affinity.png")
+
+
+def cmd_families(console: Console) -> None:
+    table = Table(title="built-in task families")
+    table.add_column("name")
+    table.add_column("tasks")
+    table.add_column("description")
+    for name, factory in sorted(FAMILIES.items()):
+        fam = factory()
+        table.add_row(name, str(fam.n), fam.description)
+    console.print(table)
+    console.print("Your own: --family package.module:function returning a policygradex.families.TaskFamily")
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> None:
+    from .pipeline import load_run
+
+    record, groups, U = load_run(args.run_dir)
+    names = [t["name"] for t in record["family"]["tasks"]]
+    if U.shape != (len(names), len(names)):
+        raise PolicyGradExError(f"{args.run_dir}/affinity.npy has shape {U.shape}, expected {len(names)} tasks")
+    console.print(f"[bold]{record['family']['name']}[/bold] ({args.run_dir}): k = {groups['k']}")
+    for gi, grp in enumerate(groups["groups"]):
+        console.print(f"  group {gi + 1}: {', '.join(grp)}")
+    order = [i for g in groups["group_indices"] for i in g]
+    table = Table(title="affinity U (rows and columns ordered by group)")
+    table.add_column("")
+    for i in order:
+        table.add_column(names[i], justify="right")
+    for i in order:
+        table.add_row(names[i], *[f"{U[i, j]:.4f}" for j in order])
+    console.print(table)
+
+
+def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
+    import torch
+
+    from .artifacts import atomic_torch_save, load_json, load_npy, load_torch
+    from .families import MultiTaskVectorEnv, load_family
+    from .networks import flat_params, make_network
+    from .pipeline import RunDir, projection_for
+    from .surrogate import reconstruct_theta, relative_distance
+
+    rd = RunDir(args.run_dir)
+    for p in (rd.config, rd.theta_star, rd.surrogate_v):
+        if not p.exists():
+            raise PolicyGradExError(f"{p} is missing; finish the run first (`policygradex run ... --out {rd.path}`)")
+    cfg = RunConfig.from_dict(load_json(rd.config)["config"])
+    V = load_npy(rd.surrogate_v)
+    if not 0 <= args.subset < len(V):
+        raise PolicyGradExError(f"--subset {args.subset} out of range: the run has {len(V)} subsets (0..{len(V) - 1})")
+    family = load_family(cfg.family)
+    probe = MultiTaskVectorEnv(family, [0], 1, 0)
+    model = make_network(probe.obs_dim, probe.single_action_space, cfg.network)
+    probe.close()
+    model.load_state_dict(load_torch(rd.theta_star)["state_dict"])
+    names = model.policy_parameter_names()
+    theta_star = flat_params(model, names)
+    theta = reconstruct_theta(theta_star, projection_for(cfg, model), V[args.subset])
+    state = model.state_dict()
+    offset = 0
+    for name in names:
+        size = state[name].numel()
+        state[name] = theta[offset : offset + size].reshape(state[name].shape).clone()
+        offset += size
+    atomic_torch_save({"state_dict": state}, args.output)
+    subsets = load_json(rd.subsets)["subsets"]
+    console.print(f"theta^(S) for subset {args.subset} {subsets[args.subset]['task_names']} -> {args.output} "
+                  f"(||theta - theta_star|| / ||theta_star|| = {relative_distance(theta_star, theta):.3%})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            cmd_run(args, err)
+        elif args.command == "families":
+            cmd_families(console)
+        elif args.command == "show":
+            cmd_show(args, console)
+        elif args.command == "adapt":
+            cmd_adapt(args, err)
+        return 0
+    except PolicyGradExError as exc:
+        print(f"policygradex: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("policygradex: interrupted; finished stages are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())

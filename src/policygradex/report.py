@@ -1,0 +1,137 @@
+"""Pictures and the Markdown report of a run: affinity heatmap ordered by group, meta-training curve, report.md."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .artifacts import _atomic  # noqa: E402
+
+if TYPE_CHECKING:
+    from .pipeline import RunState
+
+
+def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path: Path, title: str = "") -> None:
+    """Heatmap of U with rows and columns ordered by group; white lines separate the groups."""
+    order = [i for g in groups for i in g]
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 0.9 + 0.42 * n), dpi=110)
+    im = ax.imshow(U[np.ix_(order, order)], cmap="viridis")
+    ax.set_xticks(range(n), [names[i] for i in order], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), [names[i] for i in order], fontsize=8)
+    edge = -0.5
+    for g in groups[:-1]:
+        edge += len(g)
+        ax.axhline(edge, color="white", lw=2)
+        ax.axvline(edge, color="white", lw=2)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="affinity U (eq. 5)")
+    ax.set_title(title or "task affinity, ordered by group", fontsize=10)
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def plot_curve(curve: list[dict[str, Any]], names: list[str], path: Path, title: str = "") -> None:
+    """Mean episodic return per task over meta-training (NaN iterations skipped)."""
+    if not curve:
+        return
+    x = [row["env_steps_per_task"] for row in curve]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    cmap = plt.get_cmap("viridis")
+    for i, name in enumerate(names):
+        y = np.array([row.get(f"return/{name}", np.nan) for row in curve], dtype=float)
+        ok = ~np.isnan(y)
+        ax.plot(np.array(x)[ok], y[ok], color=cmap(i / max(1, len(names) - 1)), lw=1, alpha=0.8, label=name)
+    ax.set_xlabel("environment steps per task")
+    ax.set_ylabel("episodic return")
+    ax.set_title(title or "meta-training on all tasks", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.4g}"
+    return str(x)
+
+
+def markdown_matrix(U: np.ndarray, names: list[str]) -> str:
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, U):
+        lines.append(f"| **{name}** | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+    return "\n".join(lines)
+
+
+def write_report(st: "RunState") -> None:
+    from .artifacts import atomic_write_text
+
+    cfg, rd, fam = st.cfg, st.rd, st.family
+    names = fam.task_names
+    groups_idx = st.groups["group_indices"]
+    assert st.U is not None
+    plot_affinity(st.U, names, groups_idx, rd.heatmap, f"{fam.name}: affinity, {len(groups_idx)} groups")
+    plot_curve(st.curve, names, rd.curve_png, f"{fam.name}: meta-training (theta_star)")
+    sur = st.surrogate
+    dists = [s["relative_distance"] for s in sur["subsets"]]
+    f_hat = np.array([s["f_hat"] for s in sur["subsets"]])
+    last = st.curve[-1] if st.curve else {}
+    lines = [
+        f"# PolicyGradEx run: {fam.name}",
+        "",
+        f"{fam.n} tasks, seed {cfg.seed}. Stages this invocation: "
+        + ", ".join(f"{k} {v}" for k, v in st.status.items()) + ".",
+        "",
+        "## Groups",
+        "",
+        f"k = {st.groups['k']} ({st.groups['selection']}"
+        + (f", lambda = {st.groups['lam']:.3g}" if st.groups.get("lam") is not None else "") + ")",
+        "",
+    ]
+    for gi, g in enumerate(st.groups["groups"]):
+        lines.append(f"- group {gi + 1}: {', '.join(g)}")
+    check = st.groups.get("exhaustive_check")
+    if check:
+        verdict = "optimal" if check["sdp_is_optimal"] else "NOT optimal"
+        lines += ["", f"Exhaustive check over all partitions with k = {check['k']}: the SDP groups are {verdict} "
+                  f"(objective {check['sdp_objective']:.4f} vs best {check['optimal_objective']:.4f} on standardised U)."]
+    lines += ["", "![affinity](affinity.png)", "", "## Timings", "", "| stage | seconds |", "|---|---|"]
+    for stage in ("meta_train", "features", "surrogate", "affinity", "cluster"):
+        lines.append(f"| {stage} | {_fmt(st.timings.get(stage, float('nan')))} |")
+    lines.append(f"| total | {_fmt(sum(st.timings.values()))} |")
+    lines += [
+        "",
+        "## Meta-training",
+        "",
+        f"{cfg.ppo.steps_per_task} steps per task, {cfg.ppo.envs_per_task} envs x {cfg.ppo.num_steps} steps per task "
+        f"per rollout, network {cfg.network.name} {list(cfg.network.hidden_sizes)}.",
+        f"Final mean episodic return (last iteration): {_fmt(last.get('mean_return', float('nan')))}.",
+        "",
+        "![curve](meta_train_curve.png)",
+        "",
+        "## Surrogate",
+        "",
+        f"N = {cfg.features.transitions_per_task} transitions per task (p = {st.feature_meta.get('p', '?')}, "
+        f"d = {cfg.features.projection_dim}), advantages normalised {cfg.features.advantage_normalization}, "
+        f"{cfg.features.holdout_fraction:.0%} held out.",
+        f"m = {sur['num_subsets']} subsets of size alpha = {sur['subset_size']} ({sur['topped_up']} added to cover all "
+        f"pairs); l2 = {cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}.",
+        f"Batched L-BFGS: {sur['solver']['iterations']} iterations, {sur['solver']['converged']}/{sur['num_subsets']} "
+        f"converged (max |grad| {sur['solver']['max_grad_inf_norm']:.2e}).",
+        f"f^ range {f_hat.min():.4f} .. {f_hat.max():.4f}; adapted theta distance ||P v|| / ||theta_star||: "
+        f"median {np.median(dists):.2%}, max {np.max(dists):.2%}.",
+        "",
+        "## Affinity matrix",
+        "",
+        markdown_matrix(st.U, names),
+        "",
+    ]
+    atomic_write_text(rd.report, "\n".join(lines))
