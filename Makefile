@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/policygradex run cartpole --out $(DEMO_OUT) --preset demo
+	$(BIN)/policygradex run cartpole --out $(DEMO_OUT) --preset demo --k 3
 	$(BIN)/policygradex show $(DEMO_OUT)
 
 test: $(STAMP)

@@ -48,3 +48,29 @@ def affinity_matrix(kind: str, subsets: list[list[int]], f_hat: np.ndarray, task
         directed = per_target_affinity(subsets, task_loss, n)
         return (directed + directed.T) / 2, directed
     raise PolicyGradExError(f"unknown affinity {kind!r}; choose 'subset' or 'per_target'")
+
+
+def split_half_reliability(
+    subsets: list[list[int]], f_hat: np.ndarray, n: int, kind: str = "subset", task_loss: np.ndarray | None = None
+) -> float | None:
+    """How reproducible the affinity is: U from the even-indexed subsets vs U from the odd-indexed ones.
+
+    Pearson correlation of the two halves' standardised off-diagonal entries (the part clustering sees), stepped up
+    to the full m by Spearman-Brown, 2r / (1 + r). Near 0 the groups are noise; None if a half misses a pair.
+    """
+    from .clustering import standardize
+
+    halves = []
+    for parity in (0, 1):
+        idx = list(range(parity, len(subsets), 2))
+        sub = [subsets[j] for j in idx]
+        if (pair_counts(sub, n) == 0).any():
+            return None
+        tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
+        halves.append(standardize(affinity_matrix(kind, sub, f_hat[idx], tl, n)[0]))
+    off = ~np.eye(n, dtype=bool)
+    a, b = halves[0][off], halves[1][off]
+    if a.std() == 0 or b.std() == 0:
+        return None
+    r = float(np.corrcoef(a, b)[0, 1])
+    return 2 * r / (1 + r) if r > -1 else r

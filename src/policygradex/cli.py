@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--advantage-normalization", choices=["per_task", "batch", "none"])
     g.add_argument("--holdout-fraction", type=float, help="share of transitions held out for f^ (default 0.25)")
     g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default min(5, n // 2))")
-    g.add_argument("--num-subsets", type=int, help="m: number of subsets (default n^2)")
-    g.add_argument("--l2", type=float, help="L2 strength of the surrogate logistic regression")
+    g.add_argument("--num-subsets", type=int, help="m: number of subsets (default 3 n^2; topped up until every pair is covered)")
+    g.add_argument("--l2", type=float, help="L2 strength of the surrogate logistic regression (default 0.1)")
     g.add_argument("--evaluation", choices=["held_out", "in_sample"], help="where f^ is evaluated")
 
     sub.add_parser("families", help="list the built-in task families")
@@ -142,6 +142,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
     for gi, grp in enumerate(groups["groups"]):
         console.print(f"  group {gi + 1}: {', '.join(grp)}")
     order = [i for g in groups["group_indices"] for i in g]
+    console = Console(width=max(console.width, 16 + 9 * len(names)))  # never truncate the matrix
     table = Table(title="affinity U (rows and columns ordered by group)")
     table.add_column("")
     for i in order:

@@ -5,13 +5,15 @@
 
 For a partition, X = sum_G 1_G 1_G^T / |G| is feasible with tr(X) = k, so the program relaxes "maximise the
 size-weighted within-group affinity". Adding a constant to U changes <U, X> by a constant (sum X = n), but
-scaling U rescales lambda's effect, so U is standardised first (mean 0, std 1 over off-diagonal entries): lambda is
-then in standard deviations and comparable across runs.
+scaling U rescales lambda's effect, so U is standardised first (:func:`standardize`: double-centred, diagonal zeroed,
+std 1 off the diagonal): lambda is then in standard deviations of the pairwise interaction and comparable across runs.
 
 Rounding: X's rows are near-identical within a group (exactly 1_G / |G| at an integral solution), so the rows are
 clustered by average-linkage hierarchical clustering cut at k groups (k given, or round(tr X) in the penalty form).
 This is deterministic, exact on planted block structure, and a single cluster (X = J/n, tr X = 1) stays whole,
-unlike thresholding X > 1/n, which splits it at random.
+unlike thresholding X > 1/n, which splits it at random. A fractional X can round to a suboptimal partition, so
+single-task moves that raise <U, X_partition> are then applied (:func:`refine`); the exhaustive check (n <= 12)
+reports whether the result is the best partition with that k.
 
 Without k or lambda, lambda runs over a log-spaced grid; each distinct rounded partition on that path is scored by its
 silhouette under the dissimilarity max(U) - U, and the best is kept, unless no partition reaches ``min_silhouette``
@@ -35,14 +37,26 @@ EXHAUSTIVE_MAX_N = 12
 
 
 def standardize(U: np.ndarray) -> np.ndarray:
-    """(U - mean) / std over off-diagonal entries, symmetrised; all zeros when U is constant."""
-    U = (np.asarray(U, dtype=np.float64) + np.asarray(U, dtype=np.float64).T) / 2
+    """Interaction part of U in standard deviations: symmetrise, double-centre, zero the diagonal, scale to std 1.
+
+    Double-centring removes additive per-task effects u_i + u_j (e.g. a task whose subsets have low loss for every
+    partner). The SDP objective is blind to them anyway (<u 1^T + 1 u^T, X> = 2 u^T 1 since X 1 = 1), but they
+    would inflate the scale that lambda is measured in and dominate the silhouette. The diagonal U_ii of eq. 5 is
+    such a per-task effect, not an affinity, so it is set to 0 (a singleton group scores 0). Returns all zeros when
+    U has no interaction structure (e.g. a constant matrix).
+    """
+    U = np.asarray(U, dtype=np.float64)
+    U = (U + U.T) / 2
     n = U.shape[0]
-    off = U[~np.eye(n, dtype=bool)]
-    sd = off.std()
-    if sd <= 1e-12 * max(1.0, float(np.abs(off).max(initial=0.0))):
+    off = ~np.eye(n, dtype=bool)
+    masked = np.where(off, U, np.nan)
+    row = np.nanmean(masked, axis=1)
+    C = U - row[:, None] - row[None, :] + np.nanmean(masked)
+    C[~off] = 0.0
+    sd = C[off].std()
+    if sd <= 1e-9 * max(1.0, float(np.abs(U[off]).max(initial=0.0))):
         return np.zeros_like(U)
-    return (U - off.mean()) / sd
+    return C / sd
 
 
 def canonical(labels: np.ndarray) -> np.ndarray:
@@ -110,6 +124,32 @@ def silhouette(U_std: np.ndarray, labels: np.ndarray) -> float | None:
     return float(silhouette_score(D, labels, metric="precomputed"))
 
 
+def refine(U_std: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Local improvement after rounding: move single tasks between groups while <U, X_partition> increases.
+
+    Keeps the number of groups (no group is emptied); deterministic (first improving move in task order); a
+    partition that is already locally optimal, such as exact planted blocks, is returned unchanged."""
+    labels = canonical(labels).copy()
+    k = int(labels.max() + 1)
+    best = partition_objective(U_std, labels)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(len(labels)):
+            if (labels == labels[i]).sum() == 1:
+                continue
+            for g in range(k):
+                if g == labels[i]:
+                    continue
+                trial = labels.copy()
+                trial[i] = g
+                val = partition_objective(U_std, trial)
+                if val > best + 1e-12:
+                    labels, best, improved = trial, val, True
+                    break
+    return canonical(labels)
+
+
 def lambda_grid(U_std: np.ndarray, size: int) -> np.ndarray:
     """Log-spaced lambda from 0.01 to n * max|U_std| (above which one group is always optimal-ish)."""
     n = U_std.shape[0]
@@ -161,16 +201,16 @@ def cluster(
         result = Clustering(np.zeros(n, dtype=np.int64), 1, lam, "sdp", X=np.full((n, n), 1.0 / n))
     elif k is not None:
         X = solve_sdp(U_std, k=k, solver=solver)
-        result = Clustering(round_solution(X, k), k, None, "sdp", X=X)
+        result = Clustering(refine(U_std, round_solution(X, k)), k, None, "sdp", X=X)
     elif lam is not None:
         X = solve_sdp(U_std, lam=lam, solver=solver)
-        labels = round_solution(X)
+        labels = refine(U_std, round_solution(X))
         result = Clustering(labels, int(labels.max() + 1), lam, "sdp", X=X)
     else:
         solutions = []
         for g in lambda_grid(U_std, grid_size):
             X = solve_sdp(U_std, lam=float(g), solver=solver)
-            labels = round_solution(X)
+            labels = refine(U_std, round_solution(X))
             solutions.append((float(g), X, labels))
             grid_rows.append({"lam": float(g), "k": int(labels.max() + 1), "trace": float(np.trace(X)),
                               "labels": labels.tolist()})

@@ -197,16 +197,19 @@ def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
         raise PolicyGradExError(f"family {family.name!r}: observations must be a flat Box, got {obs0}")
     if not isinstance(act0, (gym.spaces.Discrete, gym.spaces.Box)):
         raise PolicyGradExError(f"family {family.name!r}: actions must be Discrete or Box, got {act0}")
+    def one_line(space: gym.Space) -> str:
+        return " ".join(str(space).split())
+
     for task, (obs, act) in zip(family.tasks[1:], spaces[1:]):
         if obs != obs0:
             raise PolicyGradExError(
-                f"family {family.name!r}: task {task.name!r} has observation space {obs} but task "
-                f"{family.tasks[0].name!r} has {obs0}; all tasks must share observation and action spaces"
+                f"family {family.name!r}: task {task.name!r} has observation space {one_line(obs)} but task "
+                f"{family.tasks[0].name!r} has {one_line(obs0)}; all tasks must share observation and action spaces"
             )
         if act != act0:
             raise PolicyGradExError(
-                f"family {family.name!r}: task {task.name!r} has action space {act} but task "
-                f"{family.tasks[0].name!r} has {act0}; all tasks must share observation and action spaces"
+                f"family {family.name!r}: task {task.name!r} has action space {one_line(act)} but task "
+                f"{family.tasks[0].name!r} has {one_line(act0)}; all tasks must share observation and action spaces"
             )
     return obs0, act0
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
-from .affinity import affinity_matrix
+from .affinity import affinity_matrix, split_half_reliability
 from .artifacts import (
     atomic_save_npy,
     atomic_save_npz,
@@ -316,7 +316,7 @@ def stage_surrogate(st: RunState) -> None:
 
 def stage_affinity(st: RunState) -> None:
     cfg, rd, n = st.cfg, st.rd, st.family.n
-    if not st.stale("affinity", rd.affinity, rd.affinity_csv):
+    if not st.stale("affinity", rd.affinity, rd.affinity_csv, rd.path / "affinity_stats.json"):
         st.U = load_npy(rd.affinity)
         if st.U.shape != (n, n):
             raise PolicyGradExError(f"{rd.affinity} has shape {st.U.shape}, expected ({n}, {n}); delete it to recompute")
@@ -330,6 +330,8 @@ def stage_affinity(st: RunState) -> None:
         for i, v in s["task_loss"].items():
             task_loss[j, int(i)] = v
     U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n)
+    reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss)
+    atomic_write_json(rd.path / "affinity_stats.json", {"split_half_reliability": reliability})
     if directed is not None:
         atomic_save_npy(rd.affinity_directed, directed)
     atomic_save_npy(rd.affinity, U)
@@ -398,6 +400,14 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--k {k} is out of range: family {family.name!r} has {n} tasks, so 1 <= k <= {n}")
     if cfg.cluster.k is not None and cfg.cluster.lam is not None:
         raise PolicyGradExError("give either --k or --lam, not both")
+    if cfg.cluster.lam is not None and cfg.cluster.lam < 0:
+        raise PolicyGradExError(f"--lam must be >= 0, got {cfg.cluster.lam}")
+    if cfg.cluster.method == "exhaustive" and cfg.cluster.k is None and cfg.cluster.lam is None:
+        raise PolicyGradExError("--cluster-method exhaustive needs --k or --lam")
+    if not cfg.ppo.learning_rate > 0:
+        raise PolicyGradExError(f"--lr must be > 0, got {cfg.ppo.learning_rate}")
+    if not cfg.surrogate.l2 >= 0:
+        raise PolicyGradExError(f"--l2 must be >= 0, got {cfg.surrogate.l2}")
     a = cfg.surrogate.subset_size
     if a is not None and not 2 <= a <= n:
         raise PolicyGradExError(f"--subset-size {a} must be between 2 and the number of tasks ({n})")
@@ -405,8 +415,10 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--num-subsets must be >= 1, got {cfg.surrogate.num_subsets}")
     if cfg.cluster.method == "exhaustive" and n > 12:
         raise PolicyGradExError(f"--cluster-method exhaustive needs n <= 12 tasks, family has {n}")
-    if not 0.0 < cfg.features.holdout_fraction < 1.0 and cfg.surrogate.evaluation == "held_out":
-        raise PolicyGradExError("--holdout-fraction must be in (0, 1) for held-out evaluation")
+    if not 0.0 <= cfg.features.holdout_fraction < 1.0:
+        raise PolicyGradExError(f"--holdout-fraction must be in [0, 1), got {cfg.features.holdout_fraction}")
+    if cfg.features.holdout_fraction == 0.0 and cfg.surrogate.evaluation == "held_out":
+        raise PolicyGradExError("--holdout-fraction 0 leaves nothing held out: raise it or use --evaluation in_sample")
     for name, value in [("--steps-per-task", cfg.ppo.steps_per_task), ("--transitions", cfg.features.transitions_per_task),
                         ("--projection-dim", cfg.features.projection_dim)]:
         if value < 1:
@@ -426,7 +438,10 @@ def load_run(out: Path) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
             raise PolicyGradExError(f"{p} is missing: the run is unfinished; rerun `policygradex run` with --out {rd.path}")
     groups = load_json(rd.groups)
     U = load_npy(rd.affinity)
-    if not isinstance(record, dict) or "family" not in record or not isinstance(groups, dict) or "groups" not in groups:
+    ok = (isinstance(record, dict) and isinstance(record.get("family"), dict)
+          and isinstance(record["family"].get("tasks"), list)
+          and isinstance(groups, dict) and {"groups", "group_indices", "k"} <= set(groups))
+    if not ok:
         raise PolicyGradExError(f"{rd.path}: config.json or groups.json is malformed; rerun into a fresh directory")
     return record, groups, U
 

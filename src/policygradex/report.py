@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,20 +20,30 @@ if TYPE_CHECKING:
 
 
 def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path: Path, title: str = "") -> None:
-    """Heatmap of U with rows and columns ordered by group; white lines separate the groups."""
+    """Two heatmaps ordered by group, white lines between groups: U of eq. 5, and its standardised interaction part
+    (double-centred, diagonal zeroed), which is what the SDP clusters."""
+    from .clustering import standardize
+
     order = [i for g in groups for i in g]
     n = len(names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 0.9 + 0.42 * n), dpi=110)
-    im = ax.imshow(U[np.ix_(order, order)], cmap="viridis")
-    ax.set_xticks(range(n), [names[i] for i in order], rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), [names[i] for i in order], fontsize=8)
-    edge = -0.5
-    for g in groups[:-1]:
-        edge += len(g)
-        ax.axhline(edge, color="white", lw=2)
-        ax.axvline(edge, color="white", lw=2)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="affinity U (eq. 5)")
-    ax.set_title(title or "task affinity, ordered by group", fontsize=10)
+    labels = [names[i] for i in order]
+    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 0.9 * n, 1.2 + 0.42 * n), dpi=110)
+    panels = [(U, "affinity U (eq. 5)", "viridis"), (standardize(U), "interaction (std units, clustered)", "RdBu_r")]
+    for ax, (M, label, cmap) in zip(axes, panels):
+        M = M[np.ix_(order, order)]
+        lim = float(np.abs(M).max()) or 1.0
+        kwargs = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {}
+        im = ax.imshow(M, cmap=cmap, **kwargs)
+        ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), labels, fontsize=8)
+        edge = -0.5
+        for g in groups[:-1]:
+            edge += len(g)
+            ax.axhline(edge, color="white" if cmap == "viridis" else "black", lw=2)
+            ax.axvline(edge, color="white" if cmap == "viridis" else "black", lw=2)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(title or "task affinity, ordered by group", fontsize=10)
     fig.tight_layout()
     _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
@@ -103,6 +114,12 @@ def write_report(st: "RunState") -> None:
         verdict = "optimal" if check["sdp_is_optimal"] else "NOT optimal"
         lines += ["", f"Exhaustive check over all partitions with k = {check['k']}: the SDP groups are {verdict} "
                   f"(objective {check['sdp_objective']:.4f} vs best {check['optimal_objective']:.4f} on standardised U)."]
+    stats_path = rd.path / "affinity_stats.json"
+    rel = json.loads(stats_path.read_text()).get("split_half_reliability") if stats_path.exists() else None
+    if rel is not None:
+        hint = "groups are mostly noise: raise the budget, N or m" if rel < 0.3 else (
+            "moderate" if rel < 0.7 else "the affinity is reproducible")
+        lines += ["", f"Split-half reliability of the affinity (even vs odd subsets, Spearman-Brown): {rel:.2f} ({hint})."]
     lines += ["", "![affinity](affinity.png)", "", "## Timings", "", "| stage | seconds |", "|---|---|"]
     for stage in ("meta_train", "features", "surrogate", "affinity", "cluster"):
         lines.append(f"| {stage} | {_fmt(st.timings.get(stage, float('nan')))} |")

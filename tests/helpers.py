@@ -1,0 +1,24 @@
+"""Plain helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_SEED = 0
+
+
+def tiny_run_args(out: Path, family: str = "cartpole", *extra: str) -> list[str]:
+    """argv of a tiny-budget run (seconds) into ``out``."""
+    return ["run", family, "--preset", "tiny", "--seed", str(TINY_SEED), "--out", str(out), *extra]
+
+
+def assert_one_line_error(rc: int, err: str, *fragments: str) -> str:
+    """The CLI contract for user errors: exit status 2 and exactly one stderr line `policygradex: error: ...`."""
+    assert rc == 2, f"expected exit code 2, got {rc}; stderr: {err!r}"
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected exactly one stderr line, got {len(lines)}: {err!r}"
+    assert lines[0].startswith("policygradex: error: "), lines[0]
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]

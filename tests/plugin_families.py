@@ -1,0 +1,60 @@
+"""User-defined task families for the tests (loaded as ``tests.plugin_families:FUNCTION``)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from policygradex.families import Task, TaskFamily
+
+
+def _cartpole(half_length: float):
+    def make() -> gym.Env:
+        env = gym.make("CartPole-v1")
+        env.unwrapped.length = half_length
+        env.unwrapped.polemass_length = env.unwrapped.masspole * half_length
+        return env
+
+    return make
+
+
+def good_family() -> TaskFamily:
+    """Three CartPole tasks with different pole lengths (no vector fast path: a SyncVectorEnv is used)."""
+    tasks = tuple(Task(f"pole{h}", _cartpole(h), {"half_length": h}) for h in (0.25, 0.5, 1.0))
+    return TaskFamily("plugin-cartpole", tasks, "three CartPole pole lengths")
+
+
+def bad_family() -> TaskFamily:
+    """CartPole (4-dim observations) next to Acrobot (6-dim): spaces do not match."""
+    tasks = (
+        Task("cartpole", lambda: gym.make("CartPole-v1")),
+        Task("acrobot", lambda: gym.make("Acrobot-v1")),
+    )
+    return TaskFamily("mismatched", tasks)
+
+
+def bad_family_wide() -> TaskFamily:
+    """CartPole next to LunarLander, whose 8-dim Box prints over several lines."""
+    tasks = (
+        Task("cartpole", lambda: gym.make("CartPole-v1")),
+        Task("lander", lambda: gym.make("LunarLander-v3")),
+    )
+    return TaskFamily("mismatched-wide", tasks)
+
+
+def raising_family() -> TaskFamily:
+    """A factory that fails with an ordinary exception."""
+    raise RuntimeError("boom")
+
+
+def not_a_family() -> str:
+    """A factory that returns the wrong type."""
+    return "not a family"
+
+
+NOT_CALLABLE = 42
+
+
+def pendulum_trio() -> TaskFamily:
+    """Three Pendulum-v1 gravities: continuous actions (Gaussian policy head)."""
+    tasks = tuple(Task(f"g={g}", (lambda g=g: gym.make("Pendulum-v1", g=g)), {"gravity": g}) for g in (2.0, 10.0, 20.0))
+    return TaskFamily("plugin-pendulum", tasks, "three pendulum gravities")
