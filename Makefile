@@ -1,9 +1,12 @@
 # `make demo` and `make test` each work from a fresh clone: they create .venv if it is missing, install
-# torch (pinned, CPU) first and then the package with its test extras, and run.
+# torch (pinned, CPU) first and then the package with its test extras, and run. `make test EXTRAS=test,ray`
+# also installs Ray, so that the Ray backend test runs (CI does this).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+EXTRAS ?= test
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 DEMO_OUT ?= runs/demo-cartpole
 
 .PHONY: demo test bench venv clean
@@ -14,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: $(STAMP)

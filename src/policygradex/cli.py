@@ -10,7 +10,7 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 from rich.console import Console
@@ -20,6 +20,9 @@ from . import __version__
 from .config import PRESETS, RunConfig, apply_preset
 from .errors import PolicyGradExError
 from .families import FAMILIES
+
+if TYPE_CHECKING:
+    from .launcher import LauncherConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,7 +36,7 @@ def _int_list(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64,64, got {text!r}") from None
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"values must be positive integers, got {text!r}")
     return values
 
 
@@ -78,7 +81,98 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("run_dir", type=Path)
     adapt.add_argument("--subset", type=int, required=True, help="index of the subset in subsets.json")
     adapt.add_argument("--output", type=Path, required=True, help="file for the adapted state_dict (.pt)")
+    _add_evaluation_commands(sub)
     return parser
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.001,0.01, got {text!r}") from None
+    return values
+
+
+def _add_launcher_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("job launcher (finished jobs are cached in RUN_DIR/jobs: rerun to resume)")
+    g.add_argument("--backend", choices=["sequential", "process", "ray"], default="process",
+                   help="where trainings run: one by one, a local process pool (default) or Ray")
+    g.add_argument("--workers", type=int, help="parallel jobs for the process pool (default: CPU cores)")
+    g.add_argument("--ray-address", help="Ray cluster address for --backend ray (default: a local Ray)")
+
+
+def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
+    cl = sub.add_parser("check-linear", help="first-order approximation error of log pi near theta_star (Table 1)")
+    cl.add_argument("run_dir", type=Path)
+    cl.add_argument("--num-subsets", type=int, default=10, help="random subsets fine-tuned (default 10)")
+    cl.add_argument("--subset-size", type=int, default=5, help="tasks per subset (default 5)")
+    cl.add_argument("--distances", type=_float_list, default=(0.001, 0.005, 0.01, 0.05),
+                    help="relative parameter distances (default 0.001,0.005,0.01,0.05)")
+    cl.add_argument("--max-steps-per-task", type=int, default=50_000, help="fine-tuning budget cap per task")
+    cl.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
+    cl.add_argument("--seed", type=int, default=0)
+    _add_launcher_options(cl)
+
+    gt = sub.add_parser("ground-truth", help="real fine-tuning on the surrogate's subsets: NMI, Spearman, speedup (Table 3)")
+    gt.add_argument("run_dir", type=Path)
+    gt.add_argument("--steps-per-task", type=int, default=20_000, help="fine-tuning budget per task (default 20000)")
+    gt.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
+    gt.add_argument("--max-subsets", type=int, help="train only the first M subsets (default: all the surrogate used)")
+    gt.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
+    gt.add_argument("--target", choices=["return", "ppo", "logistic"], default="return",
+                    help="real f(S) behind U_true: mean return (default), negative PPO loss, or logistic objective")
+    gt.add_argument("--seed", type=int, default=0)
+    _add_launcher_options(gt)
+
+    cp = sub.add_parser("compare", help="train one policy per group for several groupings, same budget (Table 2)")
+    cp.add_argument("run_dir", type=Path)
+    cp.add_argument("--seeds", type=int, default=5, help="seeds per grouping (default 5)")
+    cp.add_argument("--steps-per-task", type=int, help="environment steps per task (default: the run's meta-training budget)")
+    cp.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
+    cp.add_argument("--ablate-k", type=_int_list, default=(), help="also PolicyGradEx groups with these k, e.g. 1,2,3,4,5")
+    cp.add_argument("--ablate-d", type=_int_list, default=(), help="also groups from projections of these d, e.g. 100,200,400,1000")
+    cp.add_argument("--seed", type=int, default=0)
+    _add_launcher_options(cp)
+
+
+def _launcher(args: argparse.Namespace) -> "LauncherConfig":
+    from .launcher import LauncherConfig
+
+    if args.workers is not None and args.workers < 1:
+        raise PolicyGradExError(f"--workers must be >= 1, got {args.workers}")
+    if args.ray_address and args.backend != "ray":
+        raise PolicyGradExError("--ray-address needs --backend ray")
+    return LauncherConfig(backend=args.backend, workers=args.workers, ray_address=args.ray_address)
+
+
+def cmd_check_linear(args: argparse.Namespace, console: Console) -> None:
+    from .check_linear import CheckLinearConfig, check_linear, markdown
+
+    cc = CheckLinearConfig(num_subsets=args.num_subsets, subset_size=args.subset_size, distances=args.distances,
+                           max_steps_per_task=args.max_steps_per_task, learning_rate=args.lr, seed=args.seed)
+    record = check_linear(args.run_dir, cc, _launcher(args), console)
+    print(markdown(record))
+    console.print(f"-> {args.run_dir}/check_linear/check_linear.md")
+
+
+def cmd_ground_truth(args: argparse.Namespace, console: Console) -> None:
+    from .ground_truth import GroundTruthConfig, ground_truth, markdown
+
+    gt = GroundTruthConfig(steps_per_task=args.steps_per_task, learning_rate=args.lr, max_subsets=args.max_subsets,
+                           eval_episodes=args.eval_episodes, target=args.target, seed=args.seed)
+    record = ground_truth(args.run_dir, gt, _launcher(args), console)
+    print(markdown(record))
+    console.print(f"-> {args.run_dir}/ground_truth/ground_truth.md")
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> None:
+    from .compare import CompareConfig, compare, markdown
+
+    cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
+                       ablate_k=args.ablate_k, ablate_d=args.ablate_d, seed=args.seed)
+    record = compare(args.run_dir, cc, _launcher(args), console)
+    print(markdown(record))
+    console.print(f"-> {args.run_dir}/compare/compare.md")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -202,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd_show(args, console)
         elif args.command == "adapt":
             cmd_adapt(args, err)
+        elif args.command == "check-linear":
+            cmd_check_linear(args, err)
+        elif args.command == "ground-truth":
+            cmd_ground_truth(args, err)
+        elif args.command == "compare":
+            cmd_compare(args, err)
         return 0
     except PolicyGradExError as exc:
         print(f"policygradex: error: {exc}", file=sys.stderr)

@@ -152,9 +152,17 @@ def add_advantages(rollout: Rollout, gamma: float, gae_lambda: float) -> None:
 
 
 def ppo_update(
-    model: nn.Module, optimizer: torch.optim.Optimizer, rollout: Rollout, cfg: PPOConfig, generator: torch.Generator
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    cfg: PPOConfig,
+    generator: torch.Generator,
+    after_step: Callable[[nn.Module], bool] | None = None,
 ) -> dict[str, float]:
-    """CleanRL's clipped PPO update over the valid transitions of one rollout."""
+    """CleanRL's clipped PPO update over the valid transitions of one rollout.
+
+    ``after_step(model)`` is called after every optimizer step; when it returns True the update stops at once and the
+    returned stats hold ``stopped = 1`` (used to watch the parameters move away from theta_star step by step)."""
     mask = rollout.valid.reshape(-1)
     b_obs = rollout.obs.reshape(-1, rollout.obs.shape[-1])[mask]
     b_actions = rollout.actions.reshape(-1, *rollout.actions.shape[2:])[mask]
@@ -191,6 +199,9 @@ def ppo_update(
             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             stats = {"pg_loss": pg_loss.item(), "v_loss": v_loss.item(), "entropy": entropy.mean().item()}
+            if after_step is not None and after_step(model):
+                stats["stopped"] = 1.0
+                return stats
         stats["approx_kl"] = float(approx_kl)
         if cfg.target_kl is not None and approx_kl > cfg.target_kl:
             break
@@ -214,11 +225,13 @@ def train_ppo(
     init_state: dict[str, torch.Tensor] | None = None,
     checkpoint_path: Path | None = None,
     on_iteration: Callable[[int, int, dict[str, Any]], None] | None = None,
+    after_step: Callable[[nn.Module], bool] | None = None,
 ) -> TrainResult:
     """Train one policy on ``task_ids`` of ``family`` (all tasks: the meta-policy theta_star).
 
     With ``checkpoint_path``, a checkpoint is written atomically every ``cfg.checkpoint_every`` iterations and
     training resumes from it when present (the environments restart fresh episodes, reseeded by iteration).
+    ``after_step`` (see :func:`ppo_update`) can end training early, after any optimizer step.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -249,7 +262,7 @@ def train_ppo(
             optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
         rollout, obs = collect_rollout(env, model, obs, cfg.num_steps, tracker)
         add_advantages(rollout, cfg.gamma, cfg.gae_lambda)
-        stats = ppo_update(model, optimizer, rollout, cfg, generator)
+        stats = ppo_update(model, optimizer, rollout, cfg, generator, after_step)
         episodes = tracker.pop()
         row: dict[str, Any] = {"iteration": it + 1, "env_steps_per_task": (it + 1) * steps_per_iteration}
         row["mean_return"] = float(np.mean([r for _, r, _ in episodes])) if episodes else float("nan")
@@ -261,6 +274,8 @@ def train_ppo(
         curve.append(row)
         if on_iteration is not None:
             on_iteration(it + 1, iterations, row)
+        if stats.get("stopped"):
+            break
         if checkpoint_path is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0:
             atomic_torch_save(
                 {

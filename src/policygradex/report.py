@@ -24,12 +24,19 @@ def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path
     (double-centred, diagonal zeroed), which is what the SDP clusters."""
     from .clustering import standardize
 
+    plot_heatmaps([(U, "affinity U (eq. 5)", "viridis"), (standardize(U), "interaction (std units, clustered)", "RdBu_r")],
+                  names, groups, path, title or "task affinity, ordered by group")
+
+
+def plot_heatmaps(panels: list[tuple[np.ndarray, str, str]], names: list[str], groups: list[list[int]], path: Path,
+                  title: str) -> None:
+    """Heatmaps (matrix, panel title, colormap) side by side, rows and columns ordered by ``groups``, with lines
+    between groups; diverging colormaps are centred on 0."""
     order = [i for g in groups for i in g]
     n = len(names)
     labels = [names[i] for i in order]
-    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 0.9 * n, 1.2 + 0.42 * n), dpi=110)
-    panels = [(U, "affinity U (eq. 5)", "viridis"), (standardize(U), "interaction (std units, clustered)", "RdBu_r")]
-    for ax, (M, label, cmap) in zip(axes, panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + (1.0 + 0.9 * n) * len(panels) / 2, 1.2 + 0.42 * n), dpi=110)
+    for ax, (M, label, cmap) in zip(np.atleast_1d(axes), panels):
         M = M[np.ix_(order, order)]
         lim = float(np.abs(M).max()) or 1.0
         kwargs = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {}
@@ -43,8 +50,13 @@ def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path
             ax.axvline(edge, color="white" if cmap == "viridis" else "black", lw=2)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         ax.set_title(label, fontsize=9)
-    fig.suptitle(title or "task affinity, ordered by group", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure atomically as PNG and close it."""
     _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
@@ -65,8 +77,7 @@ def plot_curve(curve: list[dict[str, Any]], names: list[str], path: Path, title:
     ax.set_title(title or "meta-training on all tasks", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _fmt(x: Any) -> str:

@@ -1,0 +1,307 @@
+"""``policygradex ground-truth RUN_DIR``: the surrogate against real subset training (paper Table 3).
+
+For the subsets the surrogate used (all of them, or the first ``max_subsets``), fine-tune theta_star with PPO on
+each subset's tasks at a fixed budget and measure the real f(S):
+
+- ``return`` (default target, as in the paper): mean episodic return of the fine-tuned policy on S's tasks;
+- ``ppo``: the negative PPO loss (clipped objective) on the held-out transitions of S's tasks;
+- ``logistic``: the surrogate's own weighted logistic objective, evaluated at the real fine-tuned policy.
+
+U_true is eq. 5 on f, clustered with the run's k and the same routine. Reported: NMI between the run's groups and
+the true groups (with the NMI of random groupings of the same sizes as the floor), Spearman between f^ and f over
+the subsets, ||std(U) - std(U_true)|| / ||std(U_true)|| (std: the standardisation the SDP sees), and the speedup of
+the surrogate over real training, in FLOPs (torch's FlopCounterMode) and in single-thread wall-clock seconds, both
+measured in this command. Meta-training theta_star is common to both and counted in neither.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from rich.console import Console
+from scipy.stats import spearmanr
+from sklearn.metrics import normalized_mutual_info_score
+from torch.utils.flop_counter import FlopCounterMode
+
+from .affinity import split_half_reliability, subset_affinity
+from .artifacts import atomic_save_npy, atomic_write_json, load_json, load_npy
+from .clustering import cluster, groups_from_labels, standardize
+from .config import PPOConfig
+from .errors import PolicyGradExError
+from .evaluation import RunContext, ensure_transitions, job_seed, load_context, ppo_dict, write_markdown
+from .features import collect_transitions, projected_gradients
+from .launcher import JobSpec, LauncherConfig, run_jobs
+from .pipeline import _feature_set, projection_for
+from .ppo import train_ppo
+from .report import plot_heatmaps, save_figure
+from .surrogate import pair_counts, run_surrogate
+
+TARGETS = ("return", "ppo", "logistic")
+
+
+@dataclass(frozen=True)
+class GroundTruthConfig:
+    """Options of the ground-truth evaluation."""
+
+    steps_per_task: int = 20_000
+    """PPO fine-tuning budget per task of each subset."""
+    learning_rate: float | None = None
+    """Fine-tuning learning rate (None: the run's meta-training rate)."""
+    max_subsets: int | None = None
+    """Train only the first this many of the surrogate's subsets (None: all); every pair must stay covered."""
+    eval_episodes: int = 10
+    """Evaluation episodes per task for the return of each fine-tuned policy."""
+    target: Literal["return", "ppo", "logistic"] = "return"
+    """Which real f(S) builds U_true and its groups (all three are measured and reported)."""
+    seed: int = 0
+    """Seed of the fine-tuning jobs."""
+    random_draws: int = 1000
+    """Random groupings drawn for the NMI floor."""
+
+
+def _labels(groups: list[list[int]], n: int) -> np.ndarray:
+    labels = np.zeros(n, dtype=np.int64)
+    for g, members in enumerate(groups):
+        labels[members] = g
+    return labels
+
+
+def random_nmi(reference: np.ndarray, sizes: list[int], draws: int, seed: int) -> tuple[float, float]:
+    """Mean and std of NMI between ``reference`` and random partitions with the given group sizes."""
+    rng = np.random.default_rng(seed)
+    base = np.repeat(np.arange(len(sizes)), sizes)
+    scores = [normalized_mutual_info_score(reference, rng.permutation(base)) for _ in range(draws)]
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def relative_error(U: np.ndarray, U_true: np.ndarray) -> float:
+    """||std(U) - std(U_true)||_F / ||std(U_true)||_F after the SDP's standardisation (NaN if U_true is flat)."""
+    A, B = standardize(U), standardize(U_true)
+    denom = np.linalg.norm(B)
+    return float(np.linalg.norm(A - B) / denom) if denom > 0 else float("nan")
+
+
+def interaction_spearman(subsets: list[list[int]], f_hat: np.ndarray, f: np.ndarray, n: int) -> float:
+    """Spearman between the parts of f^ and f that additive per-task effects do not explain.
+
+    Both are regressed on subset membership (f(S) ~ c + sum_{i in S} u_i, least squares) and the residuals are
+    correlated. This is the part clustering sees (it double-centres U): a task that is easy or hard in every
+    subset moves f(S) a lot but says nothing about which tasks belong together."""
+    Z = np.zeros((len(subsets), n + 1))
+    Z[:, n] = 1.0
+    for j, s in enumerate(subsets):
+        Z[j, s] = 1.0
+
+    def residual(y: np.ndarray) -> np.ndarray:
+        coef, *_ = np.linalg.lstsq(Z, y, rcond=None)
+        return y - Z @ coef
+
+    r_hat, r = residual(np.asarray(f_hat, float)), residual(np.asarray(f, float))
+    if r_hat.std() < 1e-12 or r.std() < 1e-12:
+        return float("nan")
+    return float(spearmanr(r_hat, r).statistic)
+
+
+def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfig, ppo: dict[str, Any]) -> dict[str, Any]:
+    """FLOPs and single-thread seconds of the surrogate (collect, gradients + projection, fits) for these subsets,
+    and FLOPs of one PPO fine-tuning job, extrapolated from one measured iteration."""
+    cfg, n = ctx.cfg, ctx.family.n
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        with FlopCounterMode(display=False) as fc_collect:
+            trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.seed + 1)
+        t_collect = time.perf_counter() - t0
+        projection = projection_for(cfg, ctx.model)
+        t0 = time.perf_counter()
+        with FlopCounterMode(display=False) as fc_grad:
+            for t in trans:
+                projected_gradients(ctx.model, t.obs, t.actions, projection, cfg.features)
+        t_grad = time.perf_counter() - t0
+        paths = [ctx.rd.task_features(i) for i in range(n)]
+        from .artifacts import load_npz
+
+        features = _feature_set([load_npz(p) for p in paths], cfg.features.holdout_fraction, paths)
+        t0 = time.perf_counter()
+        with FlopCounterMode(display=False) as fc_fit:
+            run_surrogate(features, subsets, cfg.surrogate)
+        t_fit = time.perf_counter() - t0
+        # one PPO iteration on a subset of the usual size, counted, then scaled to the job's iterations
+        p = PPOConfig(**ppo)
+        per_iter = p.envs_per_task * p.num_steps
+        one = PPOConfig(**{**ppo, "steps_per_task": per_iter})
+        iterations = max(1, p.steps_per_task // per_iter)
+        flops_train = 0.0
+        for s in subsets[: min(3, len(subsets))]:
+            with FlopCounterMode(display=False) as fc_ppo:
+                train_ppo(ctx.family, s, cfg.network, one, 0, init_state=ctx.model.state_dict())
+            flops_train += fc_ppo.get_total_flops() * iterations
+        flops_train *= len(subsets) / min(3, len(subsets))
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "surrogate_seconds": {"collect": t_collect, "gradients_projection": t_grad, "fits": t_fit,
+                              "total": t_collect + t_grad + t_fit},
+        "surrogate_flops": {"collect": fc_collect.get_total_flops(), "gradients_projection": fc_grad.get_total_flops(),
+                            "fits": fc_fit.get_total_flops(),
+                            "total": fc_collect.get_total_flops() + fc_grad.get_total_flops() + fc_fit.get_total_flops()},
+        "training_flops": flops_train,
+    }
+
+
+def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
+    ctx = load_context(run_dir, need=("subsets", "groups", "affinity"))
+    n, names = ctx.family.n, ctx.names
+    if gt.target not in TARGETS:
+        raise PolicyGradExError(f"--target must be one of {', '.join(TARGETS)}, got {gt.target!r}")
+    if gt.steps_per_task < 1 or gt.eval_episodes < 1:
+        raise PolicyGradExError("--steps-per-task and --eval-episodes must be >= 1")
+    record_s = load_json(ctx.rd.subsets)
+    groups_run = load_json(ctx.rd.groups)
+    all_subsets = [s["tasks"] for s in record_s["subsets"]]
+    m = len(all_subsets) if gt.max_subsets is None else min(gt.max_subsets, len(all_subsets))
+    if m < 1:
+        raise PolicyGradExError(f"--max-subsets must be >= 1, got {gt.max_subsets}")
+    subsets = all_subsets[:m]
+    f_hat = np.array([s["f_hat"] for s in record_s["subsets"][:m]])
+    counts = pair_counts(subsets, n)
+    if (counts == 0).any():
+        i, j = np.argwhere(counts == 0)[0]
+        raise PolicyGradExError(f"the first {m} subsets never hold tasks {names[i]!r} and {names[j]!r} together; "
+                                "raise --max-subsets (or leave it out to train all subsets)")
+    transitions = ensure_transitions(ctx, console)
+    ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=gt.steps_per_task,
+                   learning_rate=gt.learning_rate or ctx.cfg.ppo.learning_rate)
+    common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha,
+              "transitions": str(transitions), "ppo": ppo, "eval_episodes": gt.eval_episodes, "objectives": True,
+              "init": "theta_star"}
+    specs = [JobSpec("policygradex.evaluation:train_job", {**common, "task_ids": s},
+                     seed=job_seed("ground-truth", gt.seed, tuple(s)), label=",".join(names[i] for i in s))
+             for s in subsets]
+    results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console, f"ground truth: fine-tune {m} subsets")
+    f_true = {"return": np.array([r["mean_return"] for r in results]),
+              "ppo": np.array([r["objectives"]["ppo"] for r in results]),
+              "logistic": np.array([r["objectives"]["logistic"] for r in results])}
+
+    U = load_npy(ctx.rd.affinity)
+    U_same = subset_affinity(subsets, f_hat, n)
+    k = int(groups_run["k"])
+    labels_est = _labels(groups_run["group_indices"], n)
+    cc = ctx.cfg.cluster
+    out_dir = ctx.rd.path / "ground_truth"
+    per_target: dict[str, Any] = {}
+    for target in TARGETS:
+        U_true = subset_affinity(subsets, f_true[target], n)
+        res = cluster(U_true, k=k, solver=cc.solver, exhaustive_check=False)
+        labels_true = res.labels
+        rho = spearmanr(f_hat, f_true[target]).statistic if np.std(f_true[target]) > 0 else float("nan")
+        per_target[target] = {
+            "U_true": U_true,
+            "groups_true": groups_from_labels(labels_true),
+            "nmi": float(normalized_mutual_info_score(labels_true, labels_est)),
+            "spearman": float(rho),
+            "spearman_interaction": interaction_spearman(subsets, f_hat, f_true[target], n),
+            "reliability_true": split_half_reliability(subsets, f_true[target], n),
+            "relative_error": relative_error(U, U_true),
+            "relative_error_same_subsets": relative_error(U_same, U_true),
+        }
+    main = per_target[gt.target]
+    sizes = [len(g) for g in groups_run["group_indices"]]
+    floor_mean, floor_std = random_nmi(_labels(main["groups_true"], n), sizes, gt.random_draws, gt.seed)
+
+    with console.status("measuring FLOPs and single-thread time of the surrogate"):
+        cost = measure_cost(ctx, subsets, gt, ppo)
+    train_seconds = float(sum(r["train_seconds"] for r in results))
+    cost["training_seconds"] = train_seconds
+    cost["speedup_flops"] = cost["training_flops"] / max(cost["surrogate_flops"]["total"], 1)
+    cost["speedup_seconds"] = train_seconds / cost["surrogate_seconds"]["total"]
+
+    record = {
+        "family": ctx.family.name,
+        "config": asdict(gt),
+        "num_subsets": m,
+        "k": k,
+        "groups_estimated": groups_run["groups"],
+        "groups_true": [[names[i] for i in g] for g in main["groups_true"]],
+        "nmi": main["nmi"],
+        "nmi_random": {"mean": floor_mean, "std": floor_std},
+        "spearman": main["spearman"],
+        "spearman_interaction": main["spearman_interaction"],
+        "reliability_true": main["reliability_true"],
+        "reliability_estimated": split_half_reliability(subsets, f_hat, n),
+        "relative_error": main["relative_error"],
+        "relative_error_same_subsets": main["relative_error_same_subsets"],
+        "targets": {t: {k2: v for k2, v in d.items() if k2 != "U_true"} for t, d in per_target.items()},
+        "cost": cost,
+        "subsets": [{"tasks": s, "f_hat": float(f_hat[j]), **{f"f_{t}": float(f_true[t][j]) for t in TARGETS},
+                     "relative_distance": results[j]["relative_distance"]} for j, s in enumerate(subsets)],
+    }
+    atomic_save_npy(out_dir / "affinity_true.npy", main["U_true"])
+    atomic_write_json(out_dir / "groups_true.json",
+                      {"groups": record["groups_true"], "group_indices": main["groups_true"], "k": k,
+                       "target": gt.target})
+    atomic_write_json(out_dir / "ground_truth.json", record)
+    plot_heatmaps([(standardize(U), "estimated U (PolicyGradEx)", "RdBu_r"),
+                   (standardize(main["U_true"]), f"true U (fine-tuning, f = {gt.target})", "RdBu_r")],
+                  names, main["groups_true"], out_dir / "affinity_vs_true.png",
+                  "standardised affinity, ordered by the true groups")
+    _scatter(f_hat, f_true[gt.target], gt.target, main["spearman"], out_dir / "f_hat_vs_f.png")
+    write_markdown(out_dir / "ground_truth.md", markdown(record))
+    return record
+
+
+def _scatter(f_hat: np.ndarray, f: np.ndarray, target: str, rho: float, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=110)
+    ax.scatter(f_hat, f, s=10, alpha=0.7)
+    ax.set_xlabel("surrogate f^(S)")
+    ax.set_ylabel(f"real f(S) ({target})")
+    ax.set_title(f"subsets: Spearman {rho:.2f}", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def markdown(record: dict[str, Any]) -> str:
+    c = record["cost"]
+    gt = record["config"]
+    lines = [
+        f"# Ground truth: {record['family']}", "",
+        f"{record['num_subsets']} subsets fine-tuned from theta_star with PPO ({gt['steps_per_task']} steps per task); "
+        f"true groups from U_true with f = {gt['target']}, k = {record['k']}.", "",
+        "| metric | value |", "|---|---|",
+        f"| NMI (estimated vs true groups) | {record['nmi']:.3f} |",
+        f"| NMI of random groupings (floor) | {record['nmi_random']['mean']:.3f} ± {record['nmi_random']['std']:.3f} |",
+        f"| Spearman(f^, f) over subsets | {record['spearman']:.3f} |",
+        f"| same, after removing additive per-task effects | {record['spearman_interaction']:.3f} |",
+        f"| split-half reliability of U_true / of U (same subsets) | {_num(record['reliability_true'])} / "
+        f"{_num(record['reliability_estimated'])} |",
+        f"| relative error of U (standardised) | {record['relative_error']:.3f} |",
+        f"| same, U from the same subsets only | {record['relative_error_same_subsets']:.3f} |",
+        f"| speedup in FLOPs | {c['speedup_flops']:.1f}x ({c['training_flops']:.3g} vs {c['surrogate_flops']['total']:.3g}) |",
+        f"| speedup in seconds (1 thread) | {c['speedup_seconds']:.1f}x ({c['training_seconds']:.1f} s vs "
+        f"{c['surrogate_seconds']['total']:.1f} s) |", "",
+        "Other choices of the real f(S):", "",
+        "| f | NMI | Spearman | Spearman (interaction) | reliability of U_true | relative error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t, d in record["targets"].items():
+        lines.append(f"| {t} | {d['nmi']:.3f} | {d['spearman']:.3f} | {d['spearman_interaction']:.3f} | "
+                     f"{_num(d['reliability_true'])} | {d['relative_error']:.3f} |")
+    lines += ["", "Estimated groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_estimated"]),
+              "", "True groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_true"]), "",
+              "Surrogate cost breakdown (FLOPs / seconds): " + ", ".join(
+                  f"{k} {c['surrogate_flops'][k]:.3g} / {c['surrogate_seconds'][k]:.2f} s"
+                  for k in ("collect", "gradients_projection", "fits")),
+              "", "![estimated vs true](affinity_vs_true.png) ![f^ vs f](f_hat_vs_f.png)"]
+    return "\n".join(lines)
