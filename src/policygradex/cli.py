@@ -134,6 +134,20 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--seed", type=int, default=0)
     _add_launcher_options(cp)
 
+    hs = sub.add_parser("hessian", help="Hessian trace, generalization error and the Theorem 1 bound over training (Fig. 2)")
+    hs.add_argument("run_dir", type=Path)
+    hs.add_argument("--iterations", type=int, default=100, help="PPO iterations per configuration (default 100)")
+    hs.add_argument("--envs-per-task", type=int, default=4, help="sub-environments per task (default 4)")
+    hs.add_argument("--num-steps", type=int, default=512, help="steps per sub-environment per iteration (default 512)")
+    hs.add_argument("--every", type=int, default=10, help="measure every this many iterations (default 10)")
+    hs.add_argument("--probes", type=int, default=60, help="Hessian-vector products per trace estimate (default 60)")
+    hs.add_argument("--estimator", choices=["hutchpp", "hutchinson"], default="hutchpp")
+    hs.add_argument("--no-eigenvalue", action="store_true", help="skip the top eigenvalue (Lanczos)")
+    hs.add_argument("--alphas", type=_int_list, default=(1, 2, 3, 5, 10), help="subset sizes for the alpha sweep")
+    hs.add_argument("--init", choices=["scratch", "theta_star"], default="scratch")
+    hs.add_argument("--seed", type=int, default=0)
+    _add_launcher_options(hs)
+
 
 def _launcher(args: argparse.Namespace) -> "LauncherConfig":
     from .launcher import LauncherConfig
@@ -173,6 +187,17 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
     record = compare(args.run_dir, cc, _launcher(args), console)
     print(markdown(record))
     console.print(f"-> {args.run_dir}/compare/compare.md")
+
+
+def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
+    from .generalization import HessianConfig, hessian_analysis, markdown
+
+    hc = HessianConfig(iterations=args.iterations, envs_per_task=args.envs_per_task, num_steps=args.num_steps,
+                       every=args.every, probes=args.probes, estimator=args.estimator,
+                       eigenvalue=not args.no_eigenvalue, alphas=args.alphas, init=args.init, seed=args.seed)
+    record = hessian_analysis(args.run_dir, hc, _launcher(args), console)
+    print(markdown(record))
+    console.print(f"-> {args.run_dir}/hessian/hessian.md")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -302,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_ground_truth(args, err)
         elif args.command == "compare":
             cmd_compare(args, err)
+        elif args.command == "hessian":
+            cmd_hessian(args, err)
         return 0
     except PolicyGradExError as exc:
         print(f"policygradex: error: {exc}", file=sys.stderr)

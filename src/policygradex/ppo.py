@@ -226,12 +226,15 @@ def train_ppo(
     checkpoint_path: Path | None = None,
     on_iteration: Callable[[int, int, dict[str, Any]], None] | None = None,
     after_step: Callable[[nn.Module], bool] | None = None,
+    before_update: Callable[[nn.Module, Rollout], None] | None = None,
 ) -> TrainResult:
     """Train one policy on ``task_ids`` of ``family`` (all tasks: the meta-policy theta_star).
 
     With ``checkpoint_path``, a checkpoint is written atomically every ``cfg.checkpoint_every`` iterations and
     training resumes from it when present (the environments restart fresh episodes, reseeded by iteration).
     ``after_step`` (see :func:`ppo_update`) can end training early, after any optimizer step.
+    ``before_update(model, rollout)`` sees each rollout (with advantages) and the policy that collected it, just
+    before the update; ``model`` is the live network, updated in place afterwards.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -262,6 +265,8 @@ def train_ppo(
             optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
         rollout, obs = collect_rollout(env, model, obs, cfg.num_steps, tracker)
         add_advantages(rollout, cfg.gamma, cfg.gae_lambda)
+        if before_update is not None:
+            before_update(model, rollout)
         stats = ppo_update(model, optimizer, rollout, cfg, generator, after_step)
         episodes = tracker.pop()
         row: dict[str, Any] = {"iteration": it + 1, "env_steps_per_task": (it + 1) * steps_per_iteration}
