@@ -172,7 +172,7 @@ def subset_objectives(model: nn.Module, trans: dict[str, Any], task_ids: list[in
 
 
 # ----------------------------------------------------------------------------------------------- jobs
-def _job_context(args: dict[str, Any]) -> tuple[RunConfig, TaskFamily, nn.Module]:
+def job_context(args: dict[str, Any]) -> tuple[RunConfig, TaskFamily, nn.Module]:
     cfg = RunConfig.from_dict(args["config"])
     family = load_family(cfg.family)
     model = make_model(cfg, family)
@@ -185,7 +185,7 @@ def _job_context(args: dict[str, Any]) -> tuple[RunConfig, TaskFamily, nn.Module
 def train_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train one policy on ``args["task_ids"]`` (fine-tune theta_star, or from scratch with init="scratch") with
     PPO config ``args["ppo"]``; then measure per-task returns (and the real f(S) objectives if asked)."""
-    cfg, family, model = _job_context(args)
+    cfg, family, model = job_context(args)
     ppo = PPOConfig(**args["ppo"])
     task_ids = [int(t) for t in args["task_ids"]]
     init = model.state_dict() if args.get("init", "theta_star") == "theta_star" else None
@@ -215,7 +215,7 @@ def linear_check_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     the target distance (a rescaling by at most one optimizer step's worth)."""
     from torch.func import functional_call, jvp
 
-    cfg, family, model = _job_context(args)
+    cfg, family, model = job_context(args)
     ppo = PPOConfig(**args["ppo"])
     task_ids = [int(t) for t in args["task_ids"]]
     targets = sorted(float(x) for x in args["distances"])

@@ -33,7 +33,7 @@ from rich.console import Console
 from .artifacts import atomic_write_json, load_json
 from .config import PPOConfig
 from .errors import PolicyGradExError
-from .evaluation import _job_context, job_seed, load_context, ppo_dict, write_markdown
+from .evaluation import job_context, job_seed, load_context, ppo_dict, write_markdown
 from .families import MultiTaskVectorEnv
 from .hessian import Batch, clipped_losses, hutchinson, hutchpp, make_hvp, ppo_loss_fn, top_eigenvalue
 from .launcher import JobSpec, LauncherConfig, run_jobs
@@ -82,7 +82,7 @@ def _losses(model: torch.nn.Module, batch: Batch, clip: float) -> torch.Tensor:
 
 def hessian_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train on ``task_ids`` and measure train/test loss, Hessian trace and bound along the way."""
-    cfg, family, model = _job_context(args)
+    cfg, family, model = job_context(args)
     ppo = PPOConfig(**args["ppo"])
     task_ids = [int(t) for t in args["task_ids"]]
     iterations = max(1, ppo.steps_per_task // (ppo.envs_per_task * ppo.num_steps))

@@ -29,14 +29,14 @@ from sklearn.metrics import normalized_mutual_info_score
 from torch.utils.flop_counter import FlopCounterMode
 
 from .affinity import split_half_reliability, subset_affinity
-from .artifacts import atomic_save_npy, atomic_write_json, load_json, load_npy
+from .artifacts import atomic_save_npy, atomic_write_json, load_json, load_npy, load_npz
 from .clustering import cluster, groups_from_labels, standardize
 from .config import PPOConfig
 from .errors import PolicyGradExError
 from .evaluation import RunContext, ensure_transitions, job_seed, load_context, ppo_dict, write_markdown
 from .features import collect_transitions, projected_gradients
 from .launcher import JobSpec, LauncherConfig, run_jobs
-from .pipeline import _feature_set, projection_for
+from .pipeline import feature_set, projection_for
 from .ppo import train_ppo
 from .report import plot_heatmaps, save_figure
 from .surrogate import pair_counts, run_surrogate
@@ -125,9 +125,7 @@ def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfi
                 projected_gradients(ctx.model, t.obs, t.actions, projection, cfg.features)
         t_grad = time.perf_counter() - t0
         paths = [ctx.rd.task_features(i) for i in range(n)]
-        from .artifacts import load_npz
-
-        features = _feature_set([load_npz(p) for p in paths], cfg.features.holdout_fraction, paths)
+        features = feature_set([load_npz(p) for p in paths], cfg.features.holdout_fraction, paths)
         t0 = time.perf_counter()
         with FlopCounterMode(display=False) as fc_fit:
             run_surrogate(features, subsets, cfg.surrogate)

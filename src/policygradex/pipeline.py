@@ -225,7 +225,7 @@ def stage_features(st: RunState) -> None:
     paths = [rd.task_features(i) for i in range(n)]
     if not st.stale("features", *paths):
         arrays = [load_npz(p) for p in paths]
-        st.features = _feature_set(arrays, fc.holdout_fraction, paths)
+        st.features = feature_set(arrays, fc.holdout_fraction, paths)
         st.feature_meta = load_json(rd.features_dir / "meta.json") if (rd.features_dir / "meta.json").exists() else {}
         st.done("features", computed=False)
         return
@@ -253,11 +253,11 @@ def stage_features(st: RunState) -> None:
                                     else None for i, t in enumerate(transitions)}}
     atomic_write_json(rd.features_dir / "meta.json", meta)
     st.feature_meta = meta
-    st.features = _feature_set([load_npz(p) for p in paths], fc.holdout_fraction, paths)
+    st.features = feature_set([load_npz(p) for p in paths], fc.holdout_fraction, paths)
     st.done("features", computed=True, seconds=time.perf_counter() - t0)
 
 
-def _feature_set(arrays: list[dict[str, np.ndarray]], holdout: float, paths: list[Path]) -> FeatureSet:
+def feature_set(arrays: list[dict[str, np.ndarray]], holdout: float, paths: list[Path]) -> FeatureSet:
     for a, p in zip(arrays, paths):
         if not {"features", "labels", "weights"} <= set(a):
             raise PolicyGradExError(f"{p} lacks features/labels/weights; delete it to recompute the features")
