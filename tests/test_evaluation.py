@@ -65,8 +65,10 @@ def _train_specs(run_dir: Path) -> list[JobSpec]:
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=256)
     common = {"run_dir": str(run_dir), "config": ctx.cfg.to_dict(), "ppo": ppo, "eval_episodes": 2,
               "init": "theta_star"}
-    return [JobSpec("policygradex.evaluation:train_job", {**common, "task_ids": s}, seed=7 + j)
-            for j, s in enumerate([[0, 3], [1, 2, 5]])]
+    specs = [JobSpec("policygradex.evaluation:train_job", {**common, "task_ids": s}, seed=7 + j)
+             for j, s in enumerate([[0, 3], [1, 2, 5]])]
+    # training from scratch (as `compare` does) must not depend on the process either
+    return specs + [JobSpec("policygradex.evaluation:train_job", {**common, "init": "scratch", "task_ids": [4]}, seed=3)]
 
 
 def test_process_pool_gives_the_same_results_as_sequential(tiny_run: Path, tmp_path: Path) -> None:

@@ -110,9 +110,9 @@ def ensure_transitions(ctx: RunContext, console: Console | None = None) -> Path:
     if feature_file.exists():
         stored = load_npz(feature_file).get("advantages")
         if stored is not None and stored.shape == trans[0].advantages.shape:
-            if not np.allclose(stored, trans[0].advantages, rtol=1e-3, atol=1e-3):
-                console and console.print("[yellow]note[/yellow]: recollected transitions differ from the feature "
-                                          "stage's (nondeterministic environment); f(S) uses the new ones")
+            if not np.allclose(stored, trans[0].advantages, rtol=1e-3, atol=1e-3) and console is not None:
+                console.print("[yellow]note[/yellow]: recollected transitions differ from the feature stage's "
+                              "(nondeterministic environment); f(S) uses the new ones")
     N = cfg.features.transitions_per_task
     n_fit = N - int(round(cfg.features.holdout_fraction * N))
     with torch.no_grad():
@@ -188,17 +188,19 @@ def train_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     cfg, family, model = job_context(args)
     ppo = PPOConfig(**args["ppo"])
     task_ids = [int(t) for t in args["task_ids"]]
-    init = model.state_dict() if args.get("init", "theta_star") == "theta_star" else None
+    from_theta_star = args.get("init", "theta_star") == "theta_star"
     names = model.policy_parameter_names()
     theta0 = flat_params(model, names)
-    result = train_ppo(family, task_ids, cfg.network, ppo, seed, init_state=init)
+    result = train_ppo(family, task_ids, cfg.network, ppo, seed, init_state=model.state_dict() if from_theta_star else None)
     returns = evaluate_returns(family, task_ids, result.model, int(args.get("eval_episodes", 10)), seed + 1)
     out: dict[str, Any] = {
         "task_ids": task_ids,
         "returns": {str(t): r for t, r in returns.items()},
         "mean_return": float(np.mean(list(returns.values()))),
         "train_seconds": result.seconds,
-        "relative_distance": float((flat_params(result.model, names) - theta0).norm() / theta0.norm()),
+        # ||theta - theta_star|| / ||theta_star|| (fine-tuning only; a fresh initialisation has no reference)
+        "relative_distance": float((flat_params(result.model, names) - theta0).norm() / theta0.norm())
+        if from_theta_star else None,
         "curve": [[row["env_steps_per_task"], row["mean_return"]] for row in result.curve],
     }
     if args.get("objectives"):
