@@ -165,6 +165,13 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     again = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
     assert [s["f_return"] for s in again["subsets"]] == [s["f_return"] for s in record["subsets"]]
     assert again["groups_true"] == record["groups_true"]
+    # a second seed per subset: replicate 0 comes from the cache, replicate 1 is new, f(S) is their mean
+    before = len(list((run / "jobs").glob("*.json")))
+    distinct = len({tuple(s["tasks"]) for s in record["subsets"]})
+    rc, out, err = cli(*gt_args, "--seeds-per-subset", "2")
+    assert rc == 0, err
+    assert len(list((run / "jobs").glob("*.json"))) == before + distinct
+    assert "2 seed(s) each" in out
 
     rc, out, err = cli("compare", run, "--seeds", "2", "--steps-per-task", "128", "--eval-episodes", "1",
                        "--ablate-k", "1,2", "--workers", "2")

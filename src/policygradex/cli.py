@@ -119,6 +119,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     gt.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
     gt.add_argument("--max-subsets", type=int, help="train only the first M subsets (default: all the surrogate used)")
     gt.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
+    gt.add_argument("--seeds-per-subset", type=int, default=1, help="fine-tunings per subset, averaged (default 1)")
     gt.add_argument("--target", choices=["return", "ppo", "logistic"], default="return",
                     help="real f(S) behind U_true: mean return (default), negative PPO loss, or logistic objective")
     gt.add_argument("--seed", type=int, default=0)
@@ -173,7 +174,8 @@ def cmd_ground_truth(args: argparse.Namespace, console: Console) -> None:
     from .ground_truth import GroundTruthConfig, ground_truth, markdown
 
     gt = GroundTruthConfig(steps_per_task=args.steps_per_task, learning_rate=args.lr, max_subsets=args.max_subsets,
-                           eval_episodes=args.eval_episodes, target=args.target, seed=args.seed)
+                           eval_episodes=args.eval_episodes, target=args.target, seed=args.seed,
+                           seeds_per_subset=args.seeds_per_subset)
     record = ground_truth(args.run_dir, gt, _launcher(args), console)
     print(markdown(record))
     console.print(f"-> {args.run_dir}/ground_truth/ground_truth.md")

@@ -56,6 +56,8 @@ class GroundTruthConfig:
     """Train only the first this many of the surrogate's subsets (None: all); every pair must stay covered."""
     eval_episodes: int = 10
     """Evaluation episodes per task for the return of each fine-tuned policy."""
+    seeds_per_subset: int = 1
+    """Independent fine-tunings per subset; f(S) is their mean (more seeds: a less noisy ground truth)."""
     target: Literal["return", "ppo", "logistic"] = "return"
     """Which real f(S) builds U_true and its groups (all three are measured and reported)."""
     seed: int = 0
@@ -158,8 +160,8 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     n, names = ctx.family.n, ctx.names
     if gt.target not in TARGETS:
         raise PolicyGradExError(f"--target must be one of {', '.join(TARGETS)}, got {gt.target!r}")
-    if gt.steps_per_task < 1 or gt.eval_episodes < 1:
-        raise PolicyGradExError("--steps-per-task and --eval-episodes must be >= 1")
+    if gt.steps_per_task < 1 or gt.eval_episodes < 1 or gt.seeds_per_subset < 1:
+        raise PolicyGradExError("--steps-per-task, --eval-episodes and --seeds-per-subset must be >= 1")
     record_s = load_json(ctx.rd.subsets)
     groups_run = load_json(ctx.rd.groups)
     all_subsets = [s["tasks"] for s in record_s["subsets"]]
@@ -179,13 +181,19 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha,
               "transitions": str(transitions), "ppo": ppo, "eval_episodes": gt.eval_episodes, "objectives": True,
               "init": "theta_star"}
-    specs = [JobSpec("policygradex.evaluation:train_job", {**common, "task_ids": s},
-                     seed=job_seed("ground-truth", gt.seed, tuple(s)), label=",".join(names[i] for i in s))
-             for s in subsets]
-    results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console, f"ground truth: fine-tune {m} subsets")
-    f_true = {"return": np.array([r["mean_return"] for r in results]),
-              "ppo": np.array([r["objectives"]["ppo"] for r in results]),
-              "logistic": np.array([r["objectives"]["logistic"] for r in results])}
+    # replicate r of subset S: replicate 0 keeps the seed of single-replicate runs, so their cache stays valid
+    def seed_of(s: list[int], r: int) -> int:
+        return job_seed("ground-truth", gt.seed, tuple(s)) if r == 0 else job_seed("ground-truth", gt.seed, tuple(s), r)
+
+    specs = [JobSpec("policygradex.evaluation:train_job", {**common, "task_ids": s}, seed=seed_of(s, r),
+                     label=",".join(names[i] for i in s)) for r in range(gt.seeds_per_subset) for s in subsets]
+    flat = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
+                    f"ground truth: fine-tune {m} subsets x {gt.seeds_per_subset} seeds")
+    replicates = [flat[r * m:(r + 1) * m] for r in range(gt.seeds_per_subset)]
+    results = replicates[0]
+    f_true = {"return": np.mean([[r["mean_return"] for r in rep] for rep in replicates], axis=0),
+              "ppo": np.mean([[r["objectives"]["ppo"] for r in rep] for rep in replicates], axis=0),
+              "logistic": np.mean([[r["objectives"]["logistic"] for r in rep] for rep in replicates], axis=0)}
 
     U = load_npy(ctx.rd.affinity)
     U_same = subset_affinity(subsets, f_hat, n)
@@ -275,7 +283,8 @@ def markdown(record: dict[str, Any]) -> str:
     gt = record["config"]
     lines = [
         f"# Ground truth: {record['family']}", "",
-        f"{record['num_subsets']} subsets fine-tuned from theta_star with PPO ({gt['steps_per_task']} steps per task); "
+        f"{record['num_subsets']} subsets fine-tuned from theta_star with PPO ({gt['steps_per_task']} steps per task, "
+        f"{gt.get('seeds_per_subset', 1)} seed(s) each); "
         f"true groups from U_true with f = {gt['target']}, k = {record['k']}.", "",
         "| metric | value |", "|---|---|",
         f"| NMI (estimated vs true groups) | {record['nmi']:.3f} |",
