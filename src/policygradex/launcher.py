@@ -213,7 +213,13 @@ def _run_ray(specs: list[JobSpec], cache_dir: Path, cfg: LauncherConfig,
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
-                done(refs[ref], ray.get(ref))
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # a user error inside the job stays a one-line error
+                    if isinstance(exc.cause, PolicyGradExError):
+                        raise exc.cause from None
+                    raise
+                done(refs[ref], result)
     finally:
         if started_here:
             ray.shutdown()
