@@ -82,7 +82,8 @@ def test_hessian_command_end_to_end(tiny_run, tmp_path, cli) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     rc, out, err = cli("hessian", run, "--iterations", "2", "--every", "1", "--num-steps", "32", "--envs-per-task",
-                       "1", "--probes", "6", "--alphas", "1,2", "--backend", "sequential")
+                       "1", "--probes", "6", "--slq-probes", "2", "--slq-steps", "4", "--alphas", "1,2",
+                       "--backend", "sequential")
     assert rc == 0, err
     record = json.loads((run / "hessian" / "hessian.json").read_text())
     labels = [r["config"] for r in record["summary"]]
@@ -90,9 +91,30 @@ def test_hessian_command_end_to_end(tiny_run, tmp_path, cli) -> None:
     for rows in record["curves"].values():
         assert [r["iteration"] for r in rows] == [1, 2]
         for r in rows:
-            assert r["C"] > 0 and r["bound"] >= 0 and np.isfinite(r["trace"])
+            assert r["C"] > 0 and r["bound"] >= 0 and np.isfinite(r["trace"]) and r["trace_positive"] >= 0
+            assert r["bound"] == pytest.approx(np.sqrt(r["C"] * r["trace_positive"] / r["n"]))
             assert r["gap"] == pytest.approx(r["test_loss"] - r["train_loss"])
         assert "top_eigenvalue" in rows[-1]
     for name in ("hessian.md", "hessian_curves.png", "hessian_alpha.png"):
         assert (run / "hessian" / name).exists()
     assert "| multitask (all) |" in out
+
+
+def test_positive_trace_by_lanczos_quadrature_matches_the_positive_eigenvalues() -> None:
+    from policygradex.hessian import positive_trace
+
+    p = 40
+    gen = torch.Generator().manual_seed(1)
+    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=gen, dtype=torch.float64))
+    eig = torch.linspace(-2.0, 1.0, p, dtype=torch.float64)  # indefinite: tr(H) < 0 < tr(H^+)
+    A = Q @ torch.diag(eig) @ Q.T
+    exact = float(eig.clamp_min(0).sum())
+    # with a full Krylov space the quadrature is exact per probe: only the probe noise remains
+    est = positive_trace(lambda v: A @ v, p, num_probes=300, lanczos_steps=p, seed=0)
+    assert abs(est.trace - exact) < 4 * est.stderr
+    # a few steps already do well on the policy-loss Hessian of a small network
+    loss, theta, H = _problem()
+    ev = torch.linalg.eigvalsh(H)
+    exact = float(ev.clamp_min(0).sum())
+    est = positive_trace(make_hvp(loss, theta), theta.numel(), num_probes=200, lanczos_steps=20, seed=0)
+    assert abs(est.trace - exact) < 4 * est.stderr + 0.02 * exact

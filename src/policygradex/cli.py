@@ -143,6 +143,8 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     hs.add_argument("--every", type=int, default=10, help="measure every this many iterations (default 10)")
     hs.add_argument("--probes", type=int, default=60, help="Hessian-vector products per trace estimate (default 60)")
     hs.add_argument("--estimator", choices=["hutchpp", "hutchinson"], default="hutchpp")
+    hs.add_argument("--slq-probes", type=int, default=6, help="Lanczos-quadrature probes for tr(H+) (default 6)")
+    hs.add_argument("--slq-steps", type=int, default=10, help="Lanczos steps per probe for tr(H+) (default 10)")
     hs.add_argument("--no-eigenvalue", action="store_true", help="skip the top eigenvalue (Lanczos)")
     hs.add_argument("--alphas", type=_int_list, default=(1, 2, 3, 5, 10), help="subset sizes for the alpha sweep")
     hs.add_argument("--init", choices=["scratch", "theta_star"], default="scratch")
@@ -196,6 +198,7 @@ def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
 
     hc = HessianConfig(iterations=args.iterations, envs_per_task=args.envs_per_task, num_steps=args.num_steps,
                        every=args.every, probes=args.probes, estimator=args.estimator,
+                       slq_probes=args.slq_probes, slq_steps=args.slq_steps,
                        eigenvalue=not args.no_eigenvalue, alphas=args.alphas, init=args.init, seed=args.seed)
     record = hessian_analysis(args.run_dir, hc, _launcher(args), console)
     print(markdown(record))

@@ -14,7 +14,8 @@ after the update on it:
   standard error; optionally the top eigenvalue by Lanczos at the last measurement;
 - the bound of Theorem 1, L <= (1 + e) L^ + (1 + e) sqrt(C H / n) + e, at its leading order (e -> 0, which
   the theorem allows as n grows; e = O(n^{-3/4} log(1/delta)) is not made explicit by the paper), so the
-  gap bound is sqrt(C * H / n) with H = max(tr(H), 0) measured, n = the transitions in B_t, and C = the range
+  gap bound is sqrt(C * H / n) with H = tr(H^+) measured (the theorem truncates negative curvature; stochastic
+  Lanczos quadrature, since tr(H) itself can be negative), n = the transitions in B_t, and C = the range
   (max - min) of the per-transition loss on B_t, the loss shifted to [0, C] as the theorem assumes. The bound is
   non-vacuous when it is below C, the trivial bound of a loss in [0, C].
 """
@@ -35,7 +36,8 @@ from .config import PPOConfig
 from .errors import PolicyGradExError
 from .evaluation import job_context, job_seed, load_context, ppo_dict, write_markdown
 from .families import MultiTaskVectorEnv
-from .hessian import Batch, clipped_losses, hutchinson, hutchpp, make_hvp, ppo_loss_fn, top_eigenvalue
+from .hessian import (Batch, clipped_losses, hutchinson, hutchpp, make_hvp, positive_trace, ppo_loss_fn,
+                      top_eigenvalue)
 from .launcher import JobSpec, LauncherConfig, run_jobs
 from .ppo import Rollout, add_advantages, collect_rollout, train_ppo
 from .report import save_figure
@@ -57,6 +59,10 @@ class HessianConfig:
     """Hessian-vector products per trace estimate."""
     estimator: Literal["hutchpp", "hutchinson"] = "hutchpp"
     """Trace estimator."""
+    slq_probes: int = 6
+    """Probes of the stochastic Lanczos quadrature for tr(H^+) (the bound's H)."""
+    slq_steps: int = 10
+    """Lanczos steps per probe for tr(H^+)."""
     eigenvalue: bool = True
     """Also the top Hessian eigenvalue (Lanczos) at the last measurement."""
     alphas: tuple[int, ...] = (1, 2, 3, 5, 10)
@@ -114,13 +120,15 @@ def hessian_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
         loss, theta = ppo_loss_fn(live, train, ppo.clip_coef)
         hvp = make_hvp(loss, theta)
         est = estimator(hvp, theta.numel(), probes, seed=seed + it)
+        pos = positive_trace(hvp, theta.numel(), int(args["slq_probes"]), int(args["slq_steps"]), seed=seed + it)
         C = float(train_losses.max() - train_losses.min())
         n = len(train)
         out = {"iteration": it, "env_steps_per_task": it * ppo.envs_per_task * ppo.num_steps,
                "mean_return": row["mean_return"], "train_loss": float(train_losses.mean()),
                "test_loss": float(test_losses.mean()), "gap": float(test_losses.mean() - train_losses.mean()),
-               "trace": est.trace, "trace_stderr": est.stderr, "n": n, "C": C,
-               "bound": float(np.sqrt(C * max(est.trace, 0.0) / n))}
+               "trace": est.trace, "trace_stderr": est.stderr,
+               "trace_positive": pos.trace, "trace_positive_stderr": pos.stderr, "n": n, "C": C,
+               "bound": float(np.sqrt(C * max(pos.trace, 0.0) / n))}
         if args.get("eigenvalue") and it == iterations:
             out["top_eigenvalue"] = top_eigenvalue(hvp, theta.numel(), tol=1e-4, maxiter=300)
         rows.append(out)
@@ -139,8 +147,9 @@ def _final(rows: list[dict[str, Any]], key: str, last: int = 3) -> float:
 def hessian_analysis(run_dir: Path, hc: HessianConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
     ctx = load_context(run_dir, need=("groups",))
     n, names = ctx.family.n, ctx.names
-    if hc.iterations < 1 or hc.every < 1 or hc.probes < 3 or hc.envs_per_task < 1 or hc.num_steps < 2:
-        raise PolicyGradExError("--iterations, --every, --envs-per-task must be >= 1, --num-steps >= 2, --probes >= 3")
+    if min(hc.iterations, hc.every, hc.envs_per_task, hc.slq_probes, hc.slq_steps) < 1 or hc.num_steps < 2 or hc.probes < 3:
+        raise PolicyGradExError("--iterations, --every, --envs-per-task, --slq-probes, --slq-steps must be >= 1, "
+                                "--num-steps >= 2 and --probes >= 3")
     if not hc.alphas or min(hc.alphas) < 1:
         raise PolicyGradExError(f"--alphas must be positive subset sizes, got {hc.alphas}")
     groups = load_json(ctx.rd.groups)["group_indices"]
@@ -154,7 +163,8 @@ def hessian_analysis(run_dir: Path, hc: HessianConfig, launcher: LauncherConfig,
     ppo = ppo_dict(ctx.cfg.ppo, envs_per_task=hc.envs_per_task, num_steps=hc.num_steps,
                    steps_per_task=hc.iterations * hc.envs_per_task * hc.num_steps)
     common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "ppo": ppo, "init": hc.init,
-              "every": hc.every, "probes": hc.probes, "estimator": hc.estimator, "eigenvalue": hc.eigenvalue}
+              "every": hc.every, "probes": hc.probes, "estimator": hc.estimator, "eigenvalue": hc.eigenvalue,
+              "slq_probes": hc.slq_probes, "slq_steps": hc.slq_steps}
     all_sets = list(configs.values()) + list(alpha_configs.values())
     specs = [JobSpec("policygradex.generalization:hessian_job", {**common, "task_ids": s},
                      seed=job_seed("hessian", hc.seed, tuple(s)), label=",".join(names[i] for i in s)) for s in all_sets]
@@ -165,6 +175,8 @@ def hessian_analysis(run_dir: Path, hc: HessianConfig, launcher: LauncherConfig,
         rows = by_set[tuple(s)]
         summary.append({"config": label, "tasks": [names[i] for i in s], "alpha": len(s),
                         "trace": _final(rows, "trace"), "trace_stderr": _final(rows, "trace_stderr"),
+                        "trace_positive": _final(rows, "trace_positive"),
+                        "trace_positive_stderr": _final(rows, "trace_positive_stderr"),
                         "gap": _final(rows, "gap"), "bound": _final(rows, "bound"), "C": _final(rows, "C"),
                         "train_loss": _final(rows, "train_loss"), "test_loss": _final(rows, "test_loss"),
                         "top_eigenvalue": rows[-1].get("top_eigenvalue"), "n": rows[-1]["n"]})
@@ -189,7 +201,7 @@ def _plot_curves(record: dict[str, Any], path: Path) -> None:
         axes[1].plot(x, [r["gap"] for r in rows], marker="o", ms=3, color=line.get_color(), label=label)
         axes[2].plot(x, [r["bound"] for r in rows], marker="o", ms=3, color=line.get_color(), label=label)
     for ax, title in zip(axes, ["Hessian trace of the train loss", "generalization error (test - train loss)",
-                                "Theorem 1 gap bound sqrt(C tr(H) / n)"]):
+                                "Theorem 1 gap bound sqrt(C tr(H+) / n)"]):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("PPO iteration")
         ax.axhline(0, color="grey", lw=0.5)
@@ -225,11 +237,12 @@ def markdown(record: dict[str, Any]) -> str:
              f"{hc['init']}; measured every {hc['every']} iterations ({hc['estimator']}, {hc['probes']} HVPs); values "
              "averaged over the last 3 measurements. Bound: sqrt(C tr(H) / n) (Theorem 1 at e -> 0); C: range of the "
              "per-transition loss; non-vacuous when bound < C.", "",
-             "| configuration | tasks | tr(H) | top eigenvalue | test - train loss | bound | C | n | bound < C |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| configuration | tasks | tr(H) | tr(H+) | top eigenvalue | test - train loss | bound | C | n | bound < C |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in record["summary"]:
         eig = "" if r["top_eigenvalue"] is None else f"{r['top_eigenvalue']:.3g}"
-        lines.append(f"| {r['config']} | {len(r['tasks'])} | {r['trace']:.3g} ± {r['trace_stderr']:.2g} | {eig} | "
+        lines.append(f"| {r['config']} | {len(r['tasks'])} | {r['trace']:.3g} ± {r['trace_stderr']:.2g} | "
+                     f"{r['trace_positive']:.3g} ± {r['trace_positive_stderr']:.2g} | {eig} | "
                      f"{r['gap']:.4f} | {r['bound']:.4f} | {r['C']:.2f} | {r['n']} | "
                      f"{'yes' if r['bound'] < r['C'] else 'no'} |")
     lines += ["", "![curves](hessian_curves.png) ![alpha](hessian_alpha.png)"]

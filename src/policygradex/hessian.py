@@ -12,6 +12,9 @@ the p x p Hessian. On top of them:
 - :func:`hutchpp`: Hutch++ (Meyer, Musco, Musco, Woodruff 2021): a third of the probes find a sketch Q of H's
   top range, whose trace is taken exactly; Hutchinson estimates the rest on the complement. Same number of HVPs,
   much lower variance when H has a few dominant eigenvalues (as policy-loss Hessians do);
+- :func:`positive_trace`: tr(H^+), the sum of the positive eigenvalues (the quantity in Theorem 1, which truncates
+  negative curvature), by stochastic Lanczos quadrature (Ubaru, Chen, Saad 2017): for Rademacher probes z, a
+  few Lanczos steps from z give a Gauss quadrature of z^T max(H, 0) z;
 - :func:`top_eigenvalue`: the largest (algebraic) eigenvalue by Lanczos (scipy's ``eigsh`` on the HVP operator).
 """
 
@@ -144,3 +147,42 @@ def top_eigenvalue(hvp: HVP, p: int, tol: float = 1e-6, maxiter: int | None = No
         return float(np.linalg.eigvalsh((H + H.T) / 2).max())
     vals = eigsh(op, k=1, which="LA", tol=tol, maxiter=maxiter, v0=v0, return_eigenvectors=False)
     return float(vals[0])
+
+
+def lanczos(hvp: HVP, v0: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` Lanczos iterations from v0 with full reorthogonalisation; returns the tridiagonal (alpha, beta).
+
+    Stops early when the Krylov space is exhausted (beta ~ 0)."""
+    V = [v0 / v0.norm()]
+    alphas: list[torch.Tensor] = []
+    betas: list[torch.Tensor] = []
+    for j in range(steps):
+        w = hvp(V[j])
+        alphas.append(w @ V[j])
+        Vm = torch.stack(V, dim=1)
+        w = w - Vm @ (Vm.T @ w)
+        w = w - Vm @ (Vm.T @ w)  # twice is enough (Kahan-Parlett)
+        b = w.norm()
+        if j == steps - 1 or b < 1e-10 * (abs(float(alphas[-1])) + 1e-30):
+            break
+        betas.append(b)
+        V.append(w / b)
+    return torch.stack(alphas), (torch.stack(betas) if betas else torch.zeros(0, dtype=v0.dtype))
+
+
+def positive_trace(hvp: HVP, p: int, num_probes: int = 6, lanczos_steps: int = 10, seed: int = 0,
+                   dtype: torch.dtype = torch.float64) -> TraceEstimate:
+    """tr(H^+) = sum of H's positive eigenvalues, by stochastic Lanczos quadrature; stderr over probes."""
+    if num_probes < 1 or lanczos_steps < 1:
+        raise ValueError("num_probes and lanczos_steps must be >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for i in range(num_probes):
+        z = _rademacher(p, 1, gen, dtype)[:, 0]
+        a, b = lanczos(hvp, z, lanczos_steps)
+        T = torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
+        theta, U = torch.linalg.eigh(T)
+        values.append(p * float((U[0] ** 2 * theta.clamp_min(0)).sum()))  # ||z||^2 = p
+    arr = np.array(values)
+    stderr = float(arr.std(ddof=1) / math.sqrt(num_probes)) if num_probes > 1 else float("nan")
+    return TraceEstimate(float(arr.mean()), stderr, num_probes * lanczos_steps)
