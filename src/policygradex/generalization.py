@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from rich.console import Console
+from scipy.stats import spearmanr
 
 from .artifacts import atomic_write_json, load_json
 from .config import PPOConfig
@@ -180,7 +181,11 @@ def hessian_analysis(run_dir: Path, hc: HessianConfig, launcher: LauncherConfig,
                         "gap": _final(rows, "gap"), "bound": _final(rows, "bound"), "C": _final(rows, "C"),
                         "train_loss": _final(rows, "train_loss"), "test_loss": _final(rows, "test_loss"),
                         "top_eigenvalue": rows[-1].get("top_eigenvalue"), "n": rows[-1]["n"]})
-    record = {"family": ctx.family.name, "config": asdict(hc), "summary": summary,
+    # does sharpness track the generalization error? rank correlation over every measurement of every configuration
+    pooled = [r for key in dict.fromkeys(tuple(s) for s in all_sets) for r in by_set[key]]
+    tracking = {key: float(spearmanr([r[key] for r in pooled], [r["gap"] for r in pooled]).statistic)
+                for key in ("trace", "trace_positive", "bound")} if len(pooled) > 2 else {}
+    record = {"family": ctx.family.name, "config": asdict(hc), "summary": summary, "tracking_spearman": tracking,
               "curves": {label: by_set[tuple(s)] for label, s in configs.items()},
               "alpha_curves": {str(a): by_set[tuple(s)] for a, s in alpha_configs.items()}}
     out_dir = ctx.rd.path / "hessian"
@@ -235,7 +240,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [f"# Hessian trace, generalization error and the Theorem 1 bound: {record['family']}", "",
              f"{hc['iterations']} PPO iterations of {hc['envs_per_task'] * hc['num_steps']} steps per task, from "
              f"{hc['init']}; measured every {hc['every']} iterations ({hc['estimator']}, {hc['probes']} HVPs); values "
-             "averaged over the last 3 measurements. Bound: sqrt(C tr(H) / n) (Theorem 1 at e -> 0); C: range of the "
+             "averaged over the last 3 measurements. Bound: sqrt(C tr(H+) / n) (Theorem 1 at e -> 0); C: range of the "
              "per-transition loss; non-vacuous when bound < C.", "",
              "| configuration | tasks | tr(H) | tr(H+) | top eigenvalue | test - train loss | bound | C | n | bound < C |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -245,5 +250,9 @@ def markdown(record: dict[str, Any]) -> str:
                      f"{r['trace_positive']:.3g} ± {r['trace_positive_stderr']:.2g} | {eig} | "
                      f"{r['gap']:.4f} | {r['bound']:.4f} | {r['C']:.2f} | {r['n']} | "
                      f"{'yes' if r['bound'] < r['C'] else 'no'} |")
+    if record.get("tracking_spearman"):
+        t = record["tracking_spearman"]
+        lines += ["", "Spearman correlation with the generalization error over all measurements: "
+                  f"tr(H) {t['trace']:.2f}, tr(H+) {t['trace_positive']:.2f}, bound {t['bound']:.2f}."]
     lines += ["", "![curves](hessian_curves.png) ![alpha](hessian_alpha.png)"]
     return "\n".join(lines)
