@@ -161,7 +161,8 @@ def hessian_analysis(run_dir: Path, hc: HessianConfig, launcher: LauncherConfig,
     alpha_configs: dict[int, list[int]] = {}
     for a in sorted({min(a, n) for a in hc.alphas}):
         alpha_configs[a] = sorted(int(x) for x in rng.choice(n, a, replace=False))
-    ppo = ppo_dict(ctx.cfg.ppo, envs_per_task=hc.envs_per_task, num_steps=hc.num_steps,
+    # constant learning rate: with annealing the last updates vanish and so, trivially, does the gap
+    ppo = ppo_dict(ctx.cfg.ppo, envs_per_task=hc.envs_per_task, num_steps=hc.num_steps, anneal_lr=False,
                    steps_per_task=hc.iterations * hc.envs_per_task * hc.num_steps)
     common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "ppo": ppo, "init": hc.init,
               "every": hc.every, "probes": hc.probes, "estimator": hc.estimator, "eigenvalue": hc.eigenvalue,
