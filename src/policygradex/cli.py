@@ -10,7 +10,7 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from rich.console import Console
@@ -162,14 +162,19 @@ def _launcher(args: argparse.Namespace) -> "LauncherConfig":
     return LauncherConfig(backend=args.backend, workers=args.workers, ray_address=args.ray_address)
 
 
+def _evaluate(args: argparse.Namespace, console: Console, run: Any, markdown: Any, cfg: Any, name: str) -> None:
+    """Run an evaluation command on RUN_DIR, print its Markdown table and where it was written."""
+    record = run(args.run_dir, cfg, _launcher(args), console)
+    print(markdown(record))
+    console.print(f"-> {args.run_dir}/{name}/{name}.md")
+
+
 def cmd_check_linear(args: argparse.Namespace, console: Console) -> None:
     from .check_linear import CheckLinearConfig, check_linear, markdown
 
     cc = CheckLinearConfig(num_subsets=args.num_subsets, subset_size=args.subset_size, distances=args.distances,
                            max_steps_per_task=args.max_steps_per_task, learning_rate=args.lr, seed=args.seed)
-    record = check_linear(args.run_dir, cc, _launcher(args), console)
-    print(markdown(record))
-    console.print(f"-> {args.run_dir}/check_linear/check_linear.md")
+    _evaluate(args, console, check_linear, markdown, cc, "check_linear")
 
 
 def cmd_ground_truth(args: argparse.Namespace, console: Console) -> None:
@@ -178,9 +183,7 @@ def cmd_ground_truth(args: argparse.Namespace, console: Console) -> None:
     gt = GroundTruthConfig(steps_per_task=args.steps_per_task, learning_rate=args.lr, max_subsets=args.max_subsets,
                            eval_episodes=args.eval_episodes, target=args.target, seed=args.seed,
                            seeds_per_subset=args.seeds_per_subset)
-    record = ground_truth(args.run_dir, gt, _launcher(args), console)
-    print(markdown(record))
-    console.print(f"-> {args.run_dir}/ground_truth/ground_truth.md")
+    _evaluate(args, console, ground_truth, markdown, gt, "ground_truth")
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> None:
@@ -188,9 +191,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
 
     cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
                        ablate_k=args.ablate_k, ablate_d=args.ablate_d, seed=args.seed)
-    record = compare(args.run_dir, cc, _launcher(args), console)
-    print(markdown(record))
-    console.print(f"-> {args.run_dir}/compare/compare.md")
+    _evaluate(args, console, compare, markdown, cc, "compare")
 
 
 def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
@@ -200,9 +201,7 @@ def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
                        every=args.every, probes=args.probes, estimator=args.estimator,
                        slq_probes=args.slq_probes, slq_steps=args.slq_steps,
                        eigenvalue=not args.no_eigenvalue, alphas=args.alphas, init=args.init, seed=args.seed)
-    record = hessian_analysis(args.run_dir, hc, _launcher(args), console)
-    print(markdown(record))
-    console.print(f"-> {args.run_dir}/hessian/hessian.md")
+    _evaluate(args, console, hessian_analysis, markdown, hc, "hessian")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -313,33 +312,28 @@ def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
                   f"(||theta - theta_star|| / ||theta_star|| = {relative_distance(theta_star, theta):.3%})")
 
 
+COMMANDS = {"run": cmd_run, "adapt": cmd_adapt, "check-linear": cmd_check_linear, "ground-truth": cmd_ground_truth,
+            "compare": cmd_compare, "hessian": cmd_hessian}
+
+
 def main(argv: list[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "run":
-            cmd_run(args, err)
-        elif args.command == "families":
+        if args.command == "families":
             cmd_families(console)
         elif args.command == "show":
             cmd_show(args, console)
-        elif args.command == "adapt":
-            cmd_adapt(args, err)
-        elif args.command == "check-linear":
-            cmd_check_linear(args, err)
-        elif args.command == "ground-truth":
-            cmd_ground_truth(args, err)
-        elif args.command == "compare":
-            cmd_compare(args, err)
-        elif args.command == "hessian":
-            cmd_hessian(args, err)
+        else:  # long-running commands report progress on stderr and keep stdout for results
+            COMMANDS[args.command](args, err)
         return 0
     except PolicyGradExError as exc:
         print(f"policygradex: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("policygradex: interrupted; finished stages are saved, rerun the same command to resume", file=sys.stderr)
+        print("policygradex: interrupted; finished stages and jobs are saved, rerun the same command to resume",
+              file=sys.stderr)
         return 130
 
 
