@@ -29,6 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_stages.py --out results/bench.md
+	$(BIN)/python bench/bench_hessian.py --out results/bench_hessian.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
