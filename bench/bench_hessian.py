@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from policygradex.config import NetworkConfig
-from policygradex.hessian import Batch, exact_hessian, hutchinson, hutchpp, make_hvp, ppo_loss_fn, positive_trace
+from policygradex.hessian import (Batch, exact_hessian, hutchinson, hutchpp, make_hvp, positive_quadratic_form,
+                                  positive_trace, ppo_loss_fn)
 from policygradex.networks import make_network
 
 
@@ -58,7 +59,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    import platform
+    import time as _time
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     lines = ["# Hessian benchmark", "", f"Command: `python bench/bench_hessian.py --out {args.out}` (1 torch thread).", "",
+             f"Machine: {cpu}, {len(__import__('os').sched_getaffinity(0))} cores; torch {torch.__version__}, "
+             f"python {platform.python_version()}; {_time.strftime('%Y-%m-%d %H:%M UTC', _time.gmtime())}.", "",
              "## Hessian-vector products of the PPO loss", "",
              "| network | batch | p | forward-over-reverse | reverse-over-reverse (double backward) | ratio |",
              "|---|---|---|---|---|---|"]
@@ -90,6 +98,14 @@ def main() -> None:
                            for s in range(20)])
         lines.append(f"| {budget} | {err_h:.4f} | {err_pp:.4f} | {err_h / err_pp:.2f}x | {err_pos:.4f} |")
         print(lines[-1], file=sys.stderr)
+    Q = torch.linalg.eigh(H).eigenvectors
+    H_plus = Q @ torch.diag(ev.clamp_min(0)) @ Q.T
+    exact_w = float(theta @ H_plus @ theta)
+    lines += ["", f"W^T H+ W (Theorem 1's H at the current W) by Lanczos quadrature from W, against the dense value "
+              f"{exact_w:.5f} (deterministic: one start vector, no probes):", "",
+              "| Lanczos steps (= HVPs) | relative error |", "|---|---|"]
+    for steps in (10, 20, 30, 60):
+        lines.append(f"| {steps} | {abs(positive_quadratic_form(hvp, theta, steps) - exact_w) / exact_w:.2e} |")
     args.out.write_text("\n".join(lines) + "\n")
 
 

@@ -145,6 +145,13 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     hs.add_argument("--estimator", choices=["hutchpp", "hutchinson"], default="hutchpp")
     hs.add_argument("--slq-probes", type=int, default=6, help="Lanczos-quadrature probes for tr(H+) (default 6)")
     hs.add_argument("--slq-steps", type=int, default=10, help="Lanczos steps per probe for tr(H+) (default 10)")
+    hs.add_argument("--block-len", type=int, default=64,
+                    help="steps per block for the batch-means standard error of the generalization error (default 64)")
+    hs.add_argument("--quad-steps", type=int, default=30,
+                    help="Lanczos steps for the weighted Hessians W^T H+ W and (W-W0)^T H+ (W-W0) (default 30)")
+    hs.add_argument("--bound-measure", choices=["weighted", "weighted_from_init", "trace"], default="weighted",
+                    help="the H in the bound sqrt(C H / n): W^T H+ W (Theorem 1's definition, default), "
+                         "(W-W0)^T H+ (W-W0) or tr(H+); all three are reported")
     hs.add_argument("--no-eigenvalue", action="store_true", help="skip the top eigenvalue (Lanczos)")
     hs.add_argument("--alphas", type=_int_list, default=(1, 2, 3, 5, 10), help="subset sizes for the alpha sweep")
     hs.add_argument("--init", choices=["scratch", "theta_star"], default="scratch")
@@ -199,8 +206,9 @@ def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
 
     hc = HessianConfig(iterations=args.iterations, envs_per_task=args.envs_per_task, num_steps=args.num_steps,
                        every=args.every, probes=args.probes, estimator=args.estimator,
-                       slq_probes=args.slq_probes, slq_steps=args.slq_steps,
-                       eigenvalue=not args.no_eigenvalue, alphas=args.alphas, init=args.init, seed=args.seed)
+                       slq_probes=args.slq_probes, slq_steps=args.slq_steps, quad_steps=args.quad_steps,
+                       block_len=args.block_len,
+                       bound_measure=args.bound_measure, eigenvalue=not args.no_eigenvalue, alphas=args.alphas, init=args.init, seed=args.seed)
     _evaluate(args, console, hessian_analysis, markdown, hc, "hessian")
 
 

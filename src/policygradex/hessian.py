@@ -12,9 +12,11 @@ the p x p Hessian. On top of them:
 - :func:`hutchpp`: Hutch++ (Meyer, Musco, Musco, Woodruff 2021): a third of the probes find a sketch Q of H's
   top range, whose trace is taken exactly; Hutchinson estimates the rest on the complement. Same number of HVPs,
   much lower variance when H has a few dominant eigenvalues (as policy-loss Hessians do);
-- :func:`positive_trace`: tr(H^+), the sum of the positive eigenvalues (the quantity in Theorem 1, which truncates
-  negative curvature), by stochastic Lanczos quadrature (Ubaru, Chen, Saad 2017): for Rademacher probes z, a
-  few Lanczos steps from z give a Gauss quadrature of z^T max(H, 0) z;
+- :func:`positive_trace`: tr(H^+), the sum of the positive eigenvalues (Theorem 1 truncates negative curvature),
+  by stochastic Lanczos quadrature (Ubaru, Chen, Saad 2017): for Rademacher probes z, a few Lanczos steps from z
+  give a Gauss quadrature of z^T max(H, 0) z;
+- :func:`positive_quadratic_form`: w^T H^+ w for one given w, by the same quadrature started at w (no probes, so
+  no sampling error): the weighted Hessian W^T [H]^+ W that Theorem 1 defines its constant H with;
 - :func:`top_eigenvalue`: the largest (algebraic) eigenvalue by Lanczos (scipy's ``eigsh`` on the HVP operator).
 """
 
@@ -179,10 +181,29 @@ def positive_trace(hvp: HVP, p: int, num_probes: int = 6, lanczos_steps: int = 1
     values = []
     for i in range(num_probes):
         z = _rademacher(p, 1, gen, dtype)[:, 0]
-        a, b = lanczos(hvp, z, lanczos_steps)
-        T = torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
-        theta, U = torch.linalg.eigh(T)
-        values.append(p * float((U[0] ** 2 * theta.clamp_min(0)).sum()))  # ||z||^2 = p
+        values.append(_quadrature(hvp, z, lanczos_steps))
     arr = np.array(values)
     stderr = float(arr.std(ddof=1) / math.sqrt(num_probes)) if num_probes > 1 else float("nan")
     return TraceEstimate(float(arr.mean()), stderr, num_probes * lanczos_steps)
+
+
+def _quadrature(hvp: HVP, v: torch.Tensor, lanczos_steps: int) -> float:
+    """Gauss quadrature of v^T max(H, 0) v from ``lanczos_steps`` Lanczos steps started at v."""
+    a, b = lanczos(hvp, v, lanczos_steps)
+    T = torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
+    theta, U = torch.linalg.eigh(T)
+    return float(v @ v) * float((U[0] ** 2 * theta.clamp_min(0)).sum())
+
+
+def positive_quadratic_form(hvp: HVP, w: torch.Tensor, lanczos_steps: int = 30) -> float:
+    """w^T H^+ w, H^+ = H with its negative eigenvalues set to 0, by Lanczos quadrature from w.
+
+    Exact once the Krylov space from w is exhausted (at most p steps); with fewer steps it is the Gauss quadrature
+    of the spectral measure of H seen from w, which converges fast when that measure has few large atoms. 0 for
+    w = 0."""
+    if lanczos_steps < 1:
+        raise ValueError("lanczos_steps must be >= 1")
+    if float(w.norm()) == 0.0:
+        return 0.0
+    return _quadrature(hvp, w.to(torch.float64), lanczos_steps)
+
