@@ -171,7 +171,9 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     rc, out, err = cli(*gt_args, "--seeds-per-subset", "2")
     assert rc == 0, err
     assert len(list((run / "jobs").glob("*.json"))) == before + distinct
-    assert "2 seed(s) each" in out
+    assert "2 seed(s) each" in out and "half vs half" in out
+    tr = json.loads((run / "ground_truth" / "ground_truth.json").read_text())["test_retest"]
+    assert 0.0 <= tr["nmi_halves"] <= 1.0 and 0.0 <= tr["nmi_estimated_vs_halves"] <= 1.0
 
     rc, out, err = cli("compare", run, "--seeds", "2", "--steps-per-task", "128", "--eval-episodes", "1",
                        "--ablate-k", "1,2", "--workers", "2")
@@ -220,3 +222,23 @@ def test_interaction_spearman_ignores_additive_task_effects() -> None:
     f = inter + np.array([u[s].sum() for s in subsets])
     assert interaction_spearman(subsets, f_hat, f, n) > 0.95
     assert interaction_spearman(subsets, f_hat, -f, n) < -0.95
+
+
+def test_test_retest_of_the_ground_truth_on_planted_groups() -> None:
+    """Replicates that share a planted block structure agree with each other and with an estimate that has it;
+    replicates of pure noise agree with nothing."""
+    from policygradex.ground_truth import test_retest
+    from policygradex.surrogate import sample_subsets
+
+    n, k = 9, 3
+    subsets, _ = sample_subsets(n, 4, 150, seed=2)
+    blocks = np.repeat(np.arange(k), 3)
+    inter = np.array([sum(blocks[i] == blocks[j] for i in s for j in s if i < j) for s in subsets], float)
+    rng = np.random.default_rng(0)
+    clean = inter + 0.05 * rng.normal(size=(4, len(subsets)))
+    tr = test_retest(subsets, inter, clean, blocks, k, "SCS")
+    assert tr["nmi_halves"] == pytest.approx(1.0) and tr["nmi_estimated_vs_halves"] == pytest.approx(1.0)
+    assert tr["reliability_seeds"] > 0.95 and tr["spearman_interaction_halves"] > 0.9
+    noise = rng.normal(size=(4, len(subsets)))
+    tr = test_retest(subsets, inter, noise, blocks, k, "SCS")
+    assert tr["nmi_estimated_vs_halves"] < 0.8 and abs(tr["spearman_interaction_estimated_vs_halves"]) < 0.3

@@ -109,6 +109,45 @@ def interaction_spearman(subsets: list[list[int]], f_hat: np.ndarray, f: np.ndar
     return float(spearmanr(r_hat, r).statistic)
 
 
+def test_retest(subsets: list[list[int]], f_hat: np.ndarray, replicates: np.ndarray, labels_est: np.ndarray, k: int,
+                solver: str) -> dict[str, float]:
+    """How reproducible the ground truth itself is, and how the surrogate compares with that, on equal footing.
+
+    ``replicates`` (R >= 2, m) holds f(S) from R independent fine-tunings of every subset. They are split into two
+    halves (even and odd replicates); each half's mean gives a U_true and groups. Returned:
+
+    - ``nmi_halves``: NMI between the two halves' groups: what real training with R/2 seeds agrees with itself (the
+      full ground truth averages R seeds, so it is at least this reproducible);
+    - ``nmi_estimated_vs_halves``: mean NMI between the surrogate's groups and each half's, on the same footing;
+    - ``spearman_halves`` / ``spearman_estimated_vs_halves``: the same for f over the subsets;
+    - ``spearman_interaction_halves`` / ``spearman_interaction_estimated_vs_halves``: the same after removing
+      additive per-task effects (:func:`interaction_spearman`);
+    - ``reliability_seeds``: Pearson correlation of the two halves' standardised U_true (off the diagonal), stepped
+      up to all R seeds by Spearman-Brown, 2r / (1 + r): the seed-to-seed reliability of U_true.
+    """
+    n = len(labels_est)
+    halves = [replicates[0::2].mean(axis=0), replicates[1::2].mean(axis=0)]
+    Us = [subset_affinity(subsets, f, n) for f in halves]
+    labels = [cluster(U, k=k, solver=solver, exhaustive_check=False).labels for U in Us]
+    off = ~np.eye(n, dtype=bool)
+    a, b = standardize(Us[0])[off], standardize(Us[1])[off]
+    r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+    def rho(x: np.ndarray, y: np.ndarray) -> float:
+        return float(spearmanr(x, y).statistic) if np.std(x) > 0 and np.std(y) > 0 else float("nan")
+
+    return {
+        "nmi_halves": float(normalized_mutual_info_score(labels[0], labels[1])),
+        "nmi_estimated_vs_halves": float(np.mean([normalized_mutual_info_score(labels_est, lab) for lab in labels])),
+        "spearman_halves": rho(halves[0], halves[1]),
+        "spearman_estimated_vs_halves": float(np.mean([rho(f_hat, h) for h in halves])),
+        "spearman_interaction_halves": interaction_spearman(subsets, halves[0], halves[1], n),
+        "spearman_interaction_estimated_vs_halves":
+            float(np.mean([interaction_spearman(subsets, f_hat, h, n) for h in halves])),
+        "reliability_seeds": 2 * r / (1 + r) if r > -1 else r,
+    }
+
+
 def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfig, ppo: dict[str, Any]) -> dict[str, Any]:
     """FLOPs and single-thread seconds of the surrogate (collect, gradients + projection, fits) for these subsets,
     and FLOPs of one PPO fine-tuning job, extrapolated from one measured iteration."""
@@ -191,9 +230,10 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
                     f"ground truth: fine-tune {m} subsets x {gt.seeds_per_subset} seeds")
     replicates = [flat[r * m:(r + 1) * m] for r in range(gt.seeds_per_subset)]
     results = replicates[0]
-    f_true = {"return": np.mean([[r["mean_return"] for r in rep] for rep in replicates], axis=0),
-              "ppo": np.mean([[r["objectives"]["ppo"] for r in rep] for rep in replicates], axis=0),
-              "logistic": np.mean([[r["objectives"]["logistic"] for r in rep] for rep in replicates], axis=0)}
+    per_replicate = {"return": np.array([[r["mean_return"] for r in rep] for rep in replicates]),
+                     "ppo": np.array([[r["objectives"]["ppo"] for r in rep] for rep in replicates]),
+                     "logistic": np.array([[r["objectives"]["logistic"] for r in rep] for rep in replicates])}
+    f_true = {t: v.mean(axis=0) for t, v in per_replicate.items()}
 
     U = load_npy(ctx.rd.affinity)
     U_same = subset_affinity(subsets, f_hat, n)
@@ -216,6 +256,8 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
             "reliability_true": split_half_reliability(subsets, f_true[target], n),
             "relative_error": relative_error(U, U_true),
             "relative_error_same_subsets": relative_error(U_same, U_true),
+            "test_retest": test_retest(subsets, f_hat, per_replicate[target], labels_est, k, cc.solver)
+            if gt.seeds_per_subset >= 2 else None,
         }
     main = per_target[gt.target]
     sizes = [len(g) for g in groups_run["group_indices"]]
@@ -243,6 +285,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
         "reliability_estimated": split_half_reliability(subsets, f_hat, n),
         "relative_error": main["relative_error"],
         "relative_error_same_subsets": main["relative_error_same_subsets"],
+        "test_retest": main["test_retest"],
         "targets": {t: {k2: v for k2, v in d.items() if k2 != "U_true"} for t, d in per_target.items()},
         "cost": cost,
         "subsets": [{"tasks": s, "f_hat": float(f_hat[j]), **{f"f_{t}": float(f_true[t][j]) for t in TARGETS},
@@ -298,13 +341,32 @@ def markdown(record: dict[str, Any]) -> str:
         f"| speedup in FLOPs | {c['speedup_flops']:.1f}x ({c['training_flops']:.3g} vs {c['surrogate_flops']['total']:.3g}) |",
         f"| speedup in seconds (1 thread) | {c['speedup_seconds']:.1f}x ({c['training_seconds']:.1f} s vs "
         f"{c['surrogate_seconds']['total']:.1f} s) |", "",
+    ]
+    tr = record.get("test_retest")
+    if tr:
+        half = gt["seeds_per_subset"] // 2
+        lines += [
+            f"How reproducible the ground truth is: the {gt['seeds_per_subset']} seeds per subset split into two halves "
+            f"(even / odd seeds, about {half} each), each giving its own U_true and groups. The surrogate is compared "
+            "with each half on the same footing as the halves with each other.", "",
+            "| | half vs half (real training vs itself) | PolicyGradEx vs a half |", "|---|---|---|",
+            f"| NMI of the groups | {tr['nmi_halves']:.3f} | {tr['nmi_estimated_vs_halves']:.3f} |",
+            f"| Spearman of f over subsets | {tr['spearman_halves']:.3f} | {tr['spearman_estimated_vs_halves']:.3f} |",
+            f"| same, after removing additive per-task effects | {tr['spearman_interaction_halves']:.3f} | "
+            f"{tr['spearman_interaction_estimated_vs_halves']:.3f} |", "",
+            f"Seed-to-seed reliability of U_true (the two halves' standardised U, stepped up to all seeds): "
+            f"{_num(tr['reliability_seeds'])}.", "",
+        ]
+    lines += [
         "Other choices of the real f(S):", "",
-        "| f | NMI | Spearman | Spearman (interaction) | reliability of U_true | relative error |",
-        "|---|---|---|---|---|---|",
+        "| f | NMI | Spearman | Spearman (interaction) | reliability of U_true | relative error | NMI half vs half |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t, d in record["targets"].items():
+        halves = d.get("test_retest")
         lines.append(f"| {t} | {d['nmi']:.3f} | {d['spearman']:.3f} | {d['spearman_interaction']:.3f} | "
-                     f"{_num(d['reliability_true'])} | {d['relative_error']:.3f} |")
+                     f"{_num(d['reliability_true'])} | {d['relative_error']:.3f} | "
+                     f"{_num(halves['nmi_halves']) if halves else 'n/a'} |")
     lines += ["", "Estimated groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_estimated"]),
               "", "True groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_true"]), "",
               "Surrogate cost breakdown (FLOPs / seconds): " + ", ".join(
