@@ -303,7 +303,8 @@ def _plot_alpha(record: dict[str, Any], path: Path) -> None:
     ax2.errorbar(a, [r["trace"] for r in rows], yerr=[r["trace_stderr"] for r in rows], marker="s", color="C1",
                  label="Hessian trace")
     ax2.set_ylabel("tr(H)")
-    fig.legend(fontsize=7, loc="upper right")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="best")
     ax.set_title(f"{record['family']}: vs subset size (cf. paper Fig. 2b)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
