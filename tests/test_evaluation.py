@@ -187,6 +187,9 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     for row in methods.values():
         assert len(row["per_seed"]) == 2 and len(row["per_task_mean"]) == 10
     assert methods["policygradex"]["policygradex_improvement"] is None
+    pgx, mt = np.array(methods["policygradex"]["per_seed"]), np.array(methods["multitask"]["per_seed"])
+    assert methods["multitask"]["policygradex_difference"] == pytest.approx(pgx.mean() - mt.mean())
+    assert methods["multitask"]["difference_stderr"] == pytest.approx(np.sqrt(pgx.var(ddof=1) / 2 + mt.var(ddof=1) / 2))
     assert (run / "compare" / "learning_curves.png").exists() and "| policygradex |" in out
 
 

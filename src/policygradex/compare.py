@@ -175,9 +175,16 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
             "curve_x": curves[0][0], "curve": np.nanmean(np.stack([c for _, c in curves]), axis=0).tolist(),
         }
     pgx = table["policygradex"]["overall_mean"]
+    pgx_seeds = np.array(table["policygradex"]["per_seed"])
     for method, row in table.items():
         row["policygradex_improvement"] = (pgx - row["overall_mean"]) / abs(row["overall_mean"]) \
             if method != "policygradex" and row["overall_mean"] != 0 else None
+        # PolicyGradEx minus this grouping, with the standard error of a difference of two independent means
+        # (different groupings train with different seeds, so the seeds are not paired)
+        other = np.array(row["per_seed"])
+        row["policygradex_difference"] = None if method == "policygradex" else float(pgx - other.mean())
+        row["difference_stderr"] = None if method == "policygradex" or cc.seeds < 2 else \
+            float(np.sqrt(pgx_seeds.var(ddof=1) / cc.seeds + other.var(ddof=1) / cc.seeds))
     out_dir = ctx.rd.path / "compare"
     record = {"family": ctx.family.name, "task_names": names, "k": k, "steps_per_task": steps,
               "config": asdict(cc), "methods": table}
@@ -219,13 +226,18 @@ def markdown(record: dict[str, Any]) -> str:
              f"One policy per group, trained from scratch with PPO, {record['steps_per_task']} environment steps per "
              f"task for every grouping (same total budget); k = {record['k']}; mean ± std over {seeds} seeds of the "
              "mean evaluation return over all tasks.", "",
-             "| grouping | mean return | PolicyGradEx vs it | " + " | ".join(names) + " |",
-             "|---|---|---|" + "---|" * len(names)]
+             "PolicyGradEx - it: the difference of the mean returns ± its standard error (seeds independent); "
+             "a difference within 2 standard errors is not resolved by these seeds.", "",
+             "| grouping | mean return | PolicyGradEx vs it | PolicyGradEx - it | " + " | ".join(names) + " |",
+             "|---|---|---|---|" + "---|" * len(names)]
     for method, row in record["methods"].items():
         imp = row["policygradex_improvement"]
         imp_s = "" if imp is None else f"{100 * imp:+.1f}%"
+        diff, se = row.get("policygradex_difference"), row.get("difference_stderr")
+        diff_s = "" if diff is None else f"{diff:+.1f}" + ("" if se is None else f" ± {se:.1f}")
         per_task = " | ".join(f"{x:.1f}" for x in row["per_task_mean"])
-        lines.append(f"| {method} | {row['overall_mean']:.1f} ± {row['overall_std']:.1f} | {imp_s} | {per_task} |")
+        lines.append(f"| {method} | {row['overall_mean']:.1f} ± {row['overall_std']:.1f} | {imp_s} | {diff_s} | "
+                     f"{per_task} |")
     lines += ["", "Groups:", ""]
     for method, row in record["methods"].items():
         g = row["groups"]
