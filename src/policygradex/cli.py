@@ -135,6 +135,14 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--seed", type=int, default=0)
     _add_launcher_options(cp)
 
+    st = sub.add_parser("stability", help="would the groups come out the same from fresh transitions? "
+                                          "(U and groups over resampled transitions, co-clustering, pooled groups)")
+    st.add_argument("run_dir", type=Path)
+    st.add_argument("--resamples", type=int, default=5, help="fresh transition samples (default 5)")
+    st.add_argument("--transitions", type=int, help="transitions per task in each resample (default: the run's N)")
+    st.add_argument("--seed", type=int, default=0)
+    _add_launcher_options(st)
+
     hs = sub.add_parser("hessian", help="Hessian trace, generalization error and the Theorem 1 bound over training (Fig. 2)")
     hs.add_argument("run_dir", type=Path)
     hs.add_argument("--iterations", type=int, default=100, help="PPO iterations per configuration (default 100)")
@@ -199,6 +207,13 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
     cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
                        ablate_k=args.ablate_k, ablate_d=args.ablate_d, seed=args.seed)
     _evaluate(args, console, compare, markdown, cc, "compare")
+
+
+def cmd_stability(args: argparse.Namespace, console: Console) -> None:
+    from .stability import StabilityConfig, markdown, stability
+
+    sc = StabilityConfig(resamples=args.resamples, transitions_per_task=args.transitions, seed=args.seed)
+    _evaluate(args, console, stability, markdown, sc, "stability")
 
 
 def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
@@ -321,7 +336,7 @@ def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
 
 
 COMMANDS = {"run": cmd_run, "adapt": cmd_adapt, "check-linear": cmd_check_linear, "ground-truth": cmd_ground_truth,
-            "compare": cmd_compare, "hessian": cmd_hessian}
+            "compare": cmd_compare, "hessian": cmd_hessian, "stability": cmd_stability}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,6 +65,14 @@ def canonical(labels: np.ndarray) -> np.ndarray:
     return np.array([mapping.setdefault(int(x), len(mapping)) for x in labels], dtype=np.int64)
 
 
+def labels_from_groups(groups: list[list[int]], n: int) -> np.ndarray:
+    """Group index of each of the n tasks (the inverse of :func:`groups_from_labels`)."""
+    labels = np.zeros(n, dtype=np.int64)
+    for g, members in enumerate(groups):
+        labels[members] = g
+    return labels
+
+
 def groups_from_labels(labels: np.ndarray) -> list[list[int]]:
     labels = canonical(labels)
     return [np.flatnonzero(labels == g).tolist() for g in range(labels.max() + 1)]

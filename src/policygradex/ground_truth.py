@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .affinity import split_half_reliability, subset_affinity
 from .artifacts import atomic_save_npy, atomic_write_json, load_json, load_npy, load_npz
-from .clustering import cluster, groups_from_labels, standardize
+from .clustering import cluster, groups_from_labels, labels_from_groups, standardize
 from .config import PPOConfig
 from .errors import PolicyGradExError
 from .evaluation import RunContext, ensure_transitions, job_seed, load_context, ppo_dict, write_markdown
@@ -64,13 +64,6 @@ class GroundTruthConfig:
     """Seed of the fine-tuning jobs."""
     random_draws: int = 1000
     """Random groupings drawn for the NMI floor."""
-
-
-def _labels(groups: list[list[int]], n: int) -> np.ndarray:
-    labels = np.zeros(n, dtype=np.int64)
-    for g, members in enumerate(groups):
-        labels[members] = g
-    return labels
 
 
 def random_nmi(reference: np.ndarray, sizes: list[int], draws: int, seed: int) -> tuple[float, float]:
@@ -238,7 +231,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     U = load_npy(ctx.rd.affinity)
     U_same = subset_affinity(subsets, f_hat, n)
     k = int(groups_run["k"])
-    labels_est = _labels(groups_run["group_indices"], n)
+    labels_est = labels_from_groups(groups_run["group_indices"], n)
     cc = ctx.cfg.cluster
     out_dir = ctx.rd.path / "ground_truth"
     per_target: dict[str, Any] = {}
@@ -261,7 +254,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
         }
     main = per_target[gt.target]
     sizes = [len(g) for g in groups_run["group_indices"]]
-    floor_mean, floor_std = random_nmi(_labels(main["groups_true"], n), sizes, gt.random_draws, gt.seed)
+    floor_mean, floor_std = random_nmi(labels_from_groups(main["groups_true"], n), sizes, gt.random_draws, gt.seed)
 
     with console.status("measuring FLOPs and single-thread time of the surrogate"):
         cost = measure_cost(ctx, subsets, gt, ppo)

@@ -129,8 +129,10 @@ def write_report(st: "RunState") -> None:
     rel = json.loads(stats_path.read_text()).get("split_half_reliability") if stats_path.exists() else None
     if rel is not None:
         hint = "groups are mostly noise: raise the budget, N or m" if rel < 0.3 else (
-            "moderate" if rel < 0.7 else "the affinity is reproducible")
-        lines += ["", f"Split-half reliability of the affinity (even vs odd subsets, Spearman-Brown): {rel:.2f} ({hint})."]
+            "moderate" if rel < 0.7 else "reproducible over subsets")
+        lines += ["", f"Split-half reliability of the affinity (even vs odd subsets, Spearman-Brown): {rel:.2f} ({hint}). "
+                  "Both halves use the same transitions; `policygradex stability` measures how much U and the groups "
+                  "change with a fresh sample of transitions."]
     lines += ["", "![affinity](affinity.png)", "", "## Timings", "", "| stage | seconds |", "|---|---|"]
     for stage in ("meta_train", "features", "surrogate", "affinity", "cluster"):
         lines.append(f"| {stage} | {_fmt(st.timings.get(stage, float('nan')))} |")

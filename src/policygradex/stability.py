@@ -1,0 +1,158 @@
+"""``policygradex stability RUN_DIR``: would the groups come out the same from another sample of transitions?
+
+The run's affinity U is computed from one sample of N transitions per task, collected by theta_star. Its split-half
+reliability (in ``report.md``) splits the *subsets* but reuses those transitions, so it cannot see how much of U is
+sampling noise in the per-transition gradients. This command keeps everything else fixed (theta_star, the projection
+P, the subsets, the surrogate) and recollects the transitions ``resamples`` times with fresh seeds (optionally with
+another N), each a launcher job (parallel, cached, resumable). It reports:
+
+- the correlation of the standardised U (the part the SDP sees) between resamples, and with the run's U;
+- the NMI between the groups of the resamples (the run's k), and with the run's groups;
+- the co-clustering matrix: how often tasks i and j share a group, over the run and its resamples;
+- pooled groups: the clustering of U averaged over the run and all resamples, an estimate from (resamples + 1) N
+  transitions per task (the same subsets, so the average is eq. 5 on the averaged f^).
+
+Stable groups have co-clustering entries near 0 or 1 and pairwise NMI near 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from sklearn.metrics import normalized_mutual_info_score
+
+from .affinity import affinity_matrix
+from .artifacts import atomic_write_json, load_json, load_npy
+from .clustering import cluster, groups_from_labels, labels_from_groups, standardize
+from .errors import PolicyGradExError
+from .evaluation import job_context, job_seed, load_context, write_markdown
+from .features import collect_transitions, normalize_advantages, projected_gradients
+from .launcher import JobSpec, LauncherConfig, run_jobs
+from .pipeline import projection_for
+from .report import plot_heatmaps
+from .surrogate import FeatureSet, run_surrogate
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """Options of the stability analysis."""
+
+    resamples: int = 5
+    """Fresh transition samples, each giving its own U and groups."""
+    transitions_per_task: int | None = None
+    """N per task in each resample (None: the run's N); a larger N shows what more data would buy."""
+    seed: int = 0
+    """Seed from which the resamples' collection seeds are derived."""
+
+
+def resample_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Collect fresh transitions with ``seed``, project them with the run's P, fit the run's subsets; return f^."""
+    cfg, family, model = job_context(args)
+    fc = replace(cfg.features, transitions_per_task=int(args["transitions_per_task"]))
+    transitions = collect_transitions(family, model, fc, cfg.ppo, seed)
+    advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
+    projection = projection_for(cfg, model)
+    features = torch.stack([projected_gradients(model, t.obs, t.actions, projection, fc).float() for t in transitions])
+    adv = torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in advantages])
+    n_fit = fc.transitions_per_task - int(round(fc.holdout_fraction * fc.transitions_per_task))
+    data = FeatureSet(features, torch.where(adv >= 0, 1.0, -1.0), adv.abs(), n_fit)
+    result = run_surrogate(data, [list(s) for s in args["subsets"]], cfg.surrogate)
+    return {"f_hat": result.f_hat.tolist(), "task_loss": np.nan_to_num(result.task_loss, nan=0.0).tolist()}
+
+
+def _pairs_mean(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()), "max": float(arr.max())}
+
+
+def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
+    ctx = load_context(run_dir, need=("subsets", "groups", "affinity"))
+    cfg, n, names = ctx.cfg, ctx.family.n, ctx.names
+    if sc.resamples < 1:
+        raise PolicyGradExError(f"--resamples must be >= 1, got {sc.resamples}")
+    N = sc.transitions_per_task or cfg.features.transitions_per_task
+    if N < 8:
+        raise PolicyGradExError(f"--transitions must be >= 8, got {N}")
+    record_s = load_json(ctx.rd.subsets)
+    subsets = [s["tasks"] for s in record_s["subsets"]]
+    groups_run = load_json(ctx.rd.groups)
+    k = int(groups_run["k"])
+    common = {"run_dir": str(ctx.rd.path), "config": cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
+              "transitions_per_task": N}
+    specs = [JobSpec("policygradex.stability:resample_job", common, seed=job_seed("stability", sc.seed, r),
+                     label=f"resample {r}") for r in range(sc.resamples)]
+    results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
+                       f"stability: {sc.resamples} fresh samples of {N} transitions per task")
+
+    kind = cfg.cluster.affinity
+    Us = [load_npy(ctx.rd.affinity)]
+    for res in results:
+        Us.append(affinity_matrix(kind, subsets, np.asarray(res["f_hat"]), np.asarray(res["task_loss"]), n)[0])
+    labels = [labels_from_groups(groups_run["group_indices"], n)]
+    labels += [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in Us[1:]]
+    off = ~np.eye(n, dtype=bool)
+    std = [standardize(U)[off] for U in Us]
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+    among = list(itertools.combinations(range(1, len(Us)), 2))
+    table = {
+        "corr_among_resamples": _pairs_mean([corr(std[i], std[j]) for i, j in among]) if among else None,
+        "corr_with_run": _pairs_mean([corr(std[0], std[i]) for i in range(1, len(Us))]),
+        "nmi_among_resamples": _pairs_mean([normalized_mutual_info_score(labels[i], labels[j]) for i, j in among])
+        if among else None,
+        "nmi_with_run": _pairs_mean([normalized_mutual_info_score(labels[0], labels[i]) for i in range(1, len(Us))]),
+    }
+    together = np.mean([lab[:, None] == lab[None, :] for lab in labels], axis=0)
+    pooled = np.mean(Us, axis=0)
+    pooled_groups = groups_from_labels(cluster(pooled, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels)
+    record = {
+        "family": ctx.family.name, "config": asdict(sc), "transitions_per_task": N,
+        "run_transitions_per_task": cfg.features.transitions_per_task, "k": k, "task_names": names,
+        **table,
+        "nmi_pooled_vs_run": float(normalized_mutual_info_score(labels[0], labels_from_groups(pooled_groups, n))),
+        "groups_run": groups_run["groups"],
+        "groups_resamples": [[[names[i] for i in g] for g in groups_from_labels(lab)] for lab in labels[1:]],
+        "groups_pooled": [[names[i] for i in g] for g in pooled_groups],
+        "group_indices_pooled": pooled_groups,
+        "coclustering": together.tolist(),
+    }
+    out_dir = ctx.rd.path / "stability"
+    atomic_write_json(out_dir / "stability.json", record)
+    plot_heatmaps([(together, "how often i and j share a group", "viridis"),
+                   (standardize(pooled), "pooled U (standardised)", "RdBu_r")],
+                  names, pooled_groups, out_dir / "coclustering.png",
+                  f"{ctx.family.name}: the run and {sc.resamples} fresh transition samples, ordered by the pooled groups")
+    write_markdown(out_dir / "stability.md", markdown(record))
+    return record
+
+
+def _stat(d: dict[str, float] | None) -> str:
+    if d is None:
+        return "n/a (one resample)"
+    return f"{d['mean']:.3f} ± {d['std']:.3f} (min {d['min']:.3f}, max {d['max']:.3f})"
+
+
+def markdown(record: dict[str, Any]) -> str:
+    sc = record["config"]
+    lines = [f"# Stability across transition samples: {record['family']}", "",
+             f"theta_star, the projection, the subsets and the surrogate fixed; transitions recollected {sc['resamples']} "
+             f"times with fresh seeds, {record['transitions_per_task']} per task (the run used "
+             f"{record['run_transitions_per_task']}); groups with the run's k = {record['k']}. Mean ± std over pairs.", "",
+             "| | among the resamples | each resample vs the run |", "|---|---|---|",
+             f"| correlation of the standardised U | {_stat(record['corr_among_resamples'])} | "
+             f"{_stat(record['corr_with_run'])} |",
+             f"| NMI of the groups | {_stat(record['nmi_among_resamples'])} | {_stat(record['nmi_with_run'])} |", "",
+             "Run's groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_run"]), "",
+             "Pooled groups (U averaged over the run and every resample): "
+             + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_pooled"])
+             + f" (NMI with the run's groups {record['nmi_pooled_vs_run']:.3f})", "",
+             "![co-clustering](coclustering.png)"]
+    return "\n".join(lines)
