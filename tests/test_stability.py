@@ -50,6 +50,24 @@ def test_stability_command_end_to_end_and_resume(tiny_run: Path, tmp_path: Path,
     assert rc == 0, err
     assert len(list((run / "jobs").glob("*.json"))) == jobs
     assert json.loads((run / "stability" / "stability.json").read_text())["coclustering"] == record["coclustering"]
+    assert record["pooled_includes_run"] and record["vs_ground_truth"] is None
+    # another N: U changes systematically with N, so the run is left out of the pool
+    rc, _, err = cli("stability", run, "--resamples", "1", "--transitions", "64", "--backend", "sequential")
+    assert rc == 0, err
+    other = json.loads((run / "stability" / "stability.json").read_text())
+    assert not other["pooled_includes_run"] and other["corr_among_resamples"] is None
+    # with a ground truth, each estimate is scored against real training
+    rc, _, err = cli("ground-truth", run, "--steps-per-task", "128", "--max-subsets", "40", "--eval-episodes", "1",
+                     "--backend", "sequential")
+    assert rc == 0, err
+    rc, out, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
+    assert rc == 0, err
+    vs = json.loads((run / "stability" / "stability.json").read_text())["vs_ground_truth"]
+    assert vs["num_subsets"] == 40 and set(vs) >= {"run", "resamples", "pooled"}
+    assert all(0.0 <= vs[key]["nmi"] <= 1.0 for key in ("run", "resamples", "pooled"))
+    truth = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
+    assert vs["run"]["spearman"] == pytest.approx(truth["spearman"])  # the same f^ and f as ground-truth's own
+    assert "Against the ground truth" in out
 
 
 def test_stability_bad_input_is_one_line(tiny_run: Path, cli) -> None:

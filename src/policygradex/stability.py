@@ -66,6 +66,39 @@ def resample_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     return {"f_hat": result.f_hat.tolist(), "task_loss": np.nan_to_num(result.task_loss, nan=0.0).tolist()}
 
 
+def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str, Any], results: list[dict[str, Any]],
+                         labels: list[np.ndarray], pooled_groups: list[list[int]], f_hat_pooled: np.ndarray,
+                         n: int) -> dict[str, Any] | None:
+    """When ``policygradex ground-truth`` has run: how well the run's U, each resample's and the pooled one agree
+    with real training (NMI with the true groups; Spearman with the real f(S), raw and after removing additive
+    per-task effects). None without a ground truth or when it used other subsets."""
+    from .ground_truth import interaction_spearman
+
+    gt_path, groups_path = run / "ground_truth" / "ground_truth.json", run / "ground_truth" / "groups_true.json"
+    if not gt_path.exists() or not groups_path.exists():
+        return None
+    truth = load_json(gt_path)
+    m = int(truth["num_subsets"])
+    if [s["tasks"] for s in truth["subsets"]] != subsets[:m]:
+        return None
+    target = truth["config"]["target"]
+    f_true = np.array([s[f"f_{target}"] for s in truth["subsets"]])
+    labels_true = labels_from_groups(load_json(groups_path)["group_indices"], n)
+
+    def agree(f_hat: np.ndarray, lab: np.ndarray) -> dict[str, float]:
+        from scipy.stats import spearmanr
+
+        return {"nmi": float(normalized_mutual_info_score(labels_true, lab)),
+                "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
+                "spearman_interaction": interaction_spearman(subsets[:m], f_hat[:m], f_true, n)}
+
+    singles = [agree(np.asarray(r["f_hat"]), lab) for r, lab in zip(results, labels[1:])]
+    return {"target": target, "num_subsets": m,
+            "run": agree(np.array([s["f_hat"] for s in record_s["subsets"]]), labels[0]),
+            "resamples": {key: float(np.mean([x[key] for x in singles])) for key in singles[0]},
+            "pooled": agree(f_hat_pooled, labels_from_groups(pooled_groups, n))}
+
+
 def _pairs_mean(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
     return {"mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()), "max": float(arr.max())}
@@ -111,7 +144,14 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         "nmi_with_run": _pairs_mean([normalized_mutual_info_score(labels[0], labels[i]) for i in range(1, len(Us))]),
     }
     together = np.mean([lab[:, None] == lab[None, :] for lab in labels], axis=0)
-    pooled = np.mean(Us, axis=0)
+    # U depends on N systematically (the held-out loss of a v_S fitted on few transitions carries an overfitting
+    # penalty that shrinks with N), so only estimates with the same N are pooled
+    same_n = N == cfg.features.transitions_per_task
+    pool = Us if same_n else Us[1:]
+    pooled = np.mean(pool, axis=0)
+    f_hats = ([np.array([s["f_hat"] for s in record_s["subsets"]])] if same_n else []) + \
+        [np.asarray(r["f_hat"]) for r in results]
+    f_hat_pooled = np.mean(f_hats, axis=0)
     pooled_groups = groups_from_labels(cluster(pooled, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels)
     record = {
         "family": ctx.family.name, "config": asdict(sc), "transitions_per_task": N,
@@ -122,7 +162,11 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         "groups_resamples": [[[names[i] for i in g] for g in groups_from_labels(lab)] for lab in labels[1:]],
         "groups_pooled": [[names[i] for i in g] for g in pooled_groups],
         "group_indices_pooled": pooled_groups,
+        "pooled_includes_run": same_n,
+        "f_hat_pooled": f_hat_pooled.tolist(),
         "coclustering": together.tolist(),
+        "vs_ground_truth": _versus_ground_truth(ctx.rd.path, subsets, record_s, results, labels, pooled_groups,
+                                                f_hat_pooled, n),
     }
     out_dir = ctx.rd.path / "stability"
     atomic_write_json(out_dir / "stability.json", record)
@@ -151,8 +195,20 @@ def markdown(record: dict[str, Any]) -> str:
              f"{_stat(record['corr_with_run'])} |",
              f"| NMI of the groups | {_stat(record['nmi_among_resamples'])} | {_stat(record['nmi_with_run'])} |", "",
              "Run's groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_run"]), "",
-             "Pooled groups (U averaged over the run and every resample): "
+             "Pooled groups (U averaged over " + ("the run and every resample" if record["pooled_includes_run"]
+                                                   else "every resample; the run's N differs, so it is left out")
+             + "): "
              + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_pooled"])
              + f" (NMI with the run's groups {record['nmi_pooled_vs_run']:.3f})", "",
              "![co-clustering](coclustering.png)"]
+    vs = record.get("vs_ground_truth")
+    if vs:
+        lines += ["", f"Against the ground truth (real fine-tuning of the first {vs['num_subsets']} subsets, "
+                  f"f = {vs['target']}):", "",
+                  "| estimate | NMI with the true groups | Spearman with f | same, additive task effects removed |",
+                  "|---|---|---|---|"]
+        for key, label in (("run", "the run's U"), ("resamples", "one resample (mean over resamples)"),
+                           ("pooled", "pooled U")):
+            a = vs[key]
+            lines.append(f"| {label} | {a['nmi']:.3f} | {a['spearman']:.3f} | {a['spearman_interaction']:.3f} |")
     return "\n".join(lines)
