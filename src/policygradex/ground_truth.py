@@ -141,6 +141,32 @@ def test_retest(subsets: list[list[int]], f_hat: np.ndarray, replicates: np.ndar
     }
 
 
+def surrogate_variants(record_s: dict[str, Any], subsets: list[list[int]], f_true: np.ndarray, U_true: np.ndarray,
+                       groups_true: list[list[int]], k: int, n: int, solver: str) -> dict[str, dict[str, float]]:
+    """Both ways of evaluating f^ that the run stored, held-out and in-sample (the paper's L^), each turned into U by
+    eq. 5 over all the run's subsets and clustered with k, scored against the ground truth: NMI with the true groups,
+    Spearman with f over the trained subsets (raw and without additive task effects), and the correlation of the
+    standardised U with the standardised U_true (the part the SDP sees)."""
+    all_subsets = [s["tasks"] for s in record_s["subsets"]]
+    m = len(subsets)
+    off = ~np.eye(n, dtype=bool)
+    truth_labels = labels_from_groups(groups_true, n)
+    out = {}
+    for name in ("held_out", "in_sample"):
+        f_hat = np.array([s.get(f"f_hat_{name}", np.nan) for s in record_s["subsets"]], dtype=float)
+        if not np.isfinite(f_hat).all():
+            continue
+        U = subset_affinity(all_subsets, f_hat, n)
+        labels = cluster(U, k=k, solver=solver, exhaustive_check=False).labels
+        a, b = standardize(U)[off], standardize(U_true)[off]
+        out[name] = {"nmi": float(normalized_mutual_info_score(truth_labels, labels)),
+                     "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
+                     "spearman_interaction": interaction_spearman(subsets, f_hat[:m], f_true, n),
+                     "corr_standardized_U": float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0
+                     else float("nan")}
+    return out
+
+
 def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfig, ppo: dict[str, Any]) -> dict[str, Any]:
     """FLOPs and single-thread seconds of the surrogate (collect, gradients + projection, fits) for these subsets,
     and FLOPs of one PPO fine-tuning job, extrapolated from one measured iteration."""
@@ -253,6 +279,8 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
             if gt.seeds_per_subset >= 2 else None,
         }
     main = per_target[gt.target]
+    variants = surrogate_variants(record_s, subsets, f_true[gt.target], main["U_true"], main["groups_true"], k, n,
+                                  cc.solver)
     sizes = [len(g) for g in groups_run["group_indices"]]
     floor_mean, floor_std = random_nmi(labels_from_groups(main["groups_true"], n), sizes, gt.random_draws, gt.seed)
 
@@ -279,6 +307,8 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
         "relative_error": main["relative_error"],
         "relative_error_same_subsets": main["relative_error_same_subsets"],
         "test_retest": main["test_retest"],
+        "surrogate_variants": variants,
+        "run_evaluation": ctx.cfg.surrogate.evaluation,
         "targets": {t: {k2: v for k2, v in d.items() if k2 != "U_true"} for t, d in per_target.items()},
         "cost": cost,
         "subsets": [{"tasks": s, "f_hat": float(f_hat[j]), **{f"f_{t}": float(f_true[t][j]) for t in TARGETS},
@@ -350,6 +380,16 @@ def markdown(record: dict[str, Any]) -> str:
             f"Seed-to-seed reliability of U_true (the two halves' standardised U, stepped up to all seeds): "
             f"{_num(tr['reliability_seeds'])}.", "",
         ]
+    if record.get("surrogate_variants"):
+        lines += ["Both evaluations of f^ the run stored (held-out transitions, or in-sample as the paper's L^), each "
+                  "through eq. 5 and the clustering, against this ground truth:", "",
+                  "| f^ evaluated | NMI with the true groups | Spearman with f | same, additive task effects removed | "
+                  "corr(std U, std U_true) |", "|---|---|---|---|---|"]
+        for name, v in record["surrogate_variants"].items():
+            mark = " (the run's)" if name == record.get("run_evaluation") else ""
+            lines.append(f"| {name}{mark} | {v['nmi']:.3f} | {v['spearman']:.3f} | {v['spearman_interaction']:.3f} | "
+                         f"{v['corr_standardized_U']:.3f} |")
+        lines += [""]
     lines += [
         "Other choices of the real f(S):", "",
         "| f | NMI | Spearman | Spearman (interaction) | reliability of U_true | relative error | NMI half vs half |",
