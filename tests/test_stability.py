@@ -67,7 +67,8 @@ def test_stability_command_end_to_end_and_resume(tiny_run: Path, tmp_path: Path,
     assert all(0.0 <= vs[key]["nmi"] <= 1.0 for key in ("run", "resamples", "pooled"))
     truth = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
     assert vs["run"]["spearman"] == pytest.approx(truth["spearman"])  # the same f^ and f as ground-truth's own
-    assert "Against the ground truth" in out
+    assert "Against the ground truth" in out and "f^ in_sample, pooled" in out
+    assert vs["evaluation"] == "held_out" and vs["other"]["evaluation"] == "in_sample"
 
 
 def test_stability_bad_input_is_one_line(tiny_run: Path, cli) -> None:

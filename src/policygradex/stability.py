@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 from sklearn.metrics import normalized_mutual_info_score
 
-from .affinity import affinity_matrix
+from .affinity import affinity_matrix, subset_affinity
 from .artifacts import atomic_write_json, load_json, load_npy
 from .clustering import cluster, groups_from_labels, labels_from_groups, standardize
 from .errors import PolicyGradExError
@@ -37,6 +37,10 @@ from .launcher import JobSpec, LauncherConfig, run_jobs
 from .pipeline import projection_for
 from .report import plot_heatmaps
 from .surrogate import FeatureSet, run_surrogate
+
+
+JOB_VERSION = 2
+"""Part of every resample job's spec: bump it when what a job returns changes, so cached results are recomputed."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,14 @@ def resample_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     n_fit = fc.transitions_per_task - int(round(fc.holdout_fraction * fc.transitions_per_task))
     data = FeatureSet(features, torch.where(adv >= 0, 1.0, -1.0), adv.abs(), n_fit)
     result = run_surrogate(data, [list(s) for s in args["subsets"]], cfg.surrogate)
-    return {"f_hat": result.f_hat.tolist(), "task_loss": np.nan_to_num(result.task_loss, nan=0.0).tolist()}
+    return {"f_hat": result.f_hat.tolist(), "f_hat_in_sample": result.f_hat_in_sample.tolist(),
+            "f_hat_held_out": result.f_hat_held_out.tolist(),
+            "task_loss": np.nan_to_num(result.task_loss, nan=0.0).tolist()}
 
 
 def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str, Any], results: list[dict[str, Any]],
                          labels: list[np.ndarray], pooled_groups: list[list[int]], f_hat_pooled: np.ndarray,
-                         n: int) -> dict[str, Any] | None:
+                         n: int, k: int, solver: str, evaluation: str, same_n: bool) -> dict[str, Any] | None:
     """When ``policygradex ground-truth`` has run: how well the run's U, each resample's and the pooled one agree
     with real training (NMI with the true groups; Spearman with the real f(S), raw and after removing additive
     per-task effects). None without a ground truth or when it used other subsets."""
@@ -92,11 +98,26 @@ def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str
                 "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
                 "spearman_interaction": interaction_spearman(subsets[:m], f_hat[:m], f_true, n)}
 
+    out: dict[str, Any] = {"target": target, "num_subsets": m, "evaluation": evaluation}
     singles = [agree(np.asarray(r["f_hat"]), lab) for r, lab in zip(results, labels[1:])]
-    return {"target": target, "num_subsets": m,
-            "run": agree(np.array([s["f_hat"] for s in record_s["subsets"]]), labels[0]),
-            "resamples": {key: float(np.mean([x[key] for x in singles])) for key in singles[0]},
-            "pooled": agree(f_hat_pooled, labels_from_groups(pooled_groups, n))}
+    out["run"] = agree(np.array([s["f_hat"] for s in record_s["subsets"]]), labels[0])
+    out["resamples"] = {key: float(np.mean([x[key] for x in singles])) for key in singles[0]}
+    out["pooled"] = agree(f_hat_pooled, labels_from_groups(pooled_groups, n))
+    # the other evaluation of f^ (held-out <-> in-sample), which every resample computes too
+    other = "in_sample" if evaluation == "held_out" else "held_out"
+    all_subsets = [s["tasks"] for s in record_s["subsets"]]
+
+    def groups_of(f_hat: np.ndarray) -> np.ndarray:
+        return cluster(subset_affinity(all_subsets, f_hat, n), k=k, solver=solver, exhaustive_check=False).labels
+
+    f_run = np.array([s[f"f_hat_{other}"] for s in record_s["subsets"]])
+    f_res = [np.asarray(r[f"f_hat_{other}"]) for r in results]
+    singles = [agree(f, groups_of(f)) for f in f_res]
+    f_pool = np.mean(([f_run] if same_n else []) + f_res, axis=0)
+    out["other"] = {"evaluation": other, "run": agree(f_run, groups_of(f_run)),
+                    "resamples": {key: float(np.mean([x[key] for x in singles])) for key in singles[0]},
+                    "pooled": agree(f_pool, groups_of(f_pool))}
+    return out
 
 
 def _pairs_mean(values: list[float]) -> dict[str, float]:
@@ -117,7 +138,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     groups_run = load_json(ctx.rd.groups)
     k = int(groups_run["k"])
     common = {"run_dir": str(ctx.rd.path), "config": cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
-              "transitions_per_task": N}
+              "transitions_per_task": N, "version": JOB_VERSION}
     specs = [JobSpec("policygradex.stability:resample_job", common, seed=job_seed("stability", sc.seed, r),
                      label=f"resample {r}") for r in range(sc.resamples)]
     results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
@@ -166,7 +187,8 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         "f_hat_pooled": f_hat_pooled.tolist(),
         "coclustering": together.tolist(),
         "vs_ground_truth": _versus_ground_truth(ctx.rd.path, subsets, record_s, results, labels, pooled_groups,
-                                                f_hat_pooled, n),
+                                                f_hat_pooled, n, k, cfg.cluster.solver, cfg.surrogate.evaluation,
+                                                same_n),
     }
     out_dir = ctx.rd.path / "stability"
     atomic_write_json(out_dir / "stability.json", record)
@@ -207,8 +229,11 @@ def markdown(record: dict[str, Any]) -> str:
                   f"f = {vs['target']}):", "",
                   "| estimate | NMI with the true groups | Spearman with f | same, additive task effects removed |",
                   "|---|---|---|---|"]
-        for key, label in (("run", "the run's U"), ("resamples", "one resample (mean over resamples)"),
-                           ("pooled", "pooled U")):
-            a = vs[key]
-            lines.append(f"| {label} | {a['nmi']:.3f} | {a['spearman']:.3f} | {a['spearman_interaction']:.3f} |")
+        blocks = [(vs["evaluation"], vs)] + ([(vs["other"]["evaluation"], vs["other"])] if vs.get("other") else [])
+        for ev, block in blocks:
+            for key, label in (("run", "the run's transitions"), ("resamples", "one resample (mean over resamples)"),
+                               ("pooled", "pooled")):
+                a = block[key]
+                lines.append(f"| f^ {ev}, {label} | {a['nmi']:.3f} | {a['spearman']:.3f} | "
+                             f"{a['spearman_interaction']:.3f} |")
     return "\n".join(lines)
