@@ -179,13 +179,16 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     tr = json.loads((run / "ground_truth" / "ground_truth.json").read_text())["test_retest"]
     assert 0.0 <= tr["nmi_halves"] <= 1.0 and 0.0 <= tr["nmi_estimated_vs_halves"] <= 1.0
 
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]))
     rc, out, err = cli("compare", run, "--seeds", "2", "--steps-per-task", "128", "--eval-episodes", "1",
-                       "--ablate-k", "1,2", "--workers", "2")
+                       "--ablate-k", "1,2", "--workers", "2", "--groups", f"halves={mine}")
     assert rc == 0, err
     cmp = json.loads((run / "compare" / "compare.json").read_text())
     methods = cmp["methods"]
     assert {"multitask", "random", "gradient_similarity", "policygradex", "ground_truth",
-            "policygradex k=1", "policygradex k=2"} <= set(methods)
+            "policygradex k=1", "policygradex k=2", "halves"} <= set(methods)
+    assert methods["halves"]["groups"] == [cmp["task_names"][:5], cmp["task_names"][5:]]
     # k = 1 is the multitask policy: the same training jobs, the same numbers
     assert methods["policygradex k=1"]["per_seed"] == methods["multitask"]["per_seed"]
     for row in methods.values():
@@ -212,6 +215,14 @@ def test_evaluation_commands_give_one_line_errors(tiny_run: Path, tmp_path: Path
     assert_one_line_error(rc, err, "--ablate-k 11")
     rc, _, err = cli("check-linear", tiny_run, "--ray-address", "x:1")
     assert_one_line_error(rc, err, "--backend ray")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([[0, 1], [1, 2]]))
+    rc, _, err = cli("compare", tiny_run, "--groups", f"mine={bad}")
+    assert_one_line_error(rc, err, "do not partition the 10 tasks")
+    rc, _, err = cli("compare", tiny_run, "--groups", f"random={bad}")
+    assert_one_line_error(rc, err, "'random' is taken")
+    rc, _, err = cli("compare", tiny_run, "--groups", "no-equals-sign")
+    assert rc == 2 and "NAME=PATH" in err
 
 
 def test_interaction_spearman_ignores_additive_task_effects() -> None:

@@ -30,6 +30,13 @@ class _Parser(argparse.ArgumentParser):
         raise PolicyGradExError(f"{message} (see `{self.prog} --help`)")
 
 
+def _named_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, e.g. in_sample=runs/other/groups.json, got {text!r}")
+    return name.strip(), path.strip()
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.split(","))
@@ -132,6 +139,9 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
     cp.add_argument("--ablate-k", type=_int_list, default=(), help="also PolicyGradEx groups with these k, e.g. 1,2,3,4,5")
     cp.add_argument("--ablate-d", type=_int_list, default=(), help="also groups from projections of these d, e.g. 100,200,400,1000")
+    cp.add_argument("--groups", action="append", default=[], metavar="NAME=PATH", type=_named_path,
+                    help="also train this grouping: a groups.json of another run, or a JSON list of lists of task "
+                         "indices (repeatable)")
     cp.add_argument("--seed", type=int, default=0)
     _add_launcher_options(cp)
 
@@ -205,7 +215,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
     from .compare import CompareConfig, compare, markdown
 
     cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
-                       ablate_k=args.ablate_k, ablate_d=args.ablate_d, seed=args.seed)
+                       ablate_k=args.ablate_k, ablate_d=args.ablate_d, extra_groups=tuple(args.groups),
+                       seed=args.seed)
     _evaluate(args, console, compare, markdown, cc, "compare")
 
 

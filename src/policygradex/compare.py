@@ -52,8 +52,33 @@ class CompareConfig:
     """Also train PolicyGradEx groups re-clustered from U with each of these k."""
     ablate_d: tuple[int, ...] = ()
     """Also train PolicyGradEx groups from features re-projected to each of these d."""
+    extra_groups: tuple[tuple[str, str], ...] = ()
+    """Further groupings to train, as (name, path to a JSON file): a ``groups.json`` of another run (its
+    ``group_indices``) or a plain list of lists of task indices; each must partition the n tasks."""
     seed: int = 0
     """Base seed (seed i of a grouping uses a seed derived from (seed, i, group))."""
+
+
+BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "ground_truth")
+"""Names of the groupings compare trains by itself (the ablations are named "policygradex k=..." / "d=...")."""
+
+
+def load_partition(path: Path, n: int) -> list[list[int]]:
+    """Groups from a JSON file: ``{"group_indices": [[...], ...]}`` (what ``policygradex run`` writes) or a list of
+    lists of task indices. Every task 0..n-1 must be in exactly one group."""
+    if not path.is_file():
+        raise PolicyGradExError(f"--groups: {path} is not a file; give a groups.json or a JSON list of index lists")
+    blob = load_json(path)
+    groups = blob.get("group_indices") if isinstance(blob, dict) else blob
+    ok = isinstance(groups, list) and all(isinstance(g, list) and g and all(isinstance(i, int) for i in g)
+                                          for g in groups)
+    if not ok:
+        raise PolicyGradExError(f"--groups: {path} holds no list of lists of task indices (nor 'group_indices')")
+    flat = sorted(i for g in groups for i in g)
+    if flat != list(range(n)):
+        raise PolicyGradExError(f"--groups: the groups in {path} do not partition the {n} tasks 0..{n - 1} "
+                                "(each exactly once)")
+    return [sorted(g) for g in groups]
 
 
 def random_groups(n: int, k: int, seed: int) -> list[list[int]]:
@@ -111,6 +136,11 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     for d in cc.ablate_d:
         if d < 1:
             raise PolicyGradExError(f"--ablate-d values must be >= 1, got {d}")
+    extra = {}  # bad input fails before any work
+    for name, path in cc.extra_groups:
+        if name in BUILT_IN or name.startswith("policygradex ") or name in extra:
+            raise PolicyGradExError(f"--groups {name}=...: the name {name!r} is taken; choose another")
+        extra[name] = load_partition(Path(path), n)
     groups_run = load_json(ctx.rd.groups)
     k = int(groups_run["k"])
     trans = load_transitions(ensure_transitions(ctx, console), ctx.theta_sha)
@@ -123,6 +153,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
         "gradient_similarity": [grad_groups] * cc.seeds,
         "policygradex": [groups_run["group_indices"]] * cc.seeds,
     }
+    for name, groups in extra.items():
+        methods[name] = [groups] * cc.seeds
     gt_path = ctx.rd.path / "ground_truth" / "groups_true.json"
     if gt_path.exists():
         methods["ground_truth"] = [load_json(gt_path)["group_indices"]] * cc.seeds
