@@ -90,13 +90,18 @@ def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str
     target = truth["config"]["target"]
     f_true = np.array([s[f"f_{target}"] for s in truth["subsets"]])
     labels_true = labels_from_groups(load_json(groups_path)["group_indices"], n)
+    off = ~np.eye(n, dtype=bool)
+    true_std = standardize(load_npy(run / "ground_truth" / "affinity_true.npy"))[off]
+    all_subsets = [s["tasks"] for s in record_s["subsets"]]
 
     def agree(f_hat: np.ndarray, lab: np.ndarray) -> dict[str, float]:
         from scipy.stats import spearmanr
 
+        est_std = standardize(subset_affinity(all_subsets, f_hat, n))[off]
         return {"nmi": float(normalized_mutual_info_score(labels_true, lab)),
                 "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
-                "spearman_interaction": interaction_spearman(subsets[:m], f_hat[:m], f_true, n)}
+                "spearman_interaction": interaction_spearman(subsets[:m], f_hat[:m], f_true, n),
+                "corr_standardized_U": float(np.corrcoef(est_std, true_std)[0, 1])}
 
     out: dict[str, Any] = {"target": target, "num_subsets": m, "evaluation": evaluation}
     singles = [agree(np.asarray(r["f_hat"]), lab) for r, lab in zip(results, labels[1:])]
@@ -105,7 +110,6 @@ def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str
     out["pooled"] = agree(f_hat_pooled, labels_from_groups(pooled_groups, n))
     # the other evaluation of f^ (held-out <-> in-sample), which every resample computes too
     other = "in_sample" if evaluation == "held_out" else "held_out"
-    all_subsets = [s["tasks"] for s in record_s["subsets"]]
 
     def groups_of(f_hat: np.ndarray) -> np.ndarray:
         return cluster(subset_affinity(all_subsets, f_hat, n), k=k, solver=solver, exhaustive_check=False).labels
@@ -227,13 +231,13 @@ def markdown(record: dict[str, Any]) -> str:
     if vs:
         lines += ["", f"Against the ground truth (real fine-tuning of the first {vs['num_subsets']} subsets, "
                   f"f = {vs['target']}):", "",
-                  "| estimate | NMI with the true groups | Spearman with f | same, additive task effects removed |",
-                  "|---|---|---|---|"]
+                  "| estimate | NMI with the true groups | Spearman with f | same, additive task effects removed | "
+                  "corr(std U, std U_true) |", "|---|---|---|---|---|"]
         blocks = [(vs["evaluation"], vs)] + ([(vs["other"]["evaluation"], vs["other"])] if vs.get("other") else [])
         for ev, block in blocks:
             for key, label in (("run", "the run's transitions"), ("resamples", "one resample (mean over resamples)"),
                                ("pooled", "pooled")):
                 a = block[key]
                 lines.append(f"| f^ {ev}, {label} | {a['nmi']:.3f} | {a['spearman']:.3f} | "
-                             f"{a['spearman_interaction']:.3f} |")
+                             f"{a['spearman_interaction']:.3f} | {a['corr_standardized_U']:.3f} |")
     return "\n".join(lines)
