@@ -153,9 +153,9 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     assert 0.0 <= record["nmi"] <= 1.0 and -1.0 <= record["spearman"] <= 1.0
     assert record["cost"]["speedup_flops"] > 1.0  # fine-tuning 40 subsets costs more than the surrogate
     variants = record["surrogate_variants"]
-    assert set(variants) == {"held_out", "in_sample"} and record["run_evaluation"] == "held_out"
-    assert variants["held_out"]["spearman"] == pytest.approx(record["spearman"])  # the run's own f^ and f
-    assert "in_sample |" in out and "held_out (the run's) |" in out
+    assert set(variants) == {"held_out", "in_sample"} and record["run_evaluation"] == "in_sample"  # the default
+    assert variants["in_sample"]["spearman"] == pytest.approx(record["spearman"])  # the run's own f^ and f
+    assert "held_out |" in out and "in_sample (the run's) |" in out
     truth = json.loads((run / "ground_truth" / "groups_true.json").read_text())
     assert sorted(i for g in truth["group_indices"] for i in g) == list(range(10))
     for name in ("ground_truth.md", "affinity_vs_true.png", "f_hat_vs_f.png", "affinity_true.npy"):

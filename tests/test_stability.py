@@ -44,6 +44,12 @@ def test_stability_command_end_to_end_and_resume(tiny_run: Path, tmp_path: Path,
     for name in ("stability.md", "coclustering.png"):
         assert (run / "stability" / name).exists()
     assert "NMI of the groups" in out
+    # the other evaluation of f^ is scored the same way, from the same resamples
+    ev = record["evaluation"]
+    other_ev = record["other_evaluation"]
+    assert {ev, other_ev["evaluation"]} == {"held_out", "in_sample"}
+    assert -1.0 <= other_ev["corr_among_resamples"]["mean"] <= 1.0 and 0.0 <= other_ev["nmi_with_run"]["mean"] <= 1.0
+    assert f"| {ev} (the run's) | NMI of the groups" in out and f"| {other_ev['evaluation']} | NMI of the groups" in out
     # a second call finds both resamples in the job cache
     jobs = len(list((run / "jobs").glob("*.json")))
     rc, _, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
@@ -67,8 +73,8 @@ def test_stability_command_end_to_end_and_resume(tiny_run: Path, tmp_path: Path,
     assert all(0.0 <= vs[key]["nmi"] <= 1.0 for key in ("run", "resamples", "pooled"))
     truth = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
     assert vs["run"]["spearman"] == pytest.approx(truth["spearman"])  # the same f^ and f as ground-truth's own
-    assert "Against the ground truth" in out and "f^ in_sample, pooled" in out
-    assert vs["evaluation"] == "held_out" and vs["other"]["evaluation"] == "in_sample"
+    assert "Against the ground truth" in out and "f^ in_sample, pooled" in out and "f^ held_out, pooled" in out
+    assert vs["evaluation"] == ev and vs["other"]["evaluation"] == other_ev["evaluation"]
 
 
 def test_stability_bad_input_is_one_line(tiny_run: Path, cli) -> None:

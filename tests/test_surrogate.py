@@ -127,9 +127,9 @@ def test_run_surrogate_f_hat_is_minus_held_out_loss():
     X, y, w = _synthetic(n=n, N=N, d=8, seed=1)
     data = FeatureSet(features=X, labels=y, weights=w, n_fit=n_fit)
     subsets, topped = sample_subsets(n, 2, 6, seed=0)
-    res = run_surrogate(data, subsets, SurrogateConfig(l2=1e-3, tol=1e-8), topped)
+    res = run_surrogate(data, subsets, SurrogateConfig(l2=1e-3, tol=1e-8, evaluation="held_out"), topped)
     assert res.v.shape == (len(subsets), 8)
-    np.testing.assert_array_equal(res.f_hat, res.f_hat_held_out)  # default evaluation: held out
+    np.testing.assert_array_equal(res.f_hat, res.f_hat_held_out)
     Xn, yn, wn = X.double().numpy(), y.double().numpy(), w.double().numpy()
     for j in (0, len(subsets) - 1):
         s, v = subsets[j], res.v[j]

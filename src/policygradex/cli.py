@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default min(5, n // 2))")
     g.add_argument("--num-subsets", type=int, help="m: number of subsets (default 3 n^2; topped up until every pair is covered)")
     g.add_argument("--l2", type=float, help="L2 strength of the surrogate logistic regression (default 0.1)")
-    g.add_argument("--evaluation", choices=["held_out", "in_sample"], help="where f^ is evaluated")
+    g.add_argument("--evaluation", choices=["in_sample", "held_out"],
+                   help="f^ on the fitting transitions (the paper's L^, default) or on held-out ones")
 
     sub.add_parser("families", help="list the built-in task families")
 

@@ -8,6 +8,7 @@ another N), each a launcher job (parallel, cached, resumable). It reports:
 
 - the correlation of the standardised U (the part the SDP sees) between resamples, and with the run's U;
 - the NMI between the groups of the resamples (the run's k), and with the run's groups;
+- both of the above for the other evaluation of f^ too (held-out <-> in-sample), through eq. 5;
 - the co-clustering matrix: how often tasks i and j share a group, over the run and its resamples;
 - pooled groups: the clustering of U averaged over the run and all resamples, an estimate from (resamples + 1) N
   transitions per task (the same subsets, so the average is eq. 5 on the averaged f^).
@@ -124,6 +125,24 @@ def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str
     return out
 
 
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+
+def _agreement(std: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, dict[str, float] | None]:
+    """Agreement of the standardised U (off-diagonal entries) and of the groups; entry 0 is the run's, the rest
+    the resamples'."""
+    among = list(itertools.combinations(range(1, len(std)), 2))
+    rest = range(1, len(std))
+    return {
+        "corr_among_resamples": _pairs_mean([_corr(std[i], std[j]) for i, j in among]) if among else None,
+        "corr_with_run": _pairs_mean([_corr(std[0], std[i]) for i in rest]),
+        "nmi_among_resamples": _pairs_mean([normalized_mutual_info_score(labels[i], labels[j]) for i, j in among])
+        if among else None,
+        "nmi_with_run": _pairs_mean([normalized_mutual_info_score(labels[0], labels[i]) for i in rest]),
+    }
+
+
 def _pairs_mean(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
     return {"mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()), "max": float(arr.max())}
@@ -157,17 +176,15 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     off = ~np.eye(n, dtype=bool)
     std = [standardize(U)[off] for U in Us]
 
-    def corr(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
-
-    among = list(itertools.combinations(range(1, len(Us)), 2))
-    table = {
-        "corr_among_resamples": _pairs_mean([corr(std[i], std[j]) for i, j in among]) if among else None,
-        "corr_with_run": _pairs_mean([corr(std[0], std[i]) for i in range(1, len(Us))]),
-        "nmi_among_resamples": _pairs_mean([normalized_mutual_info_score(labels[i], labels[j]) for i, j in among])
-        if among else None,
-        "nmi_with_run": _pairs_mean([normalized_mutual_info_score(labels[0], labels[i]) for i in range(1, len(Us))]),
-    }
+    table = _agreement(std, labels)
+    # the same for the other evaluation of f^ (held-out <-> in-sample), which every resample computes too; through
+    # eq. 5 whatever the run's affinity kind, as per-task losses exist for one evaluation only
+    other = "in_sample" if cfg.surrogate.evaluation == "held_out" else "held_out"
+    f_other = [np.array([s[f"f_hat_{other}"] for s in record_s["subsets"]])] + \
+        [np.asarray(r[f"f_hat_{other}"]) for r in results]
+    U_other = [subset_affinity(subsets, f, n) for f in f_other]
+    labels_other = [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in U_other]
+    table_other = {"evaluation": other, **_agreement([standardize(U)[off] for U in U_other], labels_other)}
     together = np.mean([lab[:, None] == lab[None, :] for lab in labels], axis=0)
     # U depends on N systematically (the held-out loss of a v_S fitted on few transitions carries an overfitting
     # penalty that shrinks with N), so only estimates with the same N are pooled
@@ -181,7 +198,9 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     record = {
         "family": ctx.family.name, "config": asdict(sc), "transitions_per_task": N,
         "run_transitions_per_task": cfg.features.transitions_per_task, "k": k, "task_names": names,
+        "evaluation": cfg.surrogate.evaluation,
         **table,
+        "other_evaluation": table_other,
         "nmi_pooled_vs_run": float(normalized_mutual_info_score(labels[0], labels_from_groups(pooled_groups, n))),
         "groups_run": groups_run["groups"],
         "groups_resamples": [[[names[i] for i in g] for g in groups_from_labels(lab)] for lab in labels[1:]],
@@ -216,17 +235,21 @@ def markdown(record: dict[str, Any]) -> str:
              f"theta_star, the projection, the subsets and the surrogate fixed; transitions recollected {sc['resamples']} "
              f"times with fresh seeds, {record['transitions_per_task']} per task (the run used "
              f"{record['run_transitions_per_task']}); groups with the run's k = {record['k']}. Mean ± std over pairs.", "",
-             "| | among the resamples | each resample vs the run |", "|---|---|---|",
-             f"| correlation of the standardised U | {_stat(record['corr_among_resamples'])} | "
-             f"{_stat(record['corr_with_run'])} |",
-             f"| NMI of the groups | {_stat(record['nmi_among_resamples'])} | {_stat(record['nmi_with_run'])} |", "",
-             "Run's groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_run"]), "",
-             "Pooled groups (U averaged over " + ("the run and every resample" if record["pooled_includes_run"]
-                                                   else "every resample; the run's N differs, so it is left out")
-             + "): "
-             + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_pooled"])
-             + f" (NMI with the run's groups {record['nmi_pooled_vs_run']:.3f})", "",
-             "![co-clustering](coclustering.png)"]
+             "| f^ evaluated | | among the resamples | each resample vs the run |", "|---|---|---|---|"]
+    blocks = [(f"{record['evaluation']} (the run's)", record)]
+    if record.get("other_evaluation"):
+        blocks.append((record["other_evaluation"]["evaluation"], record["other_evaluation"]))
+    for ev, t in blocks:
+        lines += [f"| {ev} | correlation of the standardised U | {_stat(t['corr_among_resamples'])} | "
+                  f"{_stat(t['corr_with_run'])} |",
+                  f"| {ev} | NMI of the groups | {_stat(t['nmi_among_resamples'])} | {_stat(t['nmi_with_run'])} |"]
+    pooled_from = ("the run and every resample" if record["pooled_includes_run"]
+                   else "every resample; the run's N differs, so it is left out")
+    lines += ["", "Run's groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_run"]), "",
+              f"Pooled groups (U averaged over {pooled_from}): "
+              + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_pooled"])
+              + f" (NMI with the run's groups {record['nmi_pooled_vs_run']:.3f})", "",
+              "![co-clustering](coclustering.png)"]
     vs = record.get("vs_ground_truth")
     if vs:
         lines += ["", f"Against the ground truth (real fine-tuning of the first {vs['num_subsets']} subsets, "
