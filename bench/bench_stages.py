@@ -45,6 +45,8 @@ from policygradex.features import (
     RandomProjection,
     auto_grad_chunk,
     collect_transitions,
+    fit_rows,
+    logistic_targets,
     loop_grads,
     normalize_advantages,
     per_sample_grad_fn,
@@ -247,20 +249,19 @@ def run_stages(family, cfg: RunConfig, S: dict) -> dict:
                         f"{n}x{fc.transitions_per_task} transitions (cold: includes first-call vmap set-up and "
                         "generating P)"])
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
-    N = feats[0].shape[0]
-    n_fit = N - int(round(fc.holdout_fraction * N))
+    labels, weights = zip(*(logistic_targets(a) for a in advantages))
     fs = FeatureSet(
         features=torch.stack([f.float() for f in feats]),
-        labels=torch.from_numpy(np.stack([np.where(a >= 0, 1.0, -1.0) for a in advantages]).astype(np.float32)),
-        weights=torch.from_numpy(np.stack([np.abs(a) for a in advantages]).astype(np.float32)),
-        n_fit=n_fit,
+        labels=torch.from_numpy(np.stack(labels)),
+        weights=torch.from_numpy(np.stack(weights)),
+        n_fit=fit_rows(feats[0].shape[0], fc.holdout_fraction),
     )
     res["features"], res["p"] = fs, p
 
     # stage 3: surrogate
     sc = cfg.surrogate
     subsets, topped = sample_subsets(n, sc.subset_size, sc.num_subsets, cfg.seed + 3)
-    log(f"stage surrogate: {len(subsets)} subsets of {sc.subset_size}, d={fc.projection_dim}, N_fit={n_fit}")
+    log(f"stage surrogate: {len(subsets)} subsets of {sc.subset_size}, d={fc.projection_dim}, N_fit={fs.n_fit}")
     mon = LoadMonitor()
     t0 = time.perf_counter()
     sr = run_surrogate(fs, subsets, sc, topped)

@@ -58,7 +58,7 @@ def split_half_reliability(
     Pearson correlation of the two halves' standardised off-diagonal entries (the part clustering sees), stepped up
     to the full m by Spearman-Brown, 2r / (1 + r). Near 0 the groups are noise; None if a half misses a pair.
     """
-    from .clustering import standardize
+    from .clustering import standardized_corr
 
     halves = []
     for parity in (0, 1):
@@ -67,10 +67,8 @@ def split_half_reliability(
         if (pair_counts(sub, n) == 0).any():
             return None
         tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
-        halves.append(standardize(affinity_matrix(kind, sub, f_hat[idx], tl, n)[0]))
-    off = ~np.eye(n, dtype=bool)
-    a, b = halves[0][off], halves[1][off]
-    if a.std() == 0 or b.std() == 0:
+        halves.append(affinity_matrix(kind, sub, f_hat[idx], tl, n)[0])
+    r = standardized_corr(halves[0], halves[1])
+    if np.isnan(r):
         return None
-    r = float(np.corrcoef(a, b)[0, 1])
     return 2 * r / (1 + r) if r > -1 else r

@@ -234,8 +234,8 @@ def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
     hc = HessianConfig(iterations=args.iterations, envs_per_task=args.envs_per_task, num_steps=args.num_steps,
                        every=args.every, probes=args.probes, estimator=args.estimator,
                        slq_probes=args.slq_probes, slq_steps=args.slq_steps, quad_steps=args.quad_steps,
-                       block_len=args.block_len,
-                       bound_measure=args.bound_measure, eigenvalue=not args.no_eigenvalue, alphas=args.alphas, init=args.init, seed=args.seed)
+                       block_len=args.block_len, bound_measure=args.bound_measure, eigenvalue=not args.no_eigenvalue,
+                       alphas=args.alphas, init=args.init, seed=args.seed)
     _evaluate(args, console, hessian_analysis, markdown, hc, "hessian")
 
 

@@ -59,6 +59,14 @@ def standardize(U: np.ndarray) -> np.ndarray:
     return C / sd
 
 
+def standardized_corr(U: np.ndarray, V: np.ndarray) -> float:
+    """Pearson correlation of the off-diagonal entries of standardize(U) and standardize(V): how alike the parts of
+    two affinity matrices that the SDP sees are. NaN when either has no interaction structure."""
+    off = ~np.eye(np.asarray(U).shape[0], dtype=bool)
+    a, b = standardize(U)[off], standardize(V)[off]
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+
 def canonical(labels: np.ndarray) -> np.ndarray:
     """Relabel so groups are numbered by first appearance (0, 1, ...)."""
     mapping: dict[int, int] = {}

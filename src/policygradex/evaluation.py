@@ -26,7 +26,7 @@ from .artifacts import atomic_torch_save, atomic_write_text, load_json, load_npz
 from .config import PPOConfig, RunConfig
 from .errors import PolicyGradExError
 from .families import MultiTaskVectorEnv, TaskFamily, load_family
-from .features import collect_transitions, normalize_advantages
+from .features import collect_transitions, fit_rows, normalize_advantages
 from .networks import flat_params, make_network
 from .pipeline import RunDir
 from .ppo import EpisodeTracker, _env_action, train_ppo
@@ -113,8 +113,7 @@ def ensure_transitions(ctx: RunContext, console: Console | None = None) -> Path:
             if not np.allclose(stored, trans[0].advantages, rtol=1e-3, atol=1e-3) and console is not None:
                 console.print("[yellow]note[/yellow]: recollected transitions differ from the feature stage's "
                               "(nondeterministic environment); f(S) uses the new ones")
-    N = cfg.features.transitions_per_task
-    n_fit = N - int(round(cfg.features.holdout_fraction * N))
+    n_fit = fit_rows(cfg.features.transitions_per_task, cfg.features.holdout_fraction)
     with torch.no_grad():
         tasks = [{"obs": t.obs, "actions": t.actions, "logp_star": ctx.model(t.obs, t.actions),
                   "advantages": torch.as_tensor(a, dtype=torch.float32)} for t, a in zip(trans, advantages)]

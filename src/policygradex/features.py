@@ -177,6 +177,17 @@ def collect_transitions(
     return out
 
 
+def fit_rows(N: int, holdout_fraction: float) -> int:
+    """How many of a task's N transitions, the earliest, the surrogate fits on; the rest are held out."""
+    return N - int(round(holdout_fraction * N))
+
+
+def logistic_targets(advantages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels sign(A) in {-1, +1} (+1 for A >= 0) and weights |A| of the weighted logistic surrogate, as float32."""
+    adv = np.asarray(advantages)
+    return np.where(adv >= 0, 1.0, -1.0).astype(np.float32), np.abs(adv).astype(np.float32)
+
+
 def normalize_advantages(advantages: list[np.ndarray], mode: str) -> list[np.ndarray]:
     """Scale advantages before labels sign(A) and weights |A| are taken (see FeatureConfig.advantage_normalization)."""
     if mode == "none":

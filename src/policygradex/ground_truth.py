@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .affinity import split_half_reliability, subset_affinity
 from .artifacts import atomic_save_npy, atomic_write_json, load_json, load_npy, load_npz
-from .clustering import cluster, groups_from_labels, labels_from_groups, standardize
+from .clustering import cluster, groups_from_labels, labels_from_groups, standardize, standardized_corr
 from .config import PPOConfig
 from .errors import PolicyGradExError
 from .evaluation import RunContext, ensure_transitions, job_seed, load_context, ppo_dict, write_markdown
@@ -122,9 +122,7 @@ def test_retest(subsets: list[list[int]], f_hat: np.ndarray, replicates: np.ndar
     halves = [replicates[0::2].mean(axis=0), replicates[1::2].mean(axis=0)]
     Us = [subset_affinity(subsets, f, n) for f in halves]
     labels = [cluster(U, k=k, solver=solver, exhaustive_check=False).labels for U in Us]
-    off = ~np.eye(n, dtype=bool)
-    a, b = standardize(Us[0])[off], standardize(Us[1])[off]
-    r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+    r = standardized_corr(Us[0], Us[1])
 
     def rho(x: np.ndarray, y: np.ndarray) -> float:
         return float(spearmanr(x, y).statistic) if np.std(x) > 0 and np.std(y) > 0 else float("nan")
@@ -141,29 +139,33 @@ def test_retest(subsets: list[list[int]], f_hat: np.ndarray, replicates: np.ndar
     }
 
 
+def score_against_truth(f_hat: np.ndarray, labels: np.ndarray, all_subsets: list[list[int]],
+                        truth_subsets: list[list[int]], f_true: np.ndarray, U_true: np.ndarray,
+                        labels_true: np.ndarray) -> dict[str, float]:
+    """One estimate f^ over all the run's subsets (and its groups ``labels``) against the ground truth on its first
+    m = len(f_true) subsets: NMI with the true groups, Spearman with f (raw and without additive task effects), and
+    the correlation of the standardised U (eq. 5 over all subsets) with the standardised U_true."""
+    n, m = len(labels), len(f_true)
+    return {"nmi": float(normalized_mutual_info_score(labels_true, labels)),
+            "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
+            "spearman_interaction": interaction_spearman(truth_subsets, f_hat[:m], f_true, n),
+            "corr_standardized_U": standardized_corr(subset_affinity(all_subsets, f_hat, n), U_true)}
+
+
 def surrogate_variants(record_s: dict[str, Any], subsets: list[list[int]], f_true: np.ndarray, U_true: np.ndarray,
                        groups_true: list[list[int]], k: int, n: int, solver: str) -> dict[str, dict[str, float]]:
     """Both ways of evaluating f^ that the run stored, held-out and in-sample (the paper's L^), each turned into U by
-    eq. 5 over all the run's subsets and clustered with k, scored against the ground truth: NMI with the true groups,
-    Spearman with f over the trained subsets (raw and without additive task effects), and the correlation of the
-    standardised U with the standardised U_true (the part the SDP sees)."""
+    eq. 5 over all the run's subsets and clustered with k, scored against the ground truth by
+    :func:`score_against_truth`."""
     all_subsets = [s["tasks"] for s in record_s["subsets"]]
-    m = len(subsets)
-    off = ~np.eye(n, dtype=bool)
     truth_labels = labels_from_groups(groups_true, n)
     out = {}
     for name in ("held_out", "in_sample"):
         f_hat = np.array([s.get(f"f_hat_{name}", np.nan) for s in record_s["subsets"]], dtype=float)
         if not np.isfinite(f_hat).all():
             continue
-        U = subset_affinity(all_subsets, f_hat, n)
-        labels = cluster(U, k=k, solver=solver, exhaustive_check=False).labels
-        a, b = standardize(U)[off], standardize(U_true)[off]
-        out[name] = {"nmi": float(normalized_mutual_info_score(truth_labels, labels)),
-                     "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
-                     "spearman_interaction": interaction_spearman(subsets, f_hat[:m], f_true, n),
-                     "corr_standardized_U": float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0
-                     else float("nan")}
+        labels = cluster(subset_affinity(all_subsets, f_hat, n), k=k, solver=solver, exhaustive_check=False).labels
+        out[name] = score_against_truth(f_hat, labels, all_subsets, subsets, f_true, U_true, truth_labels)
     return out
 
 

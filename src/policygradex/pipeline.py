@@ -37,7 +37,8 @@ from .clustering import cluster, groups_from_labels
 from .config import RunConfig
 from .errors import PolicyGradExError
 from .families import MultiTaskVectorEnv, TaskFamily, load_family
-from .features import RandomProjection, collect_transitions, normalize_advantages, projected_gradients
+from .features import (RandomProjection, collect_transitions, fit_rows, logistic_targets, normalize_advantages,
+                       projected_gradients)
 from .networks import flat_params, make_network
 from .ppo import train_ppo
 from .surrogate import FeatureSet, default_num_subsets, default_subset_size, run_surrogate, sample_subsets
@@ -242,10 +243,9 @@ def stage_features(st: RunState) -> None:
         for i in todo:
             tr = transitions[i]
             feats = projected_gradients(st.model, tr.obs, tr.actions, projection, fc)
-            adv = advantages[i]
-            atomic_save_npz(paths[i], features=feats.numpy().astype(np.float32),
-                            labels=np.where(adv >= 0, 1.0, -1.0).astype(np.float32),
-                            weights=np.abs(adv).astype(np.float32), advantages=tr.advantages.astype(np.float32),
+            labels, weights = logistic_targets(advantages[i])
+            atomic_save_npz(paths[i], features=feats.numpy().astype(np.float32), labels=labels, weights=weights,
+                            advantages=tr.advantages.astype(np.float32),
                             episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
             progress.advance(bar)
     meta = {"p": projection.p, "d": projection.d, "N": fc.transitions_per_task,
@@ -264,13 +264,11 @@ def feature_set(arrays: list[dict[str, np.ndarray]], holdout: float, paths: list
     shapes = {a["features"].shape for a in arrays}
     if len(shapes) != 1:
         raise PolicyGradExError(f"feature files disagree in shape {sorted(shapes)}; delete {paths[0].parent} to recompute")
-    N = arrays[0]["features"].shape[0]
-    n_fit = N - int(round(holdout * N))
     return FeatureSet(
         features=torch.from_numpy(np.stack([a["features"] for a in arrays])),
         labels=torch.from_numpy(np.stack([a["labels"] for a in arrays])),
         weights=torch.from_numpy(np.stack([a["weights"] for a in arrays])),
-        n_fit=n_fit,
+        n_fit=fit_rows(arrays[0]["features"].shape[0], holdout),
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,10 +30,10 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from .affinity import affinity_matrix, subset_affinity
 from .artifacts import atomic_write_json, load_json, load_npy
-from .clustering import cluster, groups_from_labels, labels_from_groups, standardize
+from .clustering import cluster, groups_from_labels, labels_from_groups, standardize, standardized_corr
 from .errors import PolicyGradExError
 from .evaluation import job_context, job_seed, load_context, write_markdown
-from .features import collect_transitions, normalize_advantages, projected_gradients
+from .features import collect_transitions, fit_rows, logistic_targets, normalize_advantages, projected_gradients
 from .launcher import JobSpec, LauncherConfig, run_jobs
 from .pipeline import projection_for
 from .report import plot_heatmaps
@@ -64,22 +64,23 @@ def resample_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
     projection = projection_for(cfg, model)
     features = torch.stack([projected_gradients(model, t.obs, t.actions, projection, fc).float() for t in transitions])
-    adv = torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in advantages])
-    n_fit = fc.transitions_per_task - int(round(fc.holdout_fraction * fc.transitions_per_task))
-    data = FeatureSet(features, torch.where(adv >= 0, 1.0, -1.0), adv.abs(), n_fit)
+    labels, weights = zip(*(logistic_targets(a) for a in advantages))
+    data = FeatureSet(features, torch.from_numpy(np.stack(labels)), torch.from_numpy(np.stack(weights)),
+                      fit_rows(fc.transitions_per_task, fc.holdout_fraction))
     result = run_surrogate(data, [list(s) for s in args["subsets"]], cfg.surrogate)
     return {"f_hat": result.f_hat.tolist(), "f_hat_in_sample": result.f_hat_in_sample.tolist(),
             "f_hat_held_out": result.f_hat_held_out.tolist(),
             "task_loss": np.nan_to_num(result.task_loss, nan=0.0).tolist()}
 
 
-def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str, Any], results: list[dict[str, Any]],
-                         labels: list[np.ndarray], pooled_groups: list[list[int]], f_hat_pooled: np.ndarray,
-                         n: int, k: int, solver: str, evaluation: str, same_n: bool) -> dict[str, Any] | None:
-    """When ``policygradex ground-truth`` has run: how well the run's U, each resample's and the pooled one agree
-    with real training (NMI with the true groups; Spearman with the real f(S), raw and after removing additive
-    per-task effects). None without a ground truth or when it used other subsets."""
-    from .ground_truth import interaction_spearman
+Scorer = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+
+def _truth_scorer(run: Path, subsets: list[list[int]]) -> tuple[dict[str, Any], Scorer] | None:
+    """When ``policygradex ground-truth`` has run on these subsets: its target and size, and a function scoring an
+    estimate (f^ over all subsets, its groups) against it (:func:`ground_truth.score_against_truth`). None without a
+    ground truth or when it used other subsets."""
+    from .ground_truth import score_against_truth
 
     gt_path, groups_path = run / "ground_truth" / "ground_truth.json", run / "ground_truth" / "groups_true.json"
     if not gt_path.exists() or not groups_path.exists():
@@ -90,53 +91,32 @@ def _versus_ground_truth(run: Path, subsets: list[list[int]], record_s: dict[str
         return None
     target = truth["config"]["target"]
     f_true = np.array([s[f"f_{target}"] for s in truth["subsets"]])
-    labels_true = labels_from_groups(load_json(groups_path)["group_indices"], n)
-    off = ~np.eye(n, dtype=bool)
-    true_std = standardize(load_npy(run / "ground_truth" / "affinity_true.npy"))[off]
-    all_subsets = [s["tasks"] for s in record_s["subsets"]]
+    U_true = load_npy(run / "ground_truth" / "affinity_true.npy")
+    labels_true = labels_from_groups(load_json(groups_path)["group_indices"], len(U_true))
 
-    def agree(f_hat: np.ndarray, lab: np.ndarray) -> dict[str, float]:
-        from scipy.stats import spearmanr
+    def score(f_hat: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return score_against_truth(f_hat, labels, subsets, subsets[:m], f_true, U_true, labels_true)
 
-        est_std = standardize(subset_affinity(all_subsets, f_hat, n))[off]
-        return {"nmi": float(normalized_mutual_info_score(labels_true, lab)),
-                "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
-                "spearman_interaction": interaction_spearman(subsets[:m], f_hat[:m], f_true, n),
-                "corr_standardized_U": float(np.corrcoef(est_std, true_std)[0, 1])}
-
-    out: dict[str, Any] = {"target": target, "num_subsets": m, "evaluation": evaluation}
-    singles = [agree(np.asarray(r["f_hat"]), lab) for r, lab in zip(results, labels[1:])]
-    out["run"] = agree(np.array([s["f_hat"] for s in record_s["subsets"]]), labels[0])
-    out["resamples"] = {key: float(np.mean([x[key] for x in singles])) for key in singles[0]}
-    out["pooled"] = agree(f_hat_pooled, labels_from_groups(pooled_groups, n))
-    # the other evaluation of f^ (held-out <-> in-sample), which every resample computes too
-    other = "in_sample" if evaluation == "held_out" else "held_out"
-
-    def groups_of(f_hat: np.ndarray) -> np.ndarray:
-        return cluster(subset_affinity(all_subsets, f_hat, n), k=k, solver=solver, exhaustive_check=False).labels
-
-    f_run = np.array([s[f"f_hat_{other}"] for s in record_s["subsets"]])
-    f_res = [np.asarray(r[f"f_hat_{other}"]) for r in results]
-    singles = [agree(f, groups_of(f)) for f in f_res]
-    f_pool = np.mean(([f_run] if same_n else []) + f_res, axis=0)
-    out["other"] = {"evaluation": other, "run": agree(f_run, groups_of(f_run)),
-                    "resamples": {key: float(np.mean([x[key] for x in singles])) for key in singles[0]},
-                    "pooled": agree(f_pool, groups_of(f_pool))}
-    return out
+    return {"target": target, "num_subsets": m}, score
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+def _scored(score: Scorer, f_hats: list[np.ndarray], labels: list[np.ndarray], f_pooled: np.ndarray,
+            labels_pooled: np.ndarray) -> dict[str, Any]:
+    """The run's estimate (entry 0), each resample's (mean over them) and the pooled one, scored."""
+    singles = [score(f, lab) for f, lab in zip(f_hats[1:], labels[1:])]
+    return {"run": score(f_hats[0], labels[0]),
+            "resamples": {key: float(np.mean([x[key] for x in singles])) for key in singles[0]},
+            "pooled": score(f_pooled, labels_pooled)}
 
 
-def _agreement(std: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, dict[str, float] | None]:
-    """Agreement of the standardised U (off-diagonal entries) and of the groups; entry 0 is the run's, the rest
+def _agreement(Us: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, dict[str, float] | None]:
+    """Agreement of the standardised U (:func:`standardized_corr`) and of the groups; entry 0 is the run's, the rest
     the resamples'."""
-    among = list(itertools.combinations(range(1, len(std)), 2))
-    rest = range(1, len(std))
+    among = list(itertools.combinations(range(1, len(Us)), 2))
+    rest = range(1, len(Us))
     return {
-        "corr_among_resamples": _pairs_mean([_corr(std[i], std[j]) for i, j in among]) if among else None,
-        "corr_with_run": _pairs_mean([_corr(std[0], std[i]) for i in rest]),
+        "corr_among_resamples": _pairs_mean([standardized_corr(Us[i], Us[j]) for i, j in among]) if among else None,
+        "corr_with_run": _pairs_mean([standardized_corr(Us[0], Us[i]) for i in rest]),
         "nmi_among_resamples": _pairs_mean([normalized_mutual_info_score(labels[i], labels[j]) for i, j in among])
         if among else None,
         "nmi_with_run": _pairs_mean([normalized_mutual_info_score(labels[0], labels[i]) for i in rest]),
@@ -173,10 +153,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         Us.append(affinity_matrix(kind, subsets, np.asarray(res["f_hat"]), np.asarray(res["task_loss"]), n)[0])
     labels = [labels_from_groups(groups_run["group_indices"], n)]
     labels += [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in Us[1:]]
-    off = ~np.eye(n, dtype=bool)
-    std = [standardize(U)[off] for U in Us]
-
-    table = _agreement(std, labels)
+    table = _agreement(Us, labels)
     # the same for the other evaluation of f^ (held-out <-> in-sample), which every resample computes too; through
     # eq. 5 whatever the run's affinity kind, as per-task losses exist for one evaluation only
     other = "in_sample" if cfg.surrogate.evaluation == "held_out" else "held_out"
@@ -184,17 +161,28 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         [np.asarray(r[f"f_hat_{other}"]) for r in results]
     U_other = [subset_affinity(subsets, f, n) for f in f_other]
     labels_other = [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in U_other]
-    table_other = {"evaluation": other, **_agreement([standardize(U)[off] for U in U_other], labels_other)}
+    table_other = {"evaluation": other, **_agreement(U_other, labels_other)}
     together = np.mean([lab[:, None] == lab[None, :] for lab in labels], axis=0)
     # U depends on N systematically (the held-out loss of a v_S fitted on few transitions carries an overfitting
     # penalty that shrinks with N), so only estimates with the same N are pooled
     same_n = N == cfg.features.transitions_per_task
-    pool = Us if same_n else Us[1:]
-    pooled = np.mean(pool, axis=0)
-    f_hats = ([np.array([s["f_hat"] for s in record_s["subsets"]])] if same_n else []) + \
-        [np.asarray(r["f_hat"]) for r in results]
-    f_hat_pooled = np.mean(f_hats, axis=0)
-    pooled_groups = groups_from_labels(cluster(pooled, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels)
+    first = 0 if same_n else 1
+    pooled = np.mean(Us[first:], axis=0)
+    f_hats = [np.array([s["f_hat"] for s in record_s["subsets"]])] + [np.asarray(r["f_hat"]) for r in results]
+    f_hat_pooled = np.mean(f_hats[first:], axis=0)
+    pooled_labels = cluster(pooled, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels
+    pooled_groups = groups_from_labels(pooled_labels)
+    vs_truth = None
+    truth = _truth_scorer(ctx.rd.path, subsets)
+    if truth is not None:
+        head, score = truth
+        f_other_pooled = np.mean(f_other[first:], axis=0)
+        other_pooled_labels = cluster(subset_affinity(subsets, f_other_pooled, n), k=k, solver=cfg.cluster.solver,
+                                      exhaustive_check=False).labels
+        vs_truth = {**head, "evaluation": cfg.surrogate.evaluation,
+                    **_scored(score, f_hats, labels, f_hat_pooled, pooled_labels),
+                    "other": {"evaluation": other,
+                              **_scored(score, f_other, labels_other, f_other_pooled, other_pooled_labels)}}
     record = {
         "family": ctx.family.name, "config": asdict(sc), "transitions_per_task": N,
         "run_transitions_per_task": cfg.features.transitions_per_task, "k": k, "task_names": names,
@@ -209,9 +197,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         "pooled_includes_run": same_n,
         "f_hat_pooled": f_hat_pooled.tolist(),
         "coclustering": together.tolist(),
-        "vs_ground_truth": _versus_ground_truth(ctx.rd.path, subsets, record_s, results, labels, pooled_groups,
-                                                f_hat_pooled, n, k, cfg.cluster.solver, cfg.surrogate.evaluation,
-                                                same_n),
+        "vs_ground_truth": vs_truth,
     }
     out_dir = ctx.rd.path / "stability"
     atomic_write_json(out_dir / "stability.json", record)
