@@ -260,7 +260,8 @@ def run_stages(family, cfg: RunConfig, S: dict) -> dict:
 
     # stage 3: surrogate
     sc = cfg.surrogate
-    subsets, topped = sample_subsets(n, sc.subset_size, sc.num_subsets, cfg.seed + 3)
+    sample = sample_subsets(n, sc.subset_size, sc.num_subsets, cfg.seed + 3)
+    subsets, topped = sample.subsets, sample.topped_up
     log(f"stage surrogate: {len(subsets)} subsets of {sc.subset_size}, d={fc.projection_dim}, N_fit={fs.n_fit}")
     mon = LoadMonitor()
     t0 = time.perf_counter()

@@ -352,7 +352,8 @@ def test_negative_learning_rate_is_a_user_error(tmp_path, cli):
     assert_one_line_error(rc, err, "--lr")
 
 
-@pytest.mark.parametrize("bad", [["--lam", "-1"], ["--cluster-method", "exhaustive"]], ids=["negative-lam", "exhaustive-no-k"])
+@pytest.mark.parametrize("bad", [["--lam", "-1"], ["--lam", "nan"], ["--lam", "inf"], ["--seed", "-1"]],
+                         ids=["negative-lam", "nan-lam", "inf-lam", "negative-seed"])
 def test_invalid_cluster_options_fail_before_training(tmp_path, cli, bad):
     """Clustering options that can never work are rejected before any training is spent."""
     out = tmp_path / "out"

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 from policygradex.clustering import (
+    best_partitions,
     canonical,
     cluster,
     exhaustive_partition,
+    local_search,
+    partition_objective,
     round_solution,
     solve_sdp,
     standardize,
@@ -25,16 +28,20 @@ def _planted(sizes=(3, 4, 3), noise=0.05, seed=0):
     return (U + U.T) / 2, canonical(labels)
 
 
+@pytest.mark.parametrize("method", ["auto", "sdp"])
 @pytest.mark.parametrize("mode", [{"k": 3}, {"lam": 1.0}, {}], ids=["fixed-k", "given-lambda", "lambda-grid"])
-def test_sdp_recovers_planted_blocks(mode):
-    """The planted partition comes back exactly, whether k is given, lambda is given, or lambda is chosen."""
+def test_sdp_recovers_planted_blocks(mode, method):
+    """The planted partition comes back exactly, whether k is given, lambda is given, or lambda is chosen, by the
+    exact search (auto at n = 10) and by the SDP's rounding; the relaxation is tight on clean blocks (gap ~ 0)."""
     U, truth = _planted()
     assert sorted(np.bincount(truth).tolist()) == [3, 3, 4]
-    res = cluster(U, **mode)
+    res = cluster(U, method=method, **mode)
     np.testing.assert_array_equal(canonical(res.labels), truth)
-    assert res.k == 3
+    assert res.k == 3 and res.method == ("exact" if method == "auto" else "sdp")
     assert res.X is not None and res.X.shape == (10, 10)
-    assert res.check is not None and res.check["sdp_is_optimal"] is True
+    assert res.relaxation is not None and abs(res.relaxation["gap"]) < 1e-3
+    if method == "sdp":
+        assert res.check is not None and res.check["sdp_is_optimal"] is True
 
 
 def test_grid_records_the_lambda_path():
@@ -91,7 +98,7 @@ def test_exhaustive_search_agrees_with_sdp():
 def test_exhaustive_check_is_consistent_on_noisy_blocks():
     """The exhaustive check reports a true optimum (never below the SDP groups) and a matching verdict."""
     U, _ = _planted(noise=0.8, seed=6)
-    res = cluster(U, k=3)
+    res = cluster(U, k=3, method="sdp")
     check = res.check
     assert check["k"] == 3 and len(check["optimal_labels"]) == 10
     assert check["optimal_objective"] >= check["sdp_objective"] - 1e-9
@@ -123,3 +130,88 @@ def test_round_solution_on_integral_solutions():
     assert sorted(map(sorted, [np.flatnonzero(labels == c).tolist() for c in range(3)])) == sorted(groups)
     np.testing.assert_array_equal(round_solution(X, k=3), labels)
     np.testing.assert_array_equal(round_solution(np.full((10, 10), 0.1)), np.zeros(10))
+
+
+DEMO_U = np.loadtxt(__file__.rsplit("/", 1)[0] + "/data/demo_cartpole_affinity.txt")
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+def test_demo_affinity_gets_its_best_partition(k):
+    """Regression: on the demo's U (main c4a3cbb), average-linkage rounding with single moves returned 4.081 at
+    k = 3 (best 4.371) and 5.079 at k = 4 (best 5.319). Both the exact search and the SDP path (several roundings +
+    moves and swaps) now return the best partition; the relaxation bounds it from above."""
+    U_std = standardize(DEMO_U)
+    best_val, best_labels = best_partitions(U_std, kmax=k, only_k=True)[k]
+    for method in ("auto", "sdp"):
+        res = cluster(DEMO_U, k=k, method=method)
+        assert res.objective == pytest.approx(best_val, abs=1e-9), method
+        np.testing.assert_array_equal(res.labels, best_labels)
+        assert res.relaxation["sdp_value"] >= best_val - 1e-4
+    assert k != 3 or best_val == pytest.approx(4.370937, abs=1e-5)
+
+
+def _brute_force_best(U, k):
+    """Every assignment of n labels in 0..k-1 that uses all k labels, scored directly."""
+    import itertools
+
+    n, best = U.shape[0], -np.inf
+    for assign in itertools.product(range(k), repeat=n):
+        lab = np.array(assign)
+        if len(set(assign)) == k:
+            best = max(best, partition_objective(U, lab))
+    return best
+
+
+def test_best_partitions_matches_brute_force():
+    """The enumeration of restricted growth strings scores every partition: it agrees with a brute force over all
+    k^n labelings for n = 7 and every k."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(7, 7))
+    A = A + A.T
+    np.fill_diagonal(A, 0.0)
+    table = best_partitions(A)
+    assert sorted(table) == list(range(1, 8))
+    for k in range(1, 8):
+        assert table[k][0] == pytest.approx(_brute_force_best(A, k), abs=1e-9)
+        assert partition_objective(A, table[k][1]) == pytest.approx(table[k][0], abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_local_search_ends_where_no_move_or_swap_helps(seed):
+    """From a random start, local search returns a partition with the same k that no single move (keeping groups
+    non-empty) and no pair swap improves, checked by recomputing the objective of every neighbour."""
+    rng = np.random.default_rng(seed)
+    n, k = 9, 3
+    A = rng.normal(size=(n, n))
+    A = A + A.T
+    np.fill_diagonal(A, 0.0)
+    start = canonical(np.concatenate([np.arange(k), rng.integers(0, k, n - k)]))
+    out = local_search(A, start)
+    val = partition_objective(A, out)
+    assert int(out.max()) + 1 == k and val >= partition_objective(A, start) - 1e-12
+    for i in range(n):
+        for g in range(k):
+            if g != out[i] and (out == out[i]).sum() > 1:
+                trial = out.copy()
+                trial[i] = g
+                assert partition_objective(A, trial) <= val + 1e-9
+        for j in range(n):
+            if out[i] != out[j]:
+                trial = out.copy()
+                trial[i], trial[j] = out[j], out[i]
+                assert partition_objective(A, trial) <= val + 1e-9
+
+
+def test_sdp_path_above_the_exact_limit():
+    """n = 16 > 12: auto uses the SDP path; planted blocks of 16 tasks with noise come back exactly."""
+    U, truth = _planted(sizes=(5, 6, 5), noise=0.2, seed=2)
+    res = cluster(U, k=3)
+    assert res.method == "sdp" and res.check is None
+    np.testing.assert_array_equal(canonical(res.labels), truth)
+
+
+@pytest.mark.parametrize("lam", [float("nan"), float("inf"), -1.0])
+def test_bad_lambda_is_refused(lam):
+    U, _ = _planted()
+    with pytest.raises(PolicyGradExError, match="--lam"):
+        cluster(U, lam=lam)

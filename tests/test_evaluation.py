@@ -230,7 +230,7 @@ def test_interaction_spearman_ignores_additive_task_effects() -> None:
     from policygradex.surrogate import sample_subsets
 
     n = 8
-    subsets, _ = sample_subsets(n, 4, 120, seed=1)
+    subsets = sample_subsets(n, 4, 120, seed=1).subsets
     rng = np.random.default_rng(0)
     blocks = np.array([0, 0, 0, 1, 1, 1, 2, 2])
     inter = np.array([sum(blocks[i] == blocks[j] for i in s for j in s if i < j) for s in subsets], float)
@@ -249,7 +249,7 @@ def test_test_retest_of_the_ground_truth_on_planted_groups() -> None:
     from policygradex.surrogate import sample_subsets
 
     n, k = 9, 3
-    subsets, _ = sample_subsets(n, 4, 150, seed=2)
+    subsets = sample_subsets(n, 4, 100, seed=2).subsets
     blocks = np.repeat(np.arange(k), 3)
     inter = np.array([sum(blocks[i] == blocks[j] for i in s for j in s if i < j) for s in subsets], float)
     rng = np.random.default_rng(0)

@@ -45,7 +45,8 @@ def test_pair_counts_counts_co_occurrences():
 def test_sample_subsets_cover_every_pair():
     """Default-sized sampling: alpha distinct sorted tasks per subset and every pair in some subset."""
     n, alpha, m = 10, 5, 100
-    subsets, added = sample_subsets(n, alpha, m, seed=0)
+    sample = sample_subsets(n, alpha, m, seed=0)
+    subsets, added = sample.subsets, sample.topped_up
     assert len(subsets) == m + added
     _check_subsets(subsets, n, alpha)
     counts = pair_counts(subsets, n)
@@ -55,9 +56,9 @@ def test_sample_subsets_cover_every_pair():
 
 def test_sample_subsets_seeded():
     """The same seed gives the same subsets; another seed gives different ones."""
-    a, _ = sample_subsets(10, 5, 30, seed=7)
-    b, _ = sample_subsets(10, 5, 30, seed=7)
-    c, _ = sample_subsets(10, 5, 30, seed=8)
+    a = sample_subsets(10, 5, 30, seed=7).subsets
+    b = sample_subsets(10, 5, 30, seed=7).subsets
+    c = sample_subsets(10, 5, 30, seed=8).subsets
     assert a == b
     assert a != c
 
@@ -65,7 +66,8 @@ def test_sample_subsets_seeded():
 def test_sample_subsets_tops_up_when_m_is_tiny():
     """With m = 1 subset, extra subsets are added until every pair of the 8 tasks is covered."""
     n, alpha = 8, 3
-    subsets, added = sample_subsets(n, alpha, 1, seed=0)
+    sample = sample_subsets(n, alpha, 1, seed=0)
+    subsets, added = sample.subsets, sample.topped_up
     assert added > 0 and len(subsets) == 1 + added
     _check_subsets(subsets, n, alpha)
     counts = pair_counts(subsets, n)
@@ -75,9 +77,38 @@ def test_sample_subsets_tops_up_when_m_is_tiny():
 
 def test_sample_subsets_alpha_two_is_all_pairs_when_needed():
     """alpha = 2 with m = 1: the top-ups are exactly the missing pairs."""
-    subsets, added = sample_subsets(5, 2, 1, seed=3)
+    sample = sample_subsets(5, 2, 1, seed=3)
+    subsets, added = sample.subsets, sample.topped_up
     assert len(subsets) == 10 and added == 9
     assert sorted(map(tuple, subsets)) == list(itertools.combinations(range(5), 2))
+
+
+@pytest.mark.parametrize("n, alpha, m", [(10, 5, 200), (10, 3, 100), (60, 5, 3 * 60 * 60)])
+def test_sample_subsets_are_distinct(n, alpha, m):
+    """No subset is drawn twice, whether the possible subsets are enumerated (C(10, 5) = 252) or drawn by rejection
+    (C(60, 5) = 5.5M); m of them are returned when m < C(n, alpha)."""
+    sample = sample_subsets(n, alpha, m, seed=1)
+    keys = [tuple(s) for s in sample.subsets]
+    assert len(set(keys)) == len(keys)
+    assert len(keys) == m + sample.topped_up and not sample.exhaustive
+    _check_subsets(sample.subsets, n, alpha)
+
+
+def test_sample_subsets_uses_every_subset_once_when_m_exceeds_the_count():
+    """m = 300 > C(10, 5) = 252 (the old demo default): every possible subset exactly once, and it says so."""
+    sample = sample_subsets(10, 5, 300, seed=0)
+    assert sorted(map(tuple, sample.subsets)) == list(itertools.combinations(range(10), 5))
+    assert sample.exhaustive and sample.possible == 252 and sample.requested == 300 and sample.topped_up == 0
+
+
+def test_sample_subsets_uniform_over_subsets():
+    """Without replacement but uniform: over many seeds each of the C(6, 3) = 20 subsets is drawn about equally."""
+    counts: dict[tuple[int, ...], int] = {}
+    for seed in range(400):
+        for s in sample_subsets(6, 3, 5, seed=seed).subsets[:5]:
+            counts[tuple(s)] = counts.get(tuple(s), 0) + 1
+    freq = np.array(list(counts.values()))
+    assert len(counts) == 20 and freq.min() > 60 and freq.max() < 140  # expected 100 each
 
 
 @pytest.mark.parametrize("alpha", [0, 1, 11])
@@ -126,7 +157,8 @@ def test_run_surrogate_f_hat_is_minus_held_out_loss():
     n, N, n_fit = 5, 80, 60
     X, y, w = _synthetic(n=n, N=N, d=8, seed=1)
     data = FeatureSet(features=X, labels=y, weights=w, n_fit=n_fit)
-    subsets, topped = sample_subsets(n, 2, 6, seed=0)
+    sample = sample_subsets(n, 2, 6, seed=0)
+    subsets, topped = sample.subsets, sample.topped_up
     res = run_surrogate(data, subsets, SurrogateConfig(l2=1e-3, tol=1e-8, evaluation="held_out"), topped)
     assert res.v.shape == (len(subsets), 8)
     np.testing.assert_array_equal(res.f_hat, res.f_hat_held_out)
@@ -156,7 +188,7 @@ def test_run_surrogate_in_sample_evaluation():
     """evaluation='in_sample' reports f^ on the fitting rows."""
     X, y, w = _synthetic(n=4, N=40, d=5, seed=2)
     data = FeatureSet(features=X, labels=y, weights=w, n_fit=30)
-    subsets, _ = sample_subsets(4, 2, 3, seed=0)
+    subsets = sample_subsets(4, 2, 3, seed=0).subsets
     res = run_surrogate(data, subsets, SurrogateConfig(evaluation="in_sample"))
     np.testing.assert_array_equal(res.f_hat, res.f_hat_in_sample)
     assert not np.allclose(res.f_hat_in_sample, res.f_hat_held_out)

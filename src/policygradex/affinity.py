@@ -51,24 +51,55 @@ def affinity_matrix(kind: str, subsets: list[list[int]], f_hat: np.ndarray, task
 
 
 def split_half_reliability(
-    subsets: list[list[int]], f_hat: np.ndarray, n: int, kind: str = "subset", task_loss: np.ndarray | None = None
-) -> float | None:
-    """How reproducible the affinity is: U from the even-indexed subsets vs U from the odd-indexed ones.
+    subsets: list[list[int]], f_hat: np.ndarray, n: int, kind: str = "subset", task_loss: np.ndarray | None = None,
+    splits: int = 50, seed: int = 0,
+) -> dict[str, float | int] | None:
+    """How reproducible the affinity is over the subsets: U from one random half of the *distinct* subsets vs U
+    from the other half.
 
-    Pearson correlation of the two halves' standardised off-diagonal entries (the part clustering sees), stepped up
-    to the full m by Spearman-Brown, 2r / (1 + r). Near 0 the groups are noise; None if a half misses a pair.
+    Pearson correlation r of the two halves' standardised off-diagonal entries (the part clustering sees), averaged
+    over ``splits`` random halvings and stepped up to all subsets by Spearman-Brown, 2r / (1 + r). A subset that
+    occurs more than once stays on one side with all its copies: on both sides it would correlate with itself and
+    inflate r. Returns ``reliability``, ``r_mean``, ``r_sd`` (over splits), ``splits`` (those where both halves cover
+    every pair), ``distinct_subsets`` and the number of subsets per pair in a half (``pair_min``, ``pair_median``);
+    None when no halving covers every pair.
     """
     from .clustering import standardized_corr
 
-    halves = []
-    for parity in (0, 1):
-        idx = list(range(parity, len(subsets), 2))
-        sub = [subsets[j] for j in idx]
-        if (pair_counts(sub, n) == 0).any():
-            return None
-        tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
-        halves.append(affinity_matrix(kind, sub, f_hat[idx], tl, n)[0])
-    r = standardized_corr(halves[0], halves[1])
-    if np.isnan(r):
+    keys: dict[tuple[int, ...], list[int]] = {}
+    for j, s in enumerate(subsets):
+        keys.setdefault(tuple(sorted(s)), []).append(j)
+    groups = list(keys.values())
+    rng = np.random.default_rng(seed)
+    rs, per_pair = [], []
+    for _ in range(splits):
+        side = rng.permutation(len(groups)) < len(groups) // 2
+        halves, ok = [], True
+        for flag in (True, False):
+            idx = [j for g, sd in zip(groups, side) if sd == flag for j in g]
+            sub = [subsets[j] for j in idx]
+            counts = pair_counts(sub, n)[np.triu_indices(n, 1)]
+            if (counts == 0).any():
+                ok = False
+                break
+            per_pair.append(counts)
+            tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
+            halves.append(affinity_matrix(kind, sub, f_hat[idx], tl, n)[0])
+        if not ok:
+            continue
+        r = standardized_corr(halves[0], halves[1])
+        if not np.isnan(r):
+            rs.append(r)
+    if not rs:
         return None
-    return 2 * r / (1 + r) if r > -1 else r
+    r = float(np.mean(rs))
+    pp = np.concatenate(per_pair)
+    return {
+        "reliability": 2 * r / (1 + r) if r > -1 else r,
+        "r_mean": r,
+        "r_sd": float(np.std(rs)),
+        "splits": len(rs),
+        "distinct_subsets": len(groups),
+        "pair_min": int(pp.min()),
+        "pair_median": float(np.median(pp)),
+    }

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lam", type=float, help="trace penalty lambda on the standardised affinity")
     g.add_argument("--affinity", choices=["subset", "per_target"], help="eq. 5 (subset, default) or per-target")
     g.add_argument("--solver", choices=["SCS", "CLARABEL"], help="SDP solver (default SCS)")
-    g.add_argument("--cluster-method", choices=["sdp", "exhaustive"], help="SDP (default) or exhaustive search")
+    g.add_argument("--cluster-method", choices=["auto", "exact", "sdp", "exhaustive"],
+                   help="exact search over all partitions (n <= 12), SDP + rounding + local search, or auto (default: "
+                        "exact for n <= 12); exhaustive = exact")
     g = run.add_argument_group("meta-training")
     g.add_argument("--steps-per-task", type=int, help="PPO environment steps per task")
     g.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 64,64,64 (a 4-layer MLP)")

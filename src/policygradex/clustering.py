@@ -8,12 +8,18 @@ size-weighted within-group affinity". Adding a constant to U changes <U, X> by a
 scaling U rescales lambda's effect, so U is standardised first (:func:`standardize`: double-centred, diagonal zeroed,
 std 1 off the diagonal): lambda is then in standard deviations of the pairwise interaction and comparable across runs.
 
-Rounding: X's rows are near-identical within a group (exactly 1_G / |G| at an integral solution), so the rows are
-clustered by average-linkage hierarchical clustering cut at k groups (k given, or round(tr X) in the penalty form).
-This is deterministic, exact on planted block structure, and a single cluster (X = J/n, tr X = 1) stays whole,
-unlike thresholding X > 1/n, which splits it at random. A fractional X can round to a suboptimal partition, so
-single-task moves that raise <U, X_partition> are then applied (:func:`refine`); the exhaustive check (n <= 12)
-reports whether the result is the best partition with that k.
+Finding the partition. The relaxation is not always tight (on the cartpole demo X has rank >= 5), and a rounding
+that never looks at the objective can miss the best partition. So:
+
+- ``exact`` (default for n <= ``EXACT_MAX_N`` = 12 via ``auto``): every partition is scored once
+  (:func:`best_partitions`; Bell(10) = 115,975 partitions take ~0.3 s) and the best one for each k is kept; the
+  SDP is still solved once, for the relaxation gap.
+- ``sdp`` (default above 12): several roundings of X (average linkage on X's rows, k-means on X's rows, k-means on
+  its spectral embedding, each deterministic), each improved by a local search with single-task moves and pair
+  swaps using incremental gains (:func:`local_search`), keeping the best objective.
+
+Either way the result reports the relaxation gap <U, X*> - <U, X_partition> (>= 0 up to solver accuracy): a gap of 0
+certifies that no partition with that k does better, without enumerating them.
 
 Without k or lambda, lambda runs over a log-spaced grid; each distinct rounded partition on that path is scored by its
 silhouette under the dissimilarity max(U) - U, and the best is kept, unless no partition reaches ``min_silhouette``
@@ -24,16 +30,21 @@ fractional low-lambda solutions on planted blocks.)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import cvxpy as cp
 import numpy as np
 from scipy.cluster.hierarchy import cut_tree, linkage
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from .errors import PolicyGradExError
 
-EXHAUSTIVE_MAX_N = 12
+EXACT_MAX_N = 12
+"""Up to this many tasks the exact best partition is found by enumeration (Bell(12) = 4.2M partitions, a few seconds)."""
+EXHAUSTIVE_MAX_N = EXACT_MAX_N
 
 
 def standardize(U: np.ndarray) -> np.ndarray:
@@ -130,6 +141,29 @@ def round_solution(X: np.ndarray, k: int | None = None) -> np.ndarray:
     return canonical(cut_tree(Z, n_clusters=k).reshape(-1))
 
 
+def rounding_candidates(X: np.ndarray, k: int, seed: int = 0, restarts: int = 10) -> list[np.ndarray]:
+    """Partitions into exactly k groups read off X in several ways: average linkage on X's rows, k-means on X's rows,
+    and k-means on the spectral embedding of X (top-k eigenvectors scaled by sqrt(eigenvalue)); every one of
+    ``restarts`` seeded k-means runs is a candidate of its own (the one with the lowest k-means inertia need not
+    round best for <U, X>). Duplicates and candidates with fewer than k groups are dropped."""
+    n = X.shape[0]
+    if k == 1:
+        return [np.zeros(n, dtype=np.int64)]
+    if k >= n:
+        return [np.arange(n, dtype=np.int64)]
+    Xs = (X + X.T) / 2
+    vals, vecs = np.linalg.eigh(Xs)
+    embed = vecs[:, -k:] * np.sqrt(np.clip(vals[-k:], 0.0, None))
+    out = [round_solution(Xs, k)]
+    for points in (Xs, embed):
+        for r in range(restarts):
+            with warnings.catch_warnings():  # duplicate rows (an integral X) give fewer distinct clusters: dropped below
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                out.append(canonical(KMeans(n_clusters=k, n_init=1, random_state=seed + r).fit(points).labels_))
+    unique = {tuple(c): c for c in out if int(c.max()) + 1 == k}
+    return list(unique.values())
+
+
 def silhouette(U_std: np.ndarray, labels: np.ndarray) -> float | None:
     """Silhouette of a partition under the dissimilarity max(U) - U (None for 1 or n groups, where it is undefined)."""
     k = int(labels.max() + 1)
@@ -140,30 +174,67 @@ def silhouette(U_std: np.ndarray, labels: np.ndarray) -> float | None:
     return float(silhouette_score(D, labels, metric="precomputed"))
 
 
-def refine(U_std: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Local improvement after rounding: move single tasks between groups while <U, X_partition> increases.
+def local_search(U: np.ndarray, labels: np.ndarray, max_rounds: int = 100_000) -> np.ndarray:
+    """Steepest ascent on <U, X_partition> = sum_G (sum of U over G x G) / |G| with single-task moves and pair swaps.
 
-    Keeps the number of groups (no group is emptied); deterministic (first improving move in task order); a
-    partition that is already locally optimal, such as exact planted blocks, is returned unchanged."""
+    The number of groups is kept (no group is emptied). Every round evaluates all n (k - 1) moves and all n^2 swaps
+    in closed form from R = U H (H the one-hot labels; U's diagonal is taken as 0), applies the best one if it
+    gains, and stops at a partition no single move or swap improves; a swap escapes local optima where two tasks
+    must change groups at once. Deterministic: ties go to the first move in task order."""
+    U = np.array(U, dtype=np.float64)
+    np.fill_diagonal(U, 0.0)
     labels = canonical(labels).copy()
-    k = int(labels.max() + 1)
-    best = partition_objective(U_std, labels)
-    improved = True
-    while improved:
-        improved = False
-        for i in range(len(labels)):
-            if (labels == labels[i]).sum() == 1:
-                continue
-            for g in range(k):
-                if g == labels[i]:
-                    continue
-                trial = labels.copy()
-                trial[i] = g
-                val = partition_objective(U_std, trial)
-                if val > best + 1e-12:
-                    labels, best, improved = trial, val, True
-                    break
+    n, k = len(labels), int(labels.max() + 1)
+    if k in (1, n):
+        return labels
+    tol = 1e-12 * max(1.0, float(np.abs(U).sum()))
+    rows = np.arange(n)
+    for _ in range(max_rounds):
+        H = np.eye(k)[labels]
+        R = U @ H  # R[i, g] = sum of U[i, j] over j in group g
+        size = H.sum(0)
+        S = (H * R).sum(0)  # within-group sums
+        own = R[rows, labels]
+        na, Sa = size[labels], S[labels]
+        # move i from its group a to group b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            leave = np.where(na > 1, (Sa - 2 * own) / (na - 1) - Sa / na, -np.inf)
+        join = (S[None, :] + 2 * R) / (size[None, :] + 1) - S[None, :] / size[None, :]
+        move = leave[:, None] + join
+        move[rows, labels] = -np.inf
+        # swap i (group a) with j (group b)
+        Rcol = R[:, labels]  # Rcol[j, i] = sum of U[j, l] over l in i's group
+        d_a = 2 * (-own[:, None] + Rcol.T - U) / na[:, None]
+        d_b = 2 * (-own[None, :] + Rcol - U) / na[None, :]
+        swap = d_a + d_b
+        swap[labels[:, None] == labels[None, :]] = -np.inf
+        bm, bs = np.unravel_index(np.argmax(move), move.shape), np.unravel_index(np.argmax(swap), swap.shape)
+        gain_m, gain_s = move[bm], swap[bs]
+        if max(gain_m, gain_s) <= tol:
+            break
+        if gain_m >= gain_s:
+            labels[bm[0]] = bm[1]
+        else:
+            i, j = bs
+            labels[i], labels[j] = labels[j], labels[i]
     return canonical(labels)
+
+
+def refine(U_std: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Alias of :func:`local_search` (kept for callers of earlier versions)."""
+    return local_search(U_std, labels)
+
+
+def best_rounding(U_std: np.ndarray, X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """The best partition into k groups among X's rounding candidates, each improved by :func:`local_search`."""
+    best, best_val = None, -np.inf
+    for cand in rounding_candidates(X, k, seed):
+        labels = local_search(U_std, cand)
+        val = partition_objective(U_std, labels)
+        if val > best_val + 1e-12:
+            best, best_val = labels, val
+    assert best is not None
+    return best
 
 
 def lambda_grid(U_std: np.ndarray, size: int) -> np.ndarray:
@@ -179,11 +250,34 @@ class Clustering:
     k: int
     lam: float | None
     method: str
+    """``exact`` (enumeration) or ``sdp`` (relaxation + rounding + local search): how the labels were found."""
     X: np.ndarray | None = None
     grid: list[dict] = field(default_factory=list)
-    """For the lambda grid: one row per lambda with the rounded k and labels."""
+    """For the lambda grid: one row per lambda with the chosen k and labels."""
     check: dict | None = None
-    """Exhaustive-search check (n <= 12): the optimal partition with the same k, and whether SDP groups match."""
+    """Exhaustive-search check (n <= 12) of SDP-found groups: the optimal partition with the same k, and whether
+    the SDP groups match."""
+    objective: float = float("nan")
+    """<U_std, X_partition> of the returned groups."""
+    relaxation: dict | None = None
+    """The fixed-k SDP's value <U_std, X*> at the returned k, an upper bound on every partition's objective, and
+    the gap to the returned partition (0 up to solver accuracy: provably the best partition with that k)."""
+
+
+def _validate(U: np.ndarray, k: int | None, lam: float | None, method: str) -> None:
+    n = U.shape[0]
+    if k is not None and not 1 <= k <= n:
+        raise PolicyGradExError(f"--k {k} is out of range: it must be between 1 and the number of tasks ({n})")
+    if k is not None and lam is not None:
+        raise PolicyGradExError("give either --k (fixed number of groups) or --lam (trace penalty), not both")
+    if lam is not None and not (np.isfinite(lam) and lam >= 0):
+        raise PolicyGradExError(f"--lam must be a finite number >= 0, got {lam}")
+    if not np.isfinite(U).all():
+        raise PolicyGradExError("the affinity matrix has non-finite entries")
+    if method not in ("auto", "sdp", "exhaustive", "exact"):
+        raise PolicyGradExError(f"unknown clustering method {method!r}; choose 'auto', 'exact' or 'sdp'")
+    if method in ("exhaustive", "exact") and n > EXACT_MAX_N:
+        raise PolicyGradExError(f"exhaustive search is limited to n <= {EXACT_MAX_N} tasks (got {n}); use the SDP")
 
 
 def cluster(
@@ -191,67 +285,85 @@ def cluster(
     k: int | None = None,
     lam: float | None = None,
     solver: str = "SCS",
-    method: str = "sdp",
+    method: str = "auto",
     grid_size: int = 25,
     exhaustive_check: bool = True,
     min_silhouette: float = 0.25,
+    relaxation_gap: bool = True,
 ) -> Clustering:
-    """Group tasks from the affinity U. k and lam are exclusive; with neither, lambda is chosen on a grid."""
+    """Group tasks from the affinity U. k and lam are exclusive; with neither, lambda is chosen on a grid.
+
+    ``method``: ``auto`` (exact for n <= 12, else sdp), ``exact`` (``exhaustive``) or ``sdp``. ``relaxation_gap``
+    solves the fixed-k SDP at the returned k to bound the partition's distance from the optimum (skipped for k = 1)."""
     n = U.shape[0]
-    if k is not None and not 1 <= k <= n:
-        raise PolicyGradExError(f"--k {k} is out of range: it must be between 1 and the number of tasks ({n})")
-    if k is not None and lam is not None:
-        raise PolicyGradExError("give either --k (fixed number of groups) or --lam (trace penalty), not both")
-    if lam is not None and lam < 0:
-        raise PolicyGradExError(f"--lam must be >= 0, got {lam}")
-    if not np.isfinite(U).all():
-        raise PolicyGradExError("the affinity matrix has non-finite entries")
+    _validate(U, k, lam, method)
     U_std = standardize(U)
-    if method == "exhaustive":
-        labels = exhaustive_partition(U_std, k=k, lam=lam if k is None else None)
-        return Clustering(labels, int(labels.max() + 1), lam, "exhaustive")
-    if method != "sdp":
-        raise PolicyGradExError(f"unknown clustering method {method!r}; choose 'sdp' or 'exhaustive'")
+    exact = method in ("exact", "exhaustive") or (method == "auto" and n <= EXACT_MAX_N)
+    # k -> (objective, labels): every k for lambda, only the given k otherwise (S(12, 3) = 86k partitions, not 4.2M)
+    table = (best_partitions(U_std, kmax=k, only_k=True) if k is not None else best_partitions(U_std)) if exact else None
+
+    def penalised(lam_: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """The best partition for <U, X> - lam * k, and the penalty-form X when the SDP was solved."""
+        if table is not None:
+            kk = max(table, key=lambda c: table[c][0] - lam_ * c)
+            return table[kk][1], None
+        X = solve_sdp(U_std, lam=lam_, solver=solver)
+        k0 = int(np.clip(np.rint(np.trace(X)), 1, n))
+        cands = [best_rounding(U_std, X, c) for c in sorted({max(1, k0 - 1), k0, min(n, k0 + 1)})]
+        vals = [partition_objective(U_std, c) - lam_ * (int(c.max()) + 1) for c in cands]
+        return cands[int(np.argmax(vals))], X
+
     grid_rows: list[dict] = []
+    X: np.ndarray | None = None
+    chosen_lam = lam
     if k is None and not U_std.any():  # constant affinity: no structure, one group
-        result = Clustering(np.zeros(n, dtype=np.int64), 1, lam, "sdp", X=np.full((n, n), 1.0 / n))
+        labels, X = np.zeros(n, dtype=np.int64), np.full((n, n), 1.0 / n)
     elif k is not None:
-        X = solve_sdp(U_std, k=k, solver=solver)
-        result = Clustering(refine(U_std, round_solution(X, k)), k, None, "sdp", X=X)
+        if table is not None:
+            labels = table[k][1] if k in table else best_partitions(U_std, kmax=k, only_k=True)[k][1]
+        else:
+            X = solve_sdp(U_std, k=k, solver=solver)
+            labels = best_rounding(U_std, X, k)
     elif lam is not None:
-        X = solve_sdp(U_std, lam=lam, solver=solver)
-        labels = refine(U_std, round_solution(X))
-        result = Clustering(labels, int(labels.max() + 1), lam, "sdp", X=X)
+        labels, X = penalised(lam)
     else:
         solutions = []
         for g in lambda_grid(U_std, grid_size):
-            X = solve_sdp(U_std, lam=float(g), solver=solver)
-            labels = refine(U_std, round_solution(X))
-            solutions.append((float(g), X, labels))
-            grid_rows.append({"lam": float(g), "k": int(labels.max() + 1), "trace": float(np.trace(X)),
-                              "labels": labels.tolist()})
+            labels_g, X_g = penalised(float(g))
+            solutions.append((float(g), X_g, labels_g))
+            grid_rows.append({"lam": float(g), "k": int(labels_g.max() + 1), "labels": labels_g.tolist()}
+                             | ({"trace": float(np.trace(X_g))} if X_g is not None else {}))
         # every distinct partition on the lambda path is a candidate; keep the best silhouette, or one group
         # when no candidate reaches min_silhouette (no substantial structure)
         best_score, best_i = -np.inf, None
-        for i, (_, _, labels) in enumerate(solutions):
-            row_score = silhouette(U_std, labels)
+        for i, (_, _, labels_g) in enumerate(solutions):
+            row_score = silhouette(U_std, labels_g)
             grid_rows[i]["silhouette"] = row_score
             if row_score is not None and row_score > best_score + 1e-9:
                 best_score, best_i = row_score, i
         if best_i is None or best_score < min_silhouette:
-            g, X, labels = float(lambda_grid(U_std, grid_size)[-1]), np.full((n, n), 1.0 / n), np.zeros(n, dtype=np.int64)
+            chosen_lam, X, labels = float(lambda_grid(U_std, grid_size)[-1]), np.full((n, n), 1.0 / n), np.zeros(n, dtype=np.int64)
         else:
-            g, X, labels = solutions[best_i]
-        result = Clustering(labels, int(labels.max() + 1), g, "sdp", X=X)
-    result.grid = grid_rows
-    if exhaustive_check and n <= EXHAUSTIVE_MAX_N:
-        opt = exhaustive_partition(U_std, k=result.k)
+            chosen_lam, X, labels = solutions[best_i]
+    labels = canonical(labels)
+    k_out = int(labels.max() + 1)
+    result = Clustering(labels, k_out, chosen_lam, "exact" if table is not None else "sdp", X=X, grid=grid_rows,
+                        objective=partition_objective(U_std, labels))
+    if relaxation_gap and 1 < k_out < n and U_std.any():
+        X_k = X if (X is not None and k is not None) else solve_sdp(U_std, k=k_out, solver=solver)
+        bound = float(np.sum(U_std * X_k))
+        result.relaxation = {"k": k_out, "sdp_value": bound, "partition_value": result.objective,
+                             "gap": bound - result.objective, "solver": solver}
+        if result.X is None:
+            result.X = X_k
+    if exhaustive_check and table is None and n <= EXACT_MAX_N:
+        opt = best_partitions(U_std, kmax=k_out, only_k=True)[k_out][1]
         result.check = {
-            "k": result.k,
+            "k": k_out,
             "optimal_labels": opt.tolist(),
             "optimal_objective": partition_objective(U_std, opt),
-            "sdp_objective": partition_objective(U_std, result.labels),
-            "sdp_is_optimal": bool(np.isclose(partition_objective(U_std, opt), partition_objective(U_std, result.labels))),
+            "sdp_objective": result.objective,
+            "sdp_is_optimal": bool(np.isclose(partition_objective(U_std, opt), result.objective)),
         }
     return result
 
@@ -272,28 +384,42 @@ def _restricted_growth_strings(n: int, kmax: int) -> np.ndarray:
     return rows
 
 
+def best_partitions(U: np.ndarray, kmax: int | None = None, only_k: bool = False,
+                    chunk: int = 50_000) -> dict[int, tuple[float, np.ndarray]]:
+    """For every k = 1..kmax (default n), or only k = kmax, the exact best partition into k groups of
+    <U, X_partition> (U's diagonal taken as 0), by scoring every partition once: k -> (objective, canonical labels).
+    n <= EXACT_MAX_N."""
+    n = U.shape[0]
+    if n > EXACT_MAX_N:
+        raise PolicyGradExError(f"exhaustive search is limited to n <= {EXACT_MAX_N} tasks (got {n}); use the SDP")
+    kmax = n if kmax is None else kmax
+    U = np.array(U, dtype=np.float64)
+    np.fill_diagonal(U, 0.0)
+    rows = _restricted_growth_strings(n, kmax)
+    ks = rows.max(1).astype(np.int64) + 1
+    if only_k:
+        rows, ks = rows[ks == kmax], ks[ks == kmax]
+    best: dict[int, tuple[float, np.ndarray]] = {}
+    for lo in range(0, len(rows), chunk):
+        part = rows[lo : lo + chunk].astype(np.int64)
+        onehot = np.eye(kmax)[part]  # (M, n, K)
+        sizes = onehot.sum(1)
+        within = np.einsum("mik,mik->mk", U @ onehot, onehot)  # (M, K): sum of U within each group
+        vals = (within / np.maximum(sizes, 1)).sum(1)
+        for kk in np.unique(ks[lo : lo + chunk]):
+            sel = np.flatnonzero(ks[lo : lo + chunk] == kk)
+            i = sel[int(np.argmax(vals[sel]))]
+            if int(kk) not in best or vals[i] > best[int(kk)][0] + 1e-12:
+                best[int(kk)] = (float(vals[i]), canonical(part[i]))
+    return best
+
+
 def exhaustive_partition(U: np.ndarray, k: int | None = None, lam: float | None = None) -> np.ndarray:
     """The exact best partition: max <U, X_partition> with exactly k groups, or max <U, X> - lam * k."""
-    n = U.shape[0]
-    if n > EXHAUSTIVE_MAX_N:
-        raise PolicyGradExError(f"exhaustive search is limited to n <= {EXHAUSTIVE_MAX_N} tasks (got {n}); use the SDP")
     if k is None and lam is None:
         raise PolicyGradExError("exhaustive search needs --k or --lam")
-    rows = _restricted_growth_strings(n, k if k is not None else n)
-    ks = rows.max(1).astype(np.int64) + 1
     if k is not None:
-        rows, ks = rows[ks == k], ks[ks == k]
-    best_val, best_row = -np.inf, rows[0]
-    kmax = int(ks.max())
-    for lo in range(0, len(rows), 20_000):
-        chunk = rows[lo : lo + 20_000].astype(np.int64)
-        onehot = np.eye(kmax)[chunk]  # (M, n, K)
-        sizes = onehot.sum(1)
-        within = np.einsum("mik,ij,mjk->mk", onehot, U, onehot, optimize=True)
-        vals = (within / np.maximum(sizes, 1)).sum(1)
-        if lam is not None:
-            vals = vals - lam * ks[lo : lo + 20_000]
-        i = int(np.argmax(vals))
-        if vals[i] > best_val + 1e-12:
-            best_val, best_row = vals[i], chunk[i]
-    return canonical(best_row)
+        return best_partitions(U, kmax=k, only_k=True)[k][1]
+    table = best_partitions(U)
+    assert lam is not None
+    return table[max(table, key=lambda c: table[c][0] - lam * c)][1]

@@ -274,7 +274,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
             "nmi": float(normalized_mutual_info_score(labels_true, labels_est)),
             "spearman": float(rho),
             "spearman_interaction": interaction_spearman(subsets, f_hat, f_true[target], n),
-            "reliability_true": split_half_reliability(subsets, f_true[target], n),
+            "reliability_true": _reliability(split_half_reliability(subsets, f_true[target], n)),
             "relative_error": relative_error(U, U_true),
             "relative_error_same_subsets": relative_error(U_same, U_true),
             "test_retest": test_retest(subsets, f_hat, per_replicate[target], labels_est, k, cc.solver)
@@ -305,7 +305,8 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
         "spearman": main["spearman"],
         "spearman_interaction": main["spearman_interaction"],
         "reliability_true": main["reliability_true"],
-        "reliability_estimated": split_half_reliability(subsets, f_hat, n),
+        "reliability_estimated": _reliability(split_half_reliability(subsets, f_hat, n)),
+        "distinct_subsets": len({tuple(sorted(s)) for s in subsets}),
         "relative_error": main["relative_error"],
         "relative_error_same_subsets": main["relative_error_same_subsets"],
         "test_retest": main["test_retest"],
@@ -342,6 +343,11 @@ def _scatter(f_hat: np.ndarray, f: np.ndarray, target: str, rho: float, path: Pa
     save_figure(fig, path)
 
 
+def _reliability(split: dict[str, Any] | None) -> float | None:
+    """The Spearman-Brown reliability of a :func:`split_half_reliability` result (None when it had none)."""
+    return None if split is None else float(split["reliability"])
+
+
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -359,7 +365,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"| NMI of random groupings (floor) | {record['nmi_random']['mean']:.3f} ± {record['nmi_random']['std']:.3f} |",
         f"| Spearman(f^, f) over subsets | {record['spearman']:.3f} |",
         f"| same, after removing additive per-task effects | {record['spearman_interaction']:.3f} |",
-        f"| split-half reliability of U_true / of U (same subsets) | {_num(record['reliability_true'])} / "
+        f"| split-half reliability of U_true / of U (same subsets; halves of the "
+        f"{record.get('distinct_subsets', record['num_subsets'])} distinct subsets) | {_num(record['reliability_true'])} / "
         f"{_num(record['reliability_estimated'])} |",
         f"| relative error of U (standardised) | {record['relative_error']:.3f} |",
         f"| same, U from the same subsets only | {record['relative_error_same_subsets']:.3f} |",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from .artifacts import (
     load_npz,
     load_torch,
 )
-from .clustering import cluster, groups_from_labels
+from .clustering import EXACT_MAX_N, cluster, groups_from_labels
 from .config import RunConfig
 from .errors import PolicyGradExError
 from .families import MultiTaskVectorEnv, TaskFamily, load_family
@@ -285,7 +286,8 @@ def stage_surrogate(st: RunState) -> None:
     t0 = time.perf_counter()
     alpha = sc.subset_size or default_subset_size(n)
     m = sc.num_subsets or default_num_subsets(n)
-    subsets, topped_up = sample_subsets(n, alpha, m, cfg.seed + 3)
+    sample = sample_subsets(n, alpha, m, cfg.seed + 3)
+    subsets, topped_up = sample.subsets, sample.topped_up
     with st.console.status(f"fitting {len(subsets)} subset surrogates (batched L-BFGS, d={st.features.features.shape[2]})"):
         res = run_surrogate(st.features, subsets, sc, topped_up)
         projection = projection_for(cfg, st.model)
@@ -295,6 +297,9 @@ def stage_surrogate(st: RunState) -> None:
         "subset_size": alpha,
         "num_subsets": len(subsets),
         "topped_up": topped_up,
+        "requested_subsets": m,
+        "possible_subsets": sample.possible,
+        "all_subsets": sample.exhaustive,
         "evaluation": sc.evaluation,
         "solver": {"iterations": res.info.iterations, "converged": int(res.info.converged.sum()),
                    "max_grad_inf_norm": float(res.info.grad_inf_norm.max())},
@@ -328,8 +333,8 @@ def stage_affinity(st: RunState) -> None:
         for i, v in s["task_loss"].items():
             task_loss[j, int(i)] = v
     U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n)
-    reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss)
-    atomic_write_json(rd.path / "affinity_stats.json", {"split_half_reliability": reliability})
+    reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed)
+    atomic_write_json(rd.path / "affinity_stats.json", {"split_half": reliability})
     if directed is not None:
         atomic_save_npy(rd.affinity_directed, directed)
     atomic_save_npy(rd.affinity, U)
@@ -354,7 +359,7 @@ def stage_cluster(st: RunState) -> None:
         return
     assert st.U is not None
     t0 = time.perf_counter()
-    with st.console.status("clustering the affinity matrix (SDP)"):
+    with st.console.status("clustering the affinity matrix"):
         res = cluster(st.U, k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method, grid_size=cc.lam_grid_size,
                       exhaustive_check=cc.exhaustive_check, min_silhouette=cc.min_silhouette)
     names = st.family.task_names
@@ -368,6 +373,8 @@ def stage_cluster(st: RunState) -> None:
         "selection": "fixed k" if cc.k else ("given lambda" if cc.lam is not None else "lambda grid, best silhouette"),
         "grid": res.grid,
         "exhaustive_check": res.check,
+        "objective": res.objective,
+        "relaxation": res.relaxation,
     }
     atomic_write_json(rd.groups, st.groups)
     st.done("cluster", computed=True, seconds=time.perf_counter() - t0)
@@ -398,10 +405,10 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--k {k} is out of range: family {family.name!r} has {n} tasks, so 1 <= k <= {n}")
     if cfg.cluster.k is not None and cfg.cluster.lam is not None:
         raise PolicyGradExError("give either --k or --lam, not both")
-    if cfg.cluster.lam is not None and cfg.cluster.lam < 0:
-        raise PolicyGradExError(f"--lam must be >= 0, got {cfg.cluster.lam}")
-    if cfg.cluster.method == "exhaustive" and cfg.cluster.k is None and cfg.cluster.lam is None:
-        raise PolicyGradExError("--cluster-method exhaustive needs --k or --lam")
+    if cfg.cluster.lam is not None and not (math.isfinite(cfg.cluster.lam) and cfg.cluster.lam >= 0):
+        raise PolicyGradExError(f"--lam must be a finite number >= 0, got {cfg.cluster.lam}")
+    if not 0 <= cfg.seed < 2**32:
+        raise PolicyGradExError(f"--seed must be an integer in [0, 2^32), got {cfg.seed}")
     if not cfg.ppo.learning_rate > 0:
         raise PolicyGradExError(f"--lr must be > 0, got {cfg.ppo.learning_rate}")
     if not cfg.surrogate.l2 >= 0:
@@ -411,8 +418,8 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--subset-size {a} must be between 2 and the number of tasks ({n})")
     if cfg.surrogate.num_subsets is not None and cfg.surrogate.num_subsets < 1:
         raise PolicyGradExError(f"--num-subsets must be >= 1, got {cfg.surrogate.num_subsets}")
-    if cfg.cluster.method == "exhaustive" and n > 12:
-        raise PolicyGradExError(f"--cluster-method exhaustive needs n <= 12 tasks, family has {n}")
+    if cfg.cluster.method in ("exact", "exhaustive") and n > EXACT_MAX_N:
+        raise PolicyGradExError(f"--cluster-method {cfg.cluster.method} needs n <= {EXACT_MAX_N} tasks, family has {n}")
     if not 0.0 <= cfg.features.holdout_fraction < 1.0:
         raise PolicyGradExError(f"--holdout-fraction must be in [0, 1), got {cfg.features.holdout_fraction}")
     if cfg.features.holdout_fraction == 0.0 and cfg.surrogate.evaluation == "held_out":

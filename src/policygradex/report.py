@@ -93,6 +93,28 @@ def markdown_matrix(U: np.ndarray, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def partition_sentence(groups: dict[str, Any]) -> str:
+    """How the groups were found and how far from the best partition they can be, in one paragraph."""
+    out = []
+    method, k = groups.get("method"), groups["k"]
+    if method == "exact":
+        out.append(f"These groups are the best partition into k = {k} groups of the objective the SDP relaxes (exact "
+                   "search over all partitions).")
+    check = groups.get("exhaustive_check")
+    if check:
+        verdict = "optimal" if check["sdp_is_optimal"] else "NOT optimal"
+        out.append(f"Exhaustive check over all partitions with k = {check['k']}: the SDP groups are {verdict} "
+                   f"(objective {check['sdp_objective']:.4f} vs best {check['optimal_objective']:.4f} on standardised U).")
+    rel = groups.get("relaxation")
+    if rel:
+        tight = "the relaxation is tight: no partition does better" if rel["gap"] < 1e-3 else (
+            "the relaxation is not tight here, so the bound is loose" if method == "exact" else
+            "no partition can beat this one by more than the gap")
+        out.append(f"Relaxation gap: SDP value {rel['sdp_value']:.4f} vs this partition's {rel['partition_value']:.4f} "
+                   f"(gap {rel['gap']:.4f}; {tight}).")
+    return " ".join(out)
+
+
 def write_report(st: "RunState") -> None:
     from .artifacts import atomic_write_text
 
@@ -120,18 +142,18 @@ def write_report(st: "RunState") -> None:
     ]
     for gi, g in enumerate(st.groups["groups"]):
         lines.append(f"- group {gi + 1}: {', '.join(g)}")
-    check = st.groups.get("exhaustive_check")
-    if check:
-        verdict = "optimal" if check["sdp_is_optimal"] else "NOT optimal"
-        lines += ["", f"Exhaustive check over all partitions with k = {check['k']}: the SDP groups are {verdict} "
-                  f"(objective {check['sdp_objective']:.4f} vs best {check['optimal_objective']:.4f} on standardised U)."]
+    lines += ["", partition_sentence(st.groups)]
     stats_path = rd.path / "affinity_stats.json"
-    rel = json.loads(stats_path.read_text()).get("split_half_reliability") if stats_path.exists() else None
-    if rel is not None:
+    split = json.loads(stats_path.read_text()).get("split_half") if stats_path.exists() else None
+    if split is not None:
+        rel = split["reliability"]
         hint = "groups are mostly noise: raise the budget, N or m" if rel < 0.3 else (
             "moderate" if rel < 0.7 else "reproducible over subsets")
-        lines += ["", f"Split-half reliability of the affinity (even vs odd subsets, Spearman-Brown): {rel:.2f} ({hint}). "
-                  "Both halves use the same transitions; `policygradex stability` measures how much U and the groups "
+        lines += ["", f"Split-half reliability of the affinity: {rel:.2f} ({hint}). Mean over {split['splits']} random "
+                  f"halvings of the {split['distinct_subsets']} distinct subsets (r = {split['r_mean']:.2f} +- "
+                  f"{split['r_sd']:.2f} between halves, stepped up by Spearman-Brown); each half holds "
+                  f"{split['pair_min']} to ~{split['pair_median']:.0f} (median) subsets per pair of tasks. Both "
+                  "halves use the same transitions; `policygradex stability` measures how much U and the groups "
                   "change with a fresh sample of transitions."]
     lines += ["", "![affinity](affinity.png)", "", "## Timings", "", "| stage | seconds |", "|---|---|"]
     for stage in ("meta_train", "features", "surrogate", "affinity", "cluster"):
@@ -152,8 +174,11 @@ def write_report(st: "RunState") -> None:
         f"N = {cfg.features.transitions_per_task} transitions per task (p = {st.feature_meta.get('p', '?')}, "
         f"d = {cfg.features.projection_dim}), advantages normalised {cfg.features.advantage_normalization}, "
         f"{cfg.features.holdout_fraction:.0%} held out.",
-        f"m = {sur['num_subsets']} subsets of size alpha = {sur['subset_size']} ({sur['topped_up']} added to cover all "
-        f"pairs); l2 = {cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}.",
+        f"m = {sur['num_subsets']} distinct subsets of size alpha = {sur['subset_size']} "
+        + (f"(all C(n, alpha) = {sur['possible_subsets']} possible subsets, each once: {sur['requested_subsets']} were "
+           "asked for)" if sur.get("all_subsets") else
+           f"(of {sur.get('possible_subsets', '?')} possible; {sur['topped_up']} added to cover all pairs)")
+        + f"; l2 = {cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}.",
         f"Batched L-BFGS: {sur['solver']['iterations']} iterations, {sur['solver']['converged']}/{sur['num_subsets']} "
         f"converged (max |grad| {sur['solver']['max_grad_inf_norm']:.2e}).",
         f"f^ range {f_hat.min():.4f} .. {f_hat.max():.4f}; adapted theta distance ||P v|| / ||theta_star||: "

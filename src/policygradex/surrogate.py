@@ -13,6 +13,7 @@ per iteration for every subset that holds it. The adapted policy is theta^(S) = 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,28 +47,73 @@ def pair_counts(subsets: list[list[int]], n: int) -> np.ndarray:
     return counts
 
 
-def sample_subsets(n: int, alpha: int, m: int, seed: int) -> tuple[list[list[int]], int]:
-    """m subsets of alpha distinct tasks, each uniform without replacement; then, while some pair of tasks is in no
-    subset, one more subset holding that pair plus alpha - 2 uniform others is added (rare at the default m).
+ENUMERATE_MAX = 200_000
+"""Up to this many possible subsets C(n, alpha), they are enumerated and m of them drawn without replacement;
+above it, distinct subsets are drawn by rejection (m = O(n^2) is then a vanishing fraction of all subsets)."""
 
-    Returns (subsets, number of top-up subsets added)."""
+
+@dataclass(frozen=True)
+class SubsetSample:
+    """The m distinct subsets the surrogate fits, and how they were chosen."""
+
+    subsets: list[list[int]]
+    """Sorted task indices of each subset; no subset appears twice."""
+    topped_up: int
+    """Subsets added after the m draws so that every pair of tasks shares at least one subset."""
+    possible: int
+    """C(n, alpha): how many distinct subsets exist."""
+    requested: int
+    """The m asked for."""
+
+    @property
+    def exhaustive(self) -> bool:
+        """True when every possible subset is used exactly once (m >= C(n, alpha))."""
+        return len(self.subsets) == self.possible
+
+
+def sample_subsets(n: int, alpha: int, m: int, seed: int) -> SubsetSample:
+    """m distinct subsets of alpha tasks, uniform without replacement among the C(n, alpha) possible ones; every
+    possible subset exactly once when m >= C(n, alpha). Then, while some pair of tasks is in no subset, one more
+    distinct subset holding that pair plus alpha - 2 uniform others is added (rare at the default m).
+
+    Repeated subsets would add nothing but duplicated noise to U, and would sit on both sides of the split-half
+    reliability check, inflating it (the demo's m = 300 > C(10, 5) = 252 drawn with repetition gave 175 distinct
+    subsets, 52 of them in both halves)."""
     if not 2 <= alpha <= n:
         raise PolicyGradExError(f"subset size alpha={alpha} must be between 2 and the number of tasks n={n}")
     if m < 1:
         raise PolicyGradExError(f"number of subsets m={m} must be >= 1")
+    possible = math.comb(n, alpha)
     rng = np.random.default_rng(seed)
-    subsets = [sorted(int(x) for x in rng.choice(n, alpha, replace=False)) for _ in range(m)]
-    counts = pair_counts(subsets, n)
+    if possible <= ENUMERATE_MAX:
+        every = list(itertools.combinations(range(n), alpha))
+        if m >= possible:
+            chosen = [list(s) for s in every]
+        else:
+            chosen = [list(every[i]) for i in rng.choice(possible, m, replace=False)]
+    else:
+        seen: set[tuple[int, ...]] = set()
+        chosen = []
+        while len(chosen) < m:
+            s = tuple(sorted(int(x) for x in rng.choice(n, alpha, replace=False)))
+            if s not in seen:
+                seen.add(s)
+                chosen.append(list(s))
+    present = {tuple(s) for s in chosen}
+    counts = pair_counts(chosen, n)
     added = 0
     for i, j in itertools.combinations(range(n), 2):
-        if counts[i, j] == 0:
+        while counts[i, j] == 0:  # a subset with i, j absent so far exists: at most C(n-2, alpha-2) tries are needed
             others = [t for t in range(n) if t not in (i, j)]
-            extra = sorted([i, j, *(int(x) for x in rng.choice(others, alpha - 2, replace=False))])
-            subsets.append(extra)
+            extra = tuple(sorted([i, j, *(int(x) for x in rng.choice(others, alpha - 2, replace=False))]))
+            if extra in present:
+                continue
+            present.add(extra)
+            chosen.append(list(extra))
             counts[np.ix_(extra, extra)] += 1
             added += 1
     assert (counts > 0).all(), "every pair must be covered"
-    return subsets, added
+    return SubsetSample(chosen, added, possible, m)
 
 
 # ----------------------------------------------------------------------------------------------- data
