@@ -150,8 +150,11 @@ def test_console_script_run_is_reproducible(tiny_run, tmp_path):
     a = torch.load(out / "theta_star.pt", weights_only=False)["state_dict"]
     b = torch.load(tiny_run / "theta_star.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in b)
-    for gi, g in enumerate(_groups(out)["groups"]):  # the closing summary names every group
-        assert f"group {gi + 1}: {', '.join(g)}" in proc.stderr
+    groups = _groups(out)["groups"]
+    expected = [f"cartpole: {len(groups)} groups -> {out}/groups.json"]
+    expected += [f"  group {gi + 1}: {', '.join(g)}" for gi, g in enumerate(groups)]
+    assert proc.stdout.splitlines() == expected  # the result alone on stdout; progress and logs on stderr
+    assert "stage meta_train" in proc.stderr
 
 
 def test_console_script_user_error_is_one_line(tmp_path):

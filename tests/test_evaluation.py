@@ -260,3 +260,26 @@ def test_test_retest_of_the_ground_truth_on_planted_groups() -> None:
     noise = rng.normal(size=(4, len(subsets)))
     tr = test_retest(subsets, inter, noise, blocks, k, "SCS")
     assert tr["nmi_estimated_vs_halves"] < 0.8 and abs(tr["spearman_interaction_estimated_vs_halves"]) < 0.3
+
+
+def test_subset_objectives_without_held_out_transitions() -> None:
+    """--holdout-fraction 0 (the paper's setting) crashed ground-truth with ZeroDivisionError: with nothing held
+    out the real objectives are measured on all transitions. At theta_star itself (ratio 1) they equal mean(A) and
+    -log(2) mean(|A|), by hand."""
+    import torch
+
+    from policygradex.evaluation import subset_objectives
+
+    class Same(torch.nn.Module):  # log pi = log pi_theta_star: ratio 1 everywhere
+        def forward(self, obs, act):
+            return obs[:, 0]
+
+    adv = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    task = {"obs": torch.tensor([[0.1], [0.2], [0.3], [0.4]]), "actions": torch.zeros(4),
+            "advantages": adv, "logp_star": torch.tensor([0.1, 0.2, 0.3, 0.4])}
+    trans = {"n_fit": 4, "tasks": [task, task]}
+    out = subset_objectives(Same(), trans, [0, 1], clip_coef=0.2)
+    assert out["ppo"] == pytest.approx(float(adv.mean()))
+    assert out["logistic"] == pytest.approx(-float(np.log(2.0) * adv.abs().mean()))
+    held = subset_objectives(Same(), {"n_fit": 2, "tasks": [task]}, [0], clip_coef=0.2)
+    assert held["ppo"] == pytest.approx(float(adv[2:].mean()))  # with a held-out part, only that part counts

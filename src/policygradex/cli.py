@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("family", help="built-in family (see `policygradex families`) or package.module:function")
     run.add_argument("--out", type=Path, help="run directory (default runs/FAMILY-seedS)")
     run.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch / BLAS threads (default 1: fastest for these small networks, and the groups are "
+                          "identical whatever OMP_NUM_THREADS is)")
     run.add_argument("--preset", default="default", choices=sorted(PRESETS),
                      help="budget preset: tiny (tests), demo (minutes), default, paper")
     g = run.add_argument_group("clustering")
@@ -272,10 +275,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
         raise PolicyGradExError(f"--k must be >= 1, got {args.k}")
     cfg = config_from_args(args)
     out = args.out or Path("runs") / f"{Path(args.family.replace(':', '-')).name}-seed{args.seed}"
-    st = run_pipeline(cfg, out, console)
-    console.print(f"\n[bold]{st.family.name}[/bold]: {len(st.groups['groups'])} groups -> {out}/groups.json")
+    st = run_pipeline(cfg, out, console, threads=args.threads)
+    # the result goes to stdout (progress and logs went to stderr)
+    print(f"{st.family.name}: {len(st.groups['groups'])} groups -> {out}/groups.json")
     for gi, grp in enumerate(st.groups["groups"]):
-        console.print(f"  group {gi + 1}: {', '.join(grp)}")
+        print(f"  group {gi + 1}: {', '.join(grp)}")
     console.print(f"report: {out}/report.md   heatmap: {out}/affinity.png")
 
 

@@ -155,8 +155,11 @@ def subset_objectives(model: nn.Module, trans: dict[str, Any], task_ids: list[in
     """The real counterparts of f^(S) on the held-out transitions of S's tasks, for a policy ``model``.
 
     ``ppo``: the clipped PPO objective mean(min(r A, clip(r, 1 -+ eps) A)) with r = pi/pi_theta_star (the negative
-    PPO loss); ``logistic``: -mean(|A| log(1 + exp(-sign(A) log r))), the surrogate's loss at the real policy."""
+    PPO loss); ``logistic``: -mean(|A| log(1 + exp(-sign(A) log r))), the surrogate's loss at the real policy.
+    A run that holds nothing out (``--holdout-fraction 0``, the paper's setting) is measured on all transitions."""
     n_fit = trans["n_fit"]
+    if n_fit >= min(len(trans["tasks"][i]["advantages"]) for i in task_ids):
+        n_fit = 0
     ppo, logistic, count = 0.0, 0.0, 0
     with torch.no_grad():
         for i in task_ids:

@@ -9,6 +9,7 @@ whole family) to every observation, so one task-conditioned policy serves all ta
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,9 @@ class TaskFamily:
     make_vector_env: Callable[[Sequence[Task]], gym.vector.VectorEnv] | None = None
     """Optional fast path: one vector env whose sub-env j runs tasks[j] (must use NEXT_STEP autoreset).
     None: a SyncVectorEnv over the tasks' ``make_env``."""
+    planted_groups: tuple[tuple[int, ...], ...] | None = None
+    """The true groups when they are known by construction (the ``planted`` family): the report and ``compare``
+    score the method against them. None for real families."""
 
     @property
     def n(self) -> int:
@@ -129,13 +133,21 @@ def pendulum() -> TaskFamily:
     return TaskFamily("pendulum", tasks, "Pendulum-v1 with 10 gravities 2..20 (continuous actions)")
 
 
-FAMILIES: dict[str, Callable[[], TaskFamily]] = {
+def _planted(**kwargs: Any) -> TaskFamily:
+    from .planted import planted
+
+    return planted(**kwargs)
+
+
+FAMILIES: dict[str, Callable[..., TaskFamily]] = {
     "cartpole": cartpole,
     "lunarlander": lunarlander,
     "lunarlander-continuous": lunarlander_continuous,
     "pendulum": pendulum,
+    "planted": _planted,
 }
-"""Built-in families by name. Future families (highway, metaworld-mt10) register here."""
+"""Built-in families by name; a family with parameters is called as ``name(key=value,...)``, e.g.
+``planted(n=12,groups=4,conflict=0.5)``. Future families (highway, metaworld-mt10) register here."""
 
 
 def register_family(name: str, factory: Callable[[], TaskFamily]) -> None:
@@ -144,6 +156,24 @@ def register_family(name: str, factory: Callable[[], TaskFamily]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- loading
+def parse_call(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name(key=value,...)`` -> (name, {key: int or float}); a plain name -> (name, {})."""
+    if not spec.endswith(")") or "(" not in spec:
+        return spec, {}
+    name, _, rest = spec[:-1].partition("(")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not key.strip() or not math.isfinite(number):
+            raise PolicyGradExError(f"family {spec!r}: expected name(key=number,...), e.g. planted(n=12,groups=4)")
+        kwargs[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+    return name.strip(), kwargs
+
+
 def load_family(spec: str) -> TaskFamily:
     """A built-in family name, or ``package.module:function`` returning a TaskFamily; spaces are validated."""
     if ":" in spec:
@@ -166,8 +196,12 @@ def load_family(spec: str) -> TaskFamily:
             raise PolicyGradExError(f"--family {spec!r}: {attr}() raised {type(exc).__name__}: {exc}") from None
         if not isinstance(family, TaskFamily):
             raise PolicyGradExError(f"--family {spec!r}: {attr}() returned {type(family).__name__}, not a TaskFamily")
-    elif spec in FAMILIES:
-        family = FAMILIES[spec]()
+    elif parse_call(spec)[0] in FAMILIES:
+        name, kwargs = parse_call(spec)
+        try:
+            family = FAMILIES[name](**kwargs)
+        except TypeError as exc:
+            raise PolicyGradExError(f"family {spec!r}: {exc}") from None
     else:
         raise PolicyGradExError(
             f"unknown family {spec!r}; built-in families: {', '.join(sorted(FAMILIES))} "

@@ -43,6 +43,7 @@ from .features import (RandomProjection, collect_transitions, fit_rows, logistic
 from .networks import flat_params, make_network
 from .ppo import train_ppo
 from .surrogate import FeatureSet, default_num_subsets, default_subset_size, run_surrogate, sample_subsets
+from .threads import thread_limit
 
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
 
@@ -380,21 +381,27 @@ def stage_cluster(st: RunState) -> None:
     st.done("cluster", computed=True, seconds=time.perf_counter() - t0)
 
 
-def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None) -> RunState:
-    """Run (or resume) every stage into ``out``; returns the final state. Writes report.md and the plots."""
+def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, threads: int = 1) -> RunState:
+    """Run (or resume) every stage into ``out``; returns the final state. Writes report.md and the plots.
+
+    ``threads``: torch / BLAS threads for the whole run (:func:`~policygradex.threads.thread_limit`); results are
+    identical for any OMP_NUM_THREADS, and 1 (the default) is also the fastest for these small networks."""
     from .report import write_report
 
+    if threads < 1:
+        raise PolicyGradExError(f"--threads must be >= 1, got {threads}")
     console = console or Console(stderr=True)
     family = load_family(cfg.family)
     _validate(cfg, family)
     rd = open_run_dir(out, cfg, family)
-    torch.manual_seed(cfg.seed)
-    st = RunState(cfg, family, rd, console)
-    if rd.timings.exists():
-        st.timings = {k: float(v) for k, v in load_json(rd.timings).items()}
-    for stage in (stage_meta_train, stage_features, stage_surrogate, stage_affinity, stage_cluster):
-        stage(st)
-    write_report(st)
+    with thread_limit(threads):
+        torch.manual_seed(cfg.seed)
+        st = RunState(cfg, family, rd, console)
+        if rd.timings.exists():
+            st.timings = {k: float(v) for k, v in load_json(rd.timings).items()}
+        for stage in (stage_meta_train, stage_features, stage_surrogate, stage_affinity, stage_cluster):
+            stage(st)
+        write_report(st)
     return st
 
 

@@ -171,13 +171,14 @@ def ppo_update(
     b_returns = rollout.returns.reshape(-1)[mask]
     b_values = rollout.values.reshape(-1)[mask]
     batch = b_obs.shape[0]
-    mb_size = max(1, batch // cfg.num_minibatches)
     stats: dict[str, float] = {}
     for _ in range(cfg.update_epochs):
         perm = torch.randperm(batch, generator=generator)
         approx_kl = torch.tensor(0.0)
-        for start in range(0, batch, mb_size):
-            idx = perm[start : start + mb_size]
+        # num_minibatches of near-equal size (sizes differ by at most one): the valid transitions are rarely a
+        # multiple of num_minibatches, and slicing by batch // num_minibatches left a last minibatch of 1-2 samples
+        # that got a full Adam step with unnormalised advantages
+        for idx in torch.tensor_split(perm, min(cfg.num_minibatches, batch)):
             _, newlogp, entropy, newvalue = model.get_action_and_value(b_obs[idx], b_actions[idx])
             logratio = newlogp - b_logprobs[idx]
             ratio = logratio.exp()
@@ -230,8 +231,12 @@ def train_ppo(
 ) -> TrainResult:
     """Train one policy on ``task_ids`` of ``family`` (all tasks: the meta-policy theta_star).
 
-    With ``checkpoint_path``, a checkpoint is written atomically every ``cfg.checkpoint_every`` iterations and
-    training resumes from it when present (the environments restart fresh episodes, reseeded by iteration).
+    With ``checkpoint_path``, a checkpoint (model, optimizer, RNG states, curve) is written atomically every
+    ``cfg.checkpoint_every`` iterations and training resumes from it when present. Resuming gives bit-identical
+    training: the environments cannot be checkpointed in general (a Box2D world does not pickle), so every
+    ``checkpoint_every`` iterations, interrupted or not, the environments restart fresh episodes reseeded by the
+    iteration number (the unfinished episodes bootstrap from V at the cut, as at any rollout end), and a resumed
+    run restarts them at the same point with the same seed.
     ``after_step`` (see :func:`ppo_update`) can end training early, after any optimizer step.
     ``before_update(model, rollout)`` sees each rollout (with advantages) and the policy that collected it, just
     before the update; ``model`` is the live network, updated in place afterwards.
@@ -254,13 +259,20 @@ def train_ppo(
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if "numpy_rng" in ckpt:
+            np.random.set_state(ckpt["numpy_rng"])
         curve, start_iter, elapsed = ckpt["curve"], ckpt["iteration"], ckpt["seconds"]
     probe.close()
-    env = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * start_iter)
-    tracker = EpisodeTracker(env.env_task)
-    obs = env.reset()
+    segment = cfg.checkpoint_every or iterations  # environments restart at every multiple of this
+    env: MultiTaskVectorEnv | None = None
     t0 = time.perf_counter() - elapsed
     for it in range(start_iter, iterations):
+        if env is None or it % segment == 0:
+            if env is not None:
+                env.close()
+            env = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * it)
+            tracker = EpisodeTracker(env.env_task)
+            obs = env.reset()
         if cfg.anneal_lr:
             optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
         rollout, obs = collect_rollout(env, model, obs, cfg.num_steps, tracker)
@@ -288,11 +300,13 @@ def train_ppo(
                     "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "numpy_rng": np.random.get_state(),
                     "curve": curve,
                     "iteration": it + 1,
                     "seconds": row["seconds"],
                 },
                 checkpoint_path,
             )
-    env.close()
+    if env is not None:
+        env.close()
     return TrainResult(model, curve, time.perf_counter() - t0)
