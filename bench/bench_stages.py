@@ -229,7 +229,7 @@ def run_stages(family, cfg: RunConfig, S: dict) -> dict:
     log(f"stage features: collecting N={fc.transitions_per_task} transitions per task")
     mon = LoadMonitor()
     t0 = time.perf_counter()
-    transitions = collect_transitions(family, tr.model, fc, cfg.ppo, cfg.seed + 1)
+    transitions = collect_transitions(family, tr.model, fc, cfg.ppo, cfg.seed + 1, cfg.network.task_id)
     t_collect = time.perf_counter() - t0
     res["transitions"] = transitions
     res["rows"].append(["collect transitions", fmt_s(t_collect), fmt_load(mon.other_cores()),

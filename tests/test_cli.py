@@ -181,11 +181,12 @@ def test_resume_recomputes_only_missing_stages(tiny_run, tmp_path, cli):
 
 
 def test_resume_with_different_options_is_refused(tiny_run, tmp_path, cli):
-    """A run directory is pinned to its configuration: other options are an error, and nothing is touched."""
+    """A run directory is pinned to its configuration: options other than clustering ones are an error, and
+    nothing is touched."""
     run_dir = _copy(tiny_run, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
-    rc, _, err = cli(*tiny_run_args(run_dir), "--k", "2")
-    assert_one_line_error(rc, err, "different configuration", "cluster.k")
+    rc, _, err = cli(*tiny_run_args(run_dir), "--transitions", "64")
+    assert_one_line_error(rc, err, "different configuration", "features.transitions_per_task")
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
 
 
@@ -216,6 +217,11 @@ def test_show_prints_groups(tiny_run, cli):
         assert f"group {gi + 1}: {', '.join(g)}" in out
     for name in CARTPOLE_NAMES:
         assert name in out
+    assert "How sure:" in out and "stays together in" in out
+    assert max(len(line) for line in out.splitlines()) <= 80  # fits a terminal: wrapped, never truncated
+    U = np.load(tiny_run / "affinity.npy")
+    assert all(f"{x:.3g}" in out for x in U.ravel())  # every entry is printed
+    assert "…" not in out and "..." not in out
 
 
 def test_adapt_writes_theta_star_plus_P_v(tiny_run, tmp_path, cli):
@@ -363,3 +369,36 @@ def test_invalid_cluster_options_fail_before_training(tmp_path, cli, bad):
     rc, _, err = cli(*tiny_run_args(out, "tests.plugin_families:good_family"), *bad)
     assert not (out / "theta_star.pt").exists()
     assert_one_line_error(rc, err)
+
+
+def test_progress_is_printed_line_by_line_when_stderr_is_not_a_terminal(tmp_path, cli):
+    """Captured stderr is not a terminal: live bars would show nothing until the end, so each stage prints plain
+    progress lines (tiny: 4 PPO iterations, 10 feature files), and stdout holds only the groups."""
+    rc, out, err = cli(*tiny_run_args(tmp_path / "out", "cartpole", "--k", "2"))
+    assert rc == 0, err
+    assert "meta-train PPO: 4/4" in err and "gradient features: 10/10" in err
+    assert "meta-train PPO: 1/4" in err  # lines come while the stage runs, not only at its end
+    assert "fitting" in err and "done in" in err
+    assert out.startswith("cartpole: 2 groups") and "meta-train" not in out
+
+
+def test_recluster_reuses_every_earlier_stage(tiny_run, tmp_path, cli):
+    """Changing only clustering options on a finished run recomputes only what depends on them: --k reclusters
+    (affinity loaded), --interaction recomputes the affinity too; training, features and fits are loaded."""
+    run_dir = _copy(tiny_run, tmp_path)
+    args = tiny_run_args(run_dir)
+    before = {p.name: p.stat().st_mtime_ns for p in [run_dir / "theta_star.pt", run_dir / "subsets.json"]}
+    rc, out, err = cli(*args, "--k", "3")
+    assert rc == 0, err
+    assert "stage meta_train: loaded" in err and "stage surrogate: loaded" in err
+    assert "stage affinity: loaded" in err and "stage cluster: computed" in err
+    assert _groups(run_dir)["k"] == 3 and out.startswith("cartpole: 3 groups")
+    rc, _, err = cli(*args, "--k", "2", "--interaction", "matrix")
+    assert rc == 0, err
+    assert "stage affinity: computed" in err and "stage cluster: computed" in err and "stage features: loaded" in err
+    assert _groups(run_dir)["k"] == 2
+    assert {p: (run_dir / p).stat().st_mtime_ns for p in before} == before
+    rc, _, err = cli(*args, "--k", "2", "--interaction", "matrix")  # same options again: nothing recomputed
+    assert rc == 0 and "computed" not in err
+    rc, _, err = cli(*args, "--k", "2", "--l2", "0.5")  # a surrogate option is not a clustering option
+    assert_one_line_error(rc, err, "different configuration", "l2")

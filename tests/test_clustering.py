@@ -7,6 +7,7 @@ import pytest
 
 from policygradex.clustering import (
     best_partitions,
+    best_rounding,
     canonical,
     cluster,
     exhaustive_partition,
@@ -135,19 +136,54 @@ def test_round_solution_on_integral_solutions():
 DEMO_U = np.loadtxt(__file__.rsplit("/", 1)[0] + "/data/demo_cartpole_affinity.txt")
 
 
+def _double_centred(U):
+    """What main c4a3cbb clustered: U double-centred with the diagonal masked (leaves (a_i + a_j) / (n - 1))."""
+    n = U.shape[0]
+    off = ~np.eye(n, dtype=bool)
+    masked = np.where(off, U, np.nan)
+    row = np.nanmean(masked, axis=1)
+    C = U - row[:, None] - row[None, :] + np.nanmean(masked)
+    C[~off] = 0.0
+    return C / C[off].std()
+
+
 @pytest.mark.parametrize("k", [2, 3, 4, 5])
-def test_demo_affinity_gets_its_best_partition(k):
-    """Regression: on the demo's U (main c4a3cbb), average-linkage rounding with single moves returned 4.081 at
-    k = 3 (best 4.371) and 5.079 at k = 4 (best 5.319). Both the exact search and the SDP path (several roundings +
-    moves and swaps) now return the best partition; the relaxation bounds it from above."""
-    U_std = standardize(DEMO_U)
-    best_val, best_labels = best_partitions(U_std, kmax=k, only_k=True)[k]
-    for method in ("auto", "sdp"):
-        res = cluster(DEMO_U, k=k, method=method)
-        assert res.objective == pytest.approx(best_val, abs=1e-9), method
-        np.testing.assert_array_equal(res.labels, best_labels)
-        assert res.relaxation["sdp_value"] >= best_val - 1e-4
+def test_sdp_rounding_finds_the_best_partition_where_linkage_missed(k):
+    """Regression: on the matrix main c4a3cbb clustered for the demo, average-linkage rounding with single moves
+    returned 4.081 at k = 3 (best 4.371) and 5.079 at k = 4 (best 5.319). The SDP path (several roundings, each
+    improved by moves and swaps) returns the best partition for every k; the relaxation bounds it from above."""
+    S = _double_centred(DEMO_U)
+    best_val, best_labels = best_partitions(S, kmax=k, only_k=True)[k]
+    X = solve_sdp(S, k=k)
+    labels = best_rounding(S, X, k)
+    assert partition_objective(S, labels) == pytest.approx(best_val, abs=1e-9)
+    np.testing.assert_array_equal(labels, best_labels)
+    assert float(np.sum(S * X)) >= best_val - 1e-4
     assert k != 3 or best_val == pytest.approx(4.370937, abs=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_demo_affinity_auto_and_sdp_agree_on_the_best_partition(k):
+    """cluster() on the demo's U: the exact search (auto, n = 10) and the SDP path return the same best partition."""
+    a, b = cluster(DEMO_U, k=k), cluster(DEMO_U, k=k, method="sdp")
+    assert a.method == "exact" and b.method == "sdp"
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert b.check["sdp_is_optimal"]
+
+
+def test_additive_effects_do_not_move_the_groups():
+    """A purely additive U (mu + a_i + a_j) has no interaction: standardize gives zeros and no structure is found.
+    Added to planted blocks, even a 100x larger additive part leaves the groups unchanged; double-centring left
+    (a_i + a_j) / (n - 1) of it, which put the tasks with the largest a_i together."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=10) * 100
+    A = a[:, None] + a[None, :] + 7.0
+    assert not standardize(A).any()
+    assert cluster(A).k == 1
+    U, truth = _planted(noise=0.05, seed=3)
+    np.testing.assert_array_equal(canonical(cluster(U + A, k=3).labels), truth)
+    np.testing.assert_allclose(standardize(U + A), standardize(U), atol=1e-9)
+    assert not np.array_equal(canonical(exhaustive_partition(_double_centred(U + A), k=3)), truth)
 
 
 def _brute_force_best(U, k):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -67,12 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lam", type=float, help="trace penalty lambda on the standardised affinity")
     g.add_argument("--affinity", choices=["subset", "per_target"], help="eq. 5 (subset, default) or per-target")
     g.add_argument("--solver", choices=["SCS", "CLARABEL"], help="SDP solver (default SCS)")
+    g.add_argument("--interaction", choices=["subsets", "matrix"],
+                   help="remove per-task effects from f^ over the subsets before eq. 5 (default), or from U after it "
+                        "(the paper's eq. 5 as written)")
     g.add_argument("--cluster-method", choices=["auto", "exact", "sdp", "exhaustive"],
                    help="exact search over all partitions (n <= 12), SDP + rounding + local search, or auto (default: "
                         "exact for n <= 12); exhaustive = exact")
     g = run.add_argument_group("meta-training")
     g.add_argument("--steps-per-task", type=int, help="PPO environment steps per task")
     g.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 64,64,64 (a 4-layer MLP)")
+    g.add_argument("--task-id", action=argparse.BooleanOptionalAction, default=None,
+                   help="append a one-hot task id to the observations (default: on)")
     g.add_argument("--lr", type=float, help="PPO learning rate")
     g = run.add_argument_group("features and surrogate")
     g.add_argument("--transitions", type=int, help="N: transitions per task for gradient features (default 2048)")
@@ -249,6 +255,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     net, ppo, feat, sur, clu = cfg.network, cfg.ppo, cfg.features, cfg.surrogate, cfg.cluster
     if args.hidden is not None:
         net = replace(net, hidden_sizes=args.hidden)
+    if args.task_id is not None:
+        net = replace(net, task_id=args.task_id)
     if args.steps_per_task is not None:
         ppo = replace(ppo, steps_per_task=args.steps_per_task)
     if args.lr is not None:
@@ -262,7 +270,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if getattr(args, attr) is not None:
             sur = replace(sur, **{attr: getattr(args, attr)})
     for attr, field_name in [("k", "k"), ("lam", "lam"), ("affinity", "affinity"), ("solver", "solver"),
-                             ("cluster_method", "method")]:
+                             ("cluster_method", "method"), ("interaction", "interaction")]:
         if getattr(args, attr) is not None:
             clu = replace(clu, **{field_name: getattr(args, attr)})
     return replace(cfg, network=net, ppo=ppo, features=feat, surrogate=sur, cluster=clu)
@@ -302,18 +310,38 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
     names = [t["name"] for t in record["family"]["tasks"]]
     if U.shape != (len(names), len(names)):
         raise PolicyGradExError(f"{args.run_dir}/affinity.npy has shape {U.shape}, expected {len(names)} tasks")
-    console.print(f"[bold]{record['family']['name']}[/bold] ({args.run_dir}): k = {groups['k']}")
+    print(f"{record['family']['name']} ({args.run_dir}): k = {groups['k']}")
     for gi, grp in enumerate(groups["groups"]):
-        console.print(f"  group {gi + 1}: {', '.join(grp)}")
-    order = [i for g in groups["group_indices"] for i in g]
-    console = Console(width=max(console.width, 16 + 9 * len(names)))  # never truncate the matrix
-    table = Table(title="affinity U (rows and columns ordered by group)")
-    table.add_column("")
-    for i in order:
-        table.add_column(names[i], justify="right")
-    for i in order:
-        table.add_row(names[i], *[f"{U[i, j]:.4f}" for j in order])
-    console.print(table)
+        print(f"  group {gi + 1}: {', '.join(grp)}")
+    conf = groups.get("confidence")
+    if conf:
+        print(textwrap.fill(f"How sure: {conf['verdict']}", width=78, subsequent_indent="  "))
+        for gi, j in enumerate(conf.get("group_jaccard") or []):
+            print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf['reps']} resamples of the subsets)")
+    print()
+    print(matrix_text(U, names, [i for g in groups["group_indices"] for i in g]))
+
+
+def matrix_text(U: np.ndarray, names: list[str], order: list[int], width: int = 80) -> str:
+    """U ordered by group as plain text that fits ``width`` columns: task names abbreviated to T1.. with a legend,
+    3 significant digits, and the columns wrapped into blocks when they still do not fit. Nothing is truncated."""
+    n = len(names)
+    short = [f"T{i + 1}" for i in range(n)]
+    cells = [[f"{U[i, j]:.3g}" for j in order] for i in order]
+    cw = max(len(c) for row in cells for c in row) + 1
+    cw = max(cw, max(len(s) for s in short) + 1)
+    lw = max(len(short[i]) for i in order) + 1
+    per_block = max(1, (width - lw) // cw)
+    lines = ["affinity U (rows and columns ordered by group):"]
+    for lo in range(0, n, per_block):
+        cols = list(range(lo, min(n, lo + per_block)))
+        lines.append(" " * lw + "".join(short[order[c]].rjust(cw) for c in cols))
+        for r, i in enumerate(order):
+            lines.append(short[i].ljust(lw) + "".join(cells[r][c].rjust(cw) for c in cols))
+        lines.append("")
+    legend = ", ".join(f"{short[i]} = {names[i]}" for i in range(n))
+    lines.append(textwrap.fill("tasks: " + legend, width=width))
+    return "\n".join(lines)
 
 
 def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
@@ -334,7 +362,7 @@ def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
     if not 0 <= args.subset < len(V):
         raise PolicyGradExError(f"--subset {args.subset} out of range: the run has {len(V)} subsets (0..{len(V) - 1})")
     family = load_family(cfg.family)
-    probe = MultiTaskVectorEnv(family, [0], 1, 0)
+    probe = MultiTaskVectorEnv(family, [0], 1, 0, cfg.network.task_id)
     model = make_network(probe.obs_dim, probe.single_action_space, cfg.network)
     probe.close()
     model.load_state_dict(load_torch(rd.theta_star)["state_dict"])

@@ -5,8 +5,8 @@
 
 For a partition, X = sum_G 1_G 1_G^T / |G| is feasible with tr(X) = k, so the program relaxes "maximise the
 size-weighted within-group affinity". Adding a constant to U changes <U, X> by a constant (sum X = n), but
-scaling U rescales lambda's effect, so U is standardised first (:func:`standardize`: double-centred, diagonal zeroed,
-std 1 off the diagonal): lambda is then in standard deviations of the pairwise interaction and comparable across runs.
+scaling U rescales lambda's effect, so U is standardised first (:func:`standardize`: additive per-task effects
+removed by least squares, diagonal zeroed, std 1 off the diagonal): lambda is then in standard deviations of the pairwise interaction and comparable across runs.
 
 Finding the partition. The relaxation is not always tight (on the cartpole demo X has rank >= 5), and a rounding
 that never looks at the objective can miss the best partition. So:
@@ -47,22 +47,39 @@ EXACT_MAX_N = 12
 EXHAUSTIVE_MAX_N = EXACT_MAX_N
 
 
-def standardize(U: np.ndarray) -> np.ndarray:
-    """Interaction part of U in standard deviations: symmetrise, double-centre, zero the diagonal, scale to std 1.
+def additive_effects(U: np.ndarray) -> tuple[float, np.ndarray]:
+    """Least-squares fit of U_ij = mu + a_i + a_j over the off-diagonal entries (sum a = 0): (mu, a).
 
-    Double-centring removes additive per-task effects u_i + u_j (e.g. a task whose subsets have low loss for every
-    partner). The SDP objective is blind to them anyway (<u 1^T + 1 u^T, X> = 2 u^T 1 since X 1 = 1), but they
-    would inflate the scale that lambda is measured in and dominate the silhouette. The diagonal U_ii of eq. 5 is
-    such a per-task effect, not an affinity, so it is set to 0 (a singleton group scores 0). Returns all zeros when
-    U has no interaction structure (e.g. a constant matrix).
-    """
+    Closed form: with r_i the off-diagonal row sums, mu = sum r / (n (n - 1)) and a_i = (r_i - (n - 1) mu) / (n - 2)
+    (n >= 3); the residual then has zero row sums off the diagonal."""
+    n = U.shape[0]
+    off = ~np.eye(n, dtype=bool)
+    r = np.where(off, U, 0.0).sum(1)
+    mu = float(r.sum() / (n * (n - 1)))
+    return mu, (r - (n - 1) * mu) / (n - 2)
+
+
+def standardize(U: np.ndarray) -> np.ndarray:
+    """Interaction part of U in standard deviations: symmetrise, remove additive per-task effects exactly, zero the
+    diagonal, scale to std 1 off the diagonal.
+
+    Additive effects mu + a_i + a_j (a task whose subsets fit well with every partner, e.g. because its own gradient
+    is large or its loss at theta_star is high) say nothing about which tasks belong together, but they are not
+    harmless: with the diagonal zeroed, <a 1^T + 1 a^T - 2 diag(a), X> = 2 sum a - 2 sum_i a_i X_ii, so a task with
+    a large a_i is pulled into a large group and one with a small a_i pushed into a singleton. They are removed by
+    the least-squares fit of :func:`additive_effects` on the off-diagonal entries. (Double-centring the masked
+    matrix, used before, leaves (a_i + a_j) / (n - 1): on the surrogate's U, whose additive part is orders of
+    magnitude above its pairwise part, that residual decided the groups, e.g. {8 tasks}, {1}, {1} on the planted
+    family.) The diagonal U_ii of eq. 5 is itself a per-task effect and is set to 0, so a singleton scores 0.
+    Returns all zeros when U has no interaction structure (a constant or purely additive U, or n < 3)."""
     U = np.asarray(U, dtype=np.float64)
     U = (U + U.T) / 2
     n = U.shape[0]
+    if n < 3:
+        return np.zeros_like(U)
     off = ~np.eye(n, dtype=bool)
-    masked = np.where(off, U, np.nan)
-    row = np.nanmean(masked, axis=1)
-    C = U - row[:, None] - row[None, :] + np.nanmean(masked)
+    mu, a = additive_effects(U)
+    C = U - mu - a[:, None] - a[None, :]
     C[~off] = 0.0
     sd = C[off].std()
     if sd <= 1e-9 * max(1.0, float(np.abs(U[off]).max(initial=0.0))):

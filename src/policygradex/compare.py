@@ -8,7 +8,8 @@ policy of its group, trained from scratch with the run's PPO settings. Groupings
 - ``gradient_similarity``: cosine similarity of the per-task policy gradients at theta_star
   (grad of mean_t A_t log pi(a_t|s_t) over the task's transitions), clustered by the same SDP routine with k;
 - ``policygradex``: the run's groups;
-- ``ground_truth``: the groups of ``policygradex ground-truth``, when that has been run.
+- ``ground_truth``: the groups of ``policygradex ground-truth``, when that has been run;
+- ``planted``: the family's known groups, when it has them (the ``planted`` family).
 
 Options add the k ablation (PolicyGradEx groups re-clustered from U with k = 1..5) and the d ablation (features
 re-projected to d = 100..1000, the surrogate refitted on the same subsets, clustered with the run's k). Each
@@ -34,6 +35,7 @@ from .evaluation import RunContext, ensure_transitions, job_seed, load_context, 
 from .features import RandomProjection, projected_gradients
 from .launcher import JobSpec, LauncherConfig, run_jobs
 from .networks import flat_params
+from .progress import status
 from .report import save_figure
 from .surrogate import FeatureSet, run_surrogate
 
@@ -59,7 +61,7 @@ class CompareConfig:
     """Base seed (seed i of a grouping uses a seed derived from (seed, i, group))."""
 
 
-BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "ground_truth")
+BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "ground_truth", "planted")
 """Names of the groupings compare trains by itself (the ablations are named "policygradex k=..." / "d=...")."""
 
 
@@ -155,6 +157,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     }
     for name, groups in extra.items():
         methods[name] = [groups] * cc.seeds
+    if ctx.family.planted_groups is not None:
+        methods["planted"] = [[list(g) for g in ctx.family.planted_groups]] * cc.seeds
     gt_path = ctx.rd.path / "ground_truth" / "groups_true.json"
     if gt_path.exists():
         methods["ground_truth"] = [load_json(gt_path)["group_indices"]] * cc.seeds
@@ -163,7 +167,7 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
         labels = cluster(U, k=kk, solver=ctx.cfg.cluster.solver, exhaustive_check=False).labels
         methods[f"policygradex k={kk}"] = [groups_from_labels(labels)] * cc.seeds
     for d in cc.ablate_d:
-        with console.status(f"d ablation: features at d = {d}, surrogate, clustering"):
+        with status(console, f"d ablation: features at d = {d}, surrogate, clustering"):
             methods[f"policygradex d={d}"] = [groups_at_dimension(ctx, trans, d, k)] * cc.seeds
 
     steps = cc.steps_per_task or ctx.cfg.ppo.steps_per_task

@@ -25,6 +25,10 @@ class NetworkConfig:
     """Hidden layer widths of both the actor and the critic MLP."""
     activation: Literal["tanh", "relu"] = "tanh"
     """Hidden activation (tanh, as in CleanRL's PPO)."""
+    task_id: bool = True
+    """Append a one-hot task id (over the whole family) to every observation. ``--no-task-id`` gives the policy no
+    task identity, as the paper's meta-initialisation (a shared policy that adaptation specialises); it applies to
+    every policy of the run (theta_star, fine-tuning, the downstream group policies)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,13 @@ class ClusterConfig:
     affinity: Literal["subset", "per_target"] = "subset"
     """``subset``: U_ij = mean f^(S) over subsets holding i and j (eq. 5). ``per_target``: mean of task i's own
     held-out loss (negated) over those subsets, symmetrised (U + U^T)/2 before clustering."""
+    interaction: Literal["subsets", "matrix"] = "subsets"
+    """Where per-task (additive) effects are removed before clustering. ``subsets`` (default): f^(S) minus its
+    least-squares fit c + sum_{k in S} a_k over the subsets, then eq. 5 (``affinity.npy`` is that interaction U,
+    diagonal 0). ``matrix``: eq. 5 on f^ itself, as the paper writes it, and the additive part removed from U.
+    They agree when all C(n, alpha) subsets are used; otherwise each pair's U_ij in ``matrix`` also carries the
+    per-task effects of the third tasks it shared subsets with, which are orders of magnitude above the pairwise
+    part of f^ (the split-half check made that visible: halves of the subsets anti-correlated at r ~ -0.95)."""
     k: int | None = None
     """Fixed number of groups (tr X = k). None: the penalty form with lambda given or chosen on a grid."""
     lam: float | None = None

@@ -55,7 +55,7 @@ def file_sha(path: Path) -> str:
 
 
 def make_model(cfg: RunConfig, family: TaskFamily) -> nn.Module:
-    probe = MultiTaskVectorEnv(family, [0], 1, 0)
+    probe = MultiTaskVectorEnv(family, [0], 1, 0, cfg.network.task_id)
     model = make_network(probe.obs_dim, probe.single_action_space, cfg.network)
     probe.close()
     return model
@@ -104,7 +104,7 @@ def ensure_transitions(ctx: RunContext, console: Console | None = None) -> Path:
     cfg = ctx.cfg
     if console is not None:
         console.print("collecting theta_star's evaluation transitions (the feature stage's seed)")
-    trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.seed + 1)
+    trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.seed + 1, cfg.network.task_id)
     advantages = normalize_advantages([t.advantages for t in trans], cfg.features.advantage_normalization)
     feature_file = ctx.rd.task_features(0)
     if feature_file.exists():
@@ -130,9 +130,10 @@ def load_transitions(path: Path, theta_sha: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- measuring a policy
 @torch.no_grad()
-def evaluate_returns(family: TaskFamily, task_ids: list[int], model: nn.Module, episodes: int, seed: int) -> dict[int, float]:
+def evaluate_returns(family: TaskFamily, task_ids: list[int], model: nn.Module, episodes: int, seed: int,
+                     task_id: bool = True) -> dict[int, float]:
     """Mean undiscounted return of ``episodes`` fresh episodes per task (actions sampled from the policy)."""
-    env = MultiTaskVectorEnv(family, task_ids, episodes, seed)
+    env = MultiTaskVectorEnv(family, task_ids, episodes, seed, task_id)
     tracker = EpisodeTracker(env.env_task)
     obs = env.reset()
     first: dict[int, float] = {}
@@ -194,7 +195,8 @@ def train_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     names = model.policy_parameter_names()
     theta0 = flat_params(model, names)
     result = train_ppo(family, task_ids, cfg.network, ppo, seed, init_state=model.state_dict() if from_theta_star else None)
-    returns = evaluate_returns(family, task_ids, result.model, int(args.get("eval_episodes", 10)), seed + 1)
+    returns = evaluate_returns(family, task_ids, result.model, int(args.get("eval_episodes", 10)), seed + 1,
+                               cfg.network.task_id)
     out: dict[str, Any] = {
         "task_ids": task_ids,
         "returns": {str(t): r for t, r in returns.items()},

@@ -250,14 +250,16 @@ def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
 
 # ----------------------------------------------------------------------------------------------- vector env
 class MultiTaskVectorEnv:
-    """Sub-envs for several tasks of a family, ``envs_per_task`` each, with a one-hot task id on the observations.
+    """Sub-envs for several tasks of a family, ``envs_per_task`` each, with a one-hot task id on the observations
+    (``task_id=False``: none).
 
     Autoreset follows Gymnasium's NEXT_STEP mode: when a sub-env ends at step t, the observation returned at t is
     its final observation, and the step after is a reset step whose action is ignored. :meth:`step` reports those
     reset steps in ``reset_mask`` so that rollouts can drop them.
     """
 
-    def __init__(self, family: TaskFamily, task_ids: Sequence[int], envs_per_task: int, seed: int) -> None:
+    def __init__(self, family: TaskFamily, task_ids: Sequence[int], envs_per_task: int, seed: int,
+                 task_id: bool = True) -> None:
         if envs_per_task < 1:
             raise PolicyGradExError(f"envs_per_task must be >= 1, got {envs_per_task}")
         self.family = family
@@ -270,8 +272,8 @@ class MultiTaskVectorEnv:
         else:
             self.env = gym.vector.SyncVectorEnv([t.make_env for t in tasks])
         self.single_action_space = self.env.single_action_space
-        self._onehot = np.eye(family.n, dtype=np.float32)[self.env_task]
-        self.obs_dim = int(np.prod(self.env.single_observation_space.shape)) + family.n
+        self._onehot = np.eye(family.n, dtype=np.float32)[self.env_task][:, : family.n if task_id else 0]
+        self.obs_dim = int(np.prod(self.env.single_observation_space.shape)) + self._onehot.shape[1]
         self._prev_done = np.zeros(self.num_envs, dtype=bool)
         self.seed = seed
 

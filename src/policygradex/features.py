@@ -138,7 +138,7 @@ class TaskTransitions:
 
 
 def collect_transitions(
-    family: TaskFamily, model: nn.Module, cfg: FeatureConfig, ppo_cfg: PPOConfig, seed: int
+    family: TaskFamily, model: nn.Module, cfg: FeatureConfig, ppo_cfg: PPOConfig, seed: int, task_id: bool = True
 ) -> list[TaskTransitions]:
     """Roll out theta_star on every task until each has ``transitions_per_task`` valid transitions; GAE on them.
 
@@ -150,7 +150,7 @@ def collect_transitions(
     num_steps = math.ceil(want / cfg.envs_per_task * 1.1) + 8
     torch.manual_seed(seed)
     while True:
-        env = MultiTaskVectorEnv(family, range(n), cfg.envs_per_task, seed)
+        env = MultiTaskVectorEnv(family, range(n), cfg.envs_per_task, seed, task_id)
         tracker = EpisodeTracker(env.env_task)
         rollout, _ = collect_rollout(env, model, env.reset(), num_steps, tracker)
         env.close()

@@ -143,7 +143,7 @@ def hessian_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     every, probes = int(args["every"]), int(args["probes"])
     estimator = hutchpp if args["estimator"] == "hutchpp" else hutchinson
     init = model.state_dict() if args.get("init") == "theta_star" else None
-    test_env = MultiTaskVectorEnv(family, task_ids, ppo.envs_per_task, seed + 104_729)
+    test_env = MultiTaskVectorEnv(family, task_ids, ppo.envs_per_task, seed + 104_729, cfg.network.task_id)
     state: dict[str, Any] = {"iteration": 0, "test_obs": test_env.reset()}
     rows: list[dict[str, Any]] = []
     quad_steps = int(args.get("quad_steps", 30))

@@ -28,7 +28,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import normalized_mutual_info_score
 from torch.utils.flop_counter import FlopCounterMode
 
-from .affinity import split_half_reliability, subset_affinity
+from .affinity import additive_residuals, split_half_reliability, subset_affinity
 from .artifacts import atomic_save_npy, atomic_write_json, load_json, load_npy, load_npz
 from .clustering import cluster, groups_from_labels, labels_from_groups, standardize, standardized_corr
 from .config import PPOConfig
@@ -38,6 +38,7 @@ from .features import collect_transitions, projected_gradients
 from .launcher import JobSpec, LauncherConfig, run_jobs
 from .pipeline import feature_set, projection_for
 from .ppo import train_ppo
+from .progress import status
 from .report import plot_heatmaps, save_figure
 from .surrogate import pair_counts, run_surrogate
 
@@ -85,18 +86,9 @@ def interaction_spearman(subsets: list[list[int]], f_hat: np.ndarray, f: np.ndar
     """Spearman between the parts of f^ and f that additive per-task effects do not explain.
 
     Both are regressed on subset membership (f(S) ~ c + sum_{i in S} u_i, least squares) and the residuals are
-    correlated. This is the part clustering sees (it double-centres U): a task that is easy or hard in every
+    correlated. This is the part clustering sees (it removes additive effects from U): a task that is easy or hard in every
     subset moves f(S) a lot but says nothing about which tasks belong together."""
-    Z = np.zeros((len(subsets), n + 1))
-    Z[:, n] = 1.0
-    for j, s in enumerate(subsets):
-        Z[j, s] = 1.0
-
-    def residual(y: np.ndarray) -> np.ndarray:
-        coef, *_ = np.linalg.lstsq(Z, y, rcond=None)
-        return y - Z @ coef
-
-    r_hat, r = residual(np.asarray(f_hat, float)), residual(np.asarray(f, float))
+    r_hat, r = additive_residuals(subsets, f_hat, n), additive_residuals(subsets, f, n)
     if r_hat.std() < 1e-12 or r.std() < 1e-12:
         return float("nan")
     return float(spearmanr(r_hat, r).statistic)
@@ -178,7 +170,8 @@ def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfi
     try:
         t0 = time.perf_counter()
         with FlopCounterMode(display=False) as fc_collect:
-            trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.seed + 1)
+            trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.seed + 1,
+                                        cfg.network.task_id)
         t_collect = time.perf_counter() - t0
         projection = projection_for(cfg, ctx.model)
         t0 = time.perf_counter()
@@ -286,7 +279,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     sizes = [len(g) for g in groups_run["group_indices"]]
     floor_mean, floor_std = random_nmi(labels_from_groups(main["groups_true"], n), sizes, gt.random_draws, gt.seed)
 
-    with console.status("measuring FLOPs and single-thread time of the surrogate"):
+    with status(console, "measuring FLOPs and single-thread time of the surrogate"):
         cost = measure_cost(ctx, subsets, gt, ppo)
     train_seconds = float(sum(r["train_seconds"] for r in results))
     cost["training_seconds"] = train_seconds

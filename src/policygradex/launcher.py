@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .artifacts import atomic_write_json, load_json
 from .errors import PolicyGradExError
+from .progress import make_progress
 
 Backend = Literal["sequential", "process", "ray"]
 BACKENDS: tuple[str, ...] = ("sequential", "process", "ray")
@@ -134,9 +134,7 @@ def run_jobs(
         first.setdefault(specs[i].key(), i)
     unique = sorted(first.values())
     console = console or Console(stderr=True)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-    with progress:
+    with make_progress(console) as progress:
         bar = progress.add_task(description, total=len(specs), info=f"{len(specs) - len(todo)} cached")
         progress.update(bar, completed=len(specs) - len(todo))
 

@@ -9,6 +9,7 @@ recomputed too. ``config.json`` pins the configuration: resuming with a differen
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sklearn.metrics import normalized_mutual_info_score
 
 from . import __version__
 from .affinity import affinity_matrix, split_half_reliability
@@ -34,7 +35,8 @@ from .artifacts import (
     load_npz,
     load_torch,
 )
-from .clustering import EXACT_MAX_N, cluster, groups_from_labels
+from .clustering import EXACT_MAX_N, cluster, groups_from_labels, labels_from_groups
+from .confidence import bootstrap_groups, gradient_reliability, verdict
 from .config import RunConfig
 from .errors import PolicyGradExError
 from .families import MultiTaskVectorEnv, TaskFamily, load_family
@@ -42,23 +44,13 @@ from .features import (RandomProjection, collect_transitions, fit_rows, logistic
                        projected_gradients)
 from .networks import flat_params, make_network
 from .ppo import train_ppo
+from .progress import make_progress, status
 from .surrogate import FeatureSet, default_num_subsets, default_subset_size, run_surrogate, sample_subsets
 from .threads import thread_limit
 
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+BOOTSTRAP_REPS = 200
+"""Resamples of the subsets behind each group's stability (a quarter of it above the exact-search limit)."""
 
 
 @dataclass
@@ -110,7 +102,8 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
-    """Create the run directory, or check that an existing one was made with the same configuration."""
+    """Create the run directory, or check that an existing one was made with the same configuration (clustering
+    options may differ: the run is then reclustered without retraining)."""
     rd = RunDir(out)
     if rd.path.exists() and not rd.path.is_dir():
         raise PolicyGradExError(f"--out {rd.path} exists and is not a directory")
@@ -121,7 +114,11 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
             raise PolicyGradExError(f"{rd.config} is not a policygradex config; use another --out or delete the directory")
         # compare configs only, not the version: resuming across patch releases is allowed
         diffs = _diff(old.get("config"), record["config"]) + _diff(old.get("family"), record["family"])
-        if diffs:
+        if diffs and all(d.startswith("cluster.") for d in diffs):
+            # only clustering options changed: every earlier stage is reused; the affinity and cluster stages see
+            # the options they were computed with in their own artifacts and recompute what depends on them
+            atomic_write_json(rd.config, {**old, "config": record["config"]})
+        elif diffs:
             raise PolicyGradExError(
                 f"{rd.path} holds a run with a different configuration ({'; '.join(diffs[:4])}); "
                 "use another --out, or the same options to resume"
@@ -169,7 +166,7 @@ class RunState:
 # ----------------------------------------------------------------------------------------------- stages
 def stage_meta_train(st: RunState) -> None:
     cfg, rd = st.cfg, st.rd
-    probe = MultiTaskVectorEnv(st.family, [0], 1, 0)
+    probe = MultiTaskVectorEnv(st.family, [0], 1, 0, cfg.network.task_id)
     obs_dim, action_space = probe.obs_dim, probe.single_action_space
     probe.close()
     if not st.stale("meta_train", rd.theta_star, rd.curve):
@@ -184,7 +181,7 @@ def stage_meta_train(st: RunState) -> None:
         return
     t0 = time.perf_counter()
     iterations = max(1, cfg.ppo.steps_per_task // (cfg.ppo.envs_per_task * cfg.ppo.num_steps))
-    with _progress(st.console) as progress:
+    with make_progress(st.console) as progress:
         bar = progress.add_task("meta-train PPO", total=iterations, info="")
 
         def on_iteration(i: int, total: int, row: dict[str, Any]) -> None:
@@ -236,10 +233,10 @@ def stage_features(st: RunState) -> None:
     t0 = time.perf_counter()
     recompute_all = any(st.status.get(s) == "computed" for s in ("meta_train",))
     todo = [i for i in range(n) if recompute_all or not paths[i].exists()]
-    transitions = collect_transitions(st.family, st.model, fc, cfg.ppo, cfg.seed + 1)
+    transitions = collect_transitions(st.family, st.model, fc, cfg.ppo, cfg.seed + 1, cfg.network.task_id)
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
     projection = projection_for(cfg, st.model)
-    with _progress(st.console) as progress:
+    with make_progress(st.console) as progress:
         bar = progress.add_task("gradient features", total=n, info=f"p={projection.p} d={projection.d}")
         progress.update(bar, completed=n - len(todo))
         for i in todo:
@@ -289,7 +286,7 @@ def stage_surrogate(st: RunState) -> None:
     m = sc.num_subsets or default_num_subsets(n)
     sample = sample_subsets(n, alpha, m, cfg.seed + 3)
     subsets, topped_up = sample.subsets, sample.topped_up
-    with st.console.status(f"fitting {len(subsets)} subset surrogates (batched L-BFGS, d={st.features.features.shape[2]})"):
+    with status(st.console, f"fitting {len(subsets)} subset surrogates (batched L-BFGS, d={st.features.features.shape[2]})"):
         res = run_surrogate(st.features, subsets, sc, topped_up)
         projection = projection_for(cfg, st.model)
         theta_star = flat_params(st.model, st.model.policy_parameter_names())
@@ -320,7 +317,10 @@ def stage_surrogate(st: RunState) -> None:
 
 def stage_affinity(st: RunState) -> None:
     cfg, rd, n = st.cfg, st.rd, st.family.n
-    if not st.stale("affinity", rd.affinity, rd.affinity_csv, rd.path / "affinity_stats.json"):
+    options = {"affinity": cfg.cluster.affinity, "interaction": cfg.cluster.interaction}
+    stats_path = rd.path / "affinity_stats.json"
+    fresh = not st.stale("affinity", rd.affinity, rd.affinity_csv, stats_path)
+    if fresh and load_json(stats_path).get("options") == options:
         st.U = load_npy(rd.affinity)
         if st.U.shape != (n, n):
             raise PolicyGradExError(f"{rd.affinity} has shape {st.U.shape}, expected ({n}, {n}); delete it to recompute")
@@ -333,9 +333,10 @@ def stage_affinity(st: RunState) -> None:
     for j, s in enumerate(st.surrogate["subsets"]):
         for i, v in s["task_loss"].items():
             task_loss[j, int(i)] = v
-    U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n)
+    U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n,
+                                  interaction=cfg.cluster.interaction == "subsets")
     reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed)
-    atomic_write_json(rd.path / "affinity_stats.json", {"split_half": reliability})
+    atomic_write_json(stats_path, {"split_half": reliability, "options": options})
     if directed is not None:
         atomic_save_npy(rd.affinity_directed, directed)
     atomic_save_npy(rd.affinity, U)
@@ -352,19 +353,22 @@ def stage_affinity(st: RunState) -> None:
 def stage_cluster(st: RunState) -> None:
     cfg, rd = st.cfg, st.rd
     cc = cfg.cluster
+    options = dataclasses.asdict(cc)
     if not st.stale("cluster", rd.groups):
         st.groups = load_json(rd.groups)
         if not isinstance(st.groups, dict) or "groups" not in st.groups:
             raise PolicyGradExError(f"{rd.groups} is not a groups file; delete it to recluster")
-        st.done("cluster", computed=False)
-        return
-    assert st.U is not None
+        if st.groups.get("cluster_config") == options:
+            st.done("cluster", computed=False)
+            return
+    assert st.U is not None and st.features is not None
     t0 = time.perf_counter()
-    with st.console.status("clustering the affinity matrix"):
+    with status(st.console, "clustering the affinity matrix"):
         res = cluster(st.U, k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method, grid_size=cc.lam_grid_size,
                       exhaustive_check=cc.exhaustive_check, min_silhouette=cc.min_silhouette)
     names = st.family.task_names
     groups = groups_from_labels(res.labels)
+    confidence = group_confidence(st, res.labels)
     st.groups = {
         "groups": [[names[i] for i in g] for g in groups],
         "group_indices": groups,
@@ -376,9 +380,38 @@ def stage_cluster(st: RunState) -> None:
         "exhaustive_check": res.check,
         "objective": res.objective,
         "relaxation": res.relaxation,
+        "confidence": confidence,
+        "cluster_config": options,
     }
+    if st.family.planted_groups is not None:
+        truth = labels_from_groups([list(g) for g in st.family.planted_groups], st.family.n)
+        st.groups["nmi_planted"] = float(normalized_mutual_info_score(truth, res.labels))
     atomic_write_json(rd.groups, st.groups)
     st.done("cluster", computed=True, seconds=time.perf_counter() - t0)
+
+
+def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
+    """Bootstrap of the groups over the subsets, gradient reliability over transitions, and the verdict."""
+    cc, n = st.cfg.cluster, st.family.n
+    X, y, w = (t.numpy() for t in st.features.part(held_out=False))
+    grad_rel = gradient_reliability(X, y, w)
+    split = load_json(st.rd.path / "affinity_stats.json").get("split_half")
+    out: dict[str, Any] = {"gradient_reliability": grad_rel,
+                           "split_half_reliability": None if split is None else split["reliability"]}
+    k = int(labels.max() + 1)
+    if cc.affinity == "subset" and 1 < k < n:
+        subsets = [s["tasks"] for s in st.surrogate["subsets"]]
+        f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
+        reps = BOOTSTRAP_REPS if n <= EXACT_MAX_N else BOOTSTRAP_REPS // 4
+        with status(st.console, f"bootstrap of the groups over the subsets ({reps} resamples)"):
+            boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
+                                    interaction=cc.interaction == "subsets", method=cc.method, solver=cc.solver)
+        out.update(boot)
+        out["verdict"] = verdict(boot["group_jaccard"], out["split_half_reliability"], grad_rel)
+    else:
+        out["verdict"] = verdict([], out["split_half_reliability"], grad_rel) if grad_rel is not None and \
+            grad_rel < 0.3 else "One group (or per-target affinity): no bootstrap of the groups."
+    return out
 
 
 def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, threads: int = 1) -> RunState:

@@ -245,7 +245,7 @@ def train_ppo(
     np.random.seed(seed)
     steps_per_iteration = cfg.envs_per_task * cfg.num_steps  # per task
     iterations = max(1, cfg.steps_per_task // steps_per_iteration)
-    probe = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed)
+    probe = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed, net_cfg.task_id)
     model = make_network(probe.obs_dim, probe.single_action_space, net_cfg)
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -270,7 +270,7 @@ def train_ppo(
         if env is None or it % segment == 0:
             if env is not None:
                 env.close()
-            env = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * it)
+            env = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * it, net_cfg.task_id)
             tracker = EpisodeTracker(env.env_task)
             obs = env.reset()
         if cfg.anneal_lr:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path: Path, title: str = "") -> None:
     """Two heatmaps ordered by group, white lines between groups: U of eq. 5, and its standardised interaction part
-    (double-centred, diagonal zeroed), which is what the SDP clusters."""
+    (additive per-task effects removed, diagonal zeroed), which is what the SDP clusters."""
     from .clustering import standardize
 
     plot_heatmaps([(U, "affinity U (eq. 5)", "viridis"), (standardize(U), "interaction (std units, clustered)", "RdBu_r")],
@@ -115,6 +115,27 @@ def partition_sentence(groups: dict[str, Any]) -> str:
     return " ".join(out)
 
 
+def confidence_lines(groups: dict[str, Any], names: list[str]) -> list[str]:
+    """How sure the groups are (see :mod:`policygradex.confidence`): the verdict, then one line per group."""
+    conf = groups.get("confidence")
+    if not conf:
+        return []
+    out = [f"**How sure:** {conf['verdict']}"]
+    grad = conf.get("gradient_reliability")
+    if grad is not None:
+        out.append(f"Gradient signal over transitions (split-half reliability of the gradient interaction): {grad:.2f}.")
+    if groups.get("nmi_planted") is not None:
+        out.append(f"NMI with the family's planted groups: {groups['nmi_planted']:.2f}.")
+    jac = conf.get("group_jaccard")
+    if jac:
+        out += ["", f"| group | tasks | stays together (Jaccard over {conf['reps']} resamples of the subsets) |",
+                "|---|---|---|"]
+        for gi, (g, j) in enumerate(zip(groups["group_indices"], jac)):
+            word = "stable" if j >= 0.75 else ("pattern" if j >= 0.6 else ("weak" if j >= 0.5 else "dissolves"))
+            out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({word}) |")
+    return out
+
+
 def write_report(st: "RunState") -> None:
     from .artifacts import atomic_write_text
 
@@ -143,6 +164,7 @@ def write_report(st: "RunState") -> None:
     for gi, g in enumerate(st.groups["groups"]):
         lines.append(f"- group {gi + 1}: {', '.join(g)}")
     lines += ["", partition_sentence(st.groups)]
+    lines += ["", *confidence_lines(st.groups, names)]
     stats_path = rd.path / "affinity_stats.json"
     split = json.loads(stats_path.read_text()).get("split_half") if stats_path.exists() else None
     if split is not None:

@@ -60,7 +60,7 @@ def resample_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     """Collect fresh transitions with ``seed``, project them with the run's P, fit the run's subsets; return f^."""
     cfg, family, model = job_context(args)
     fc = replace(cfg.features, transitions_per_task=int(args["transitions_per_task"]))
-    transitions = collect_transitions(family, model, fc, cfg.ppo, seed)
+    transitions = collect_transitions(family, model, fc, cfg.ppo, seed, cfg.network.task_id)
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
     projection = projection_for(cfg, model)
     features = torch.stack([projected_gradients(model, t.obs, t.actions, projection, fc).float() for t in transitions])
