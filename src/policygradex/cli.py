@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .config import PRESETS, RunConfig, apply_preset
+from .config import PRESETS, RunConfig, apply_preset, preset_summary
 from .errors import PolicyGradExError
 from .families import FAMILIES
 
@@ -26,7 +26,21 @@ if TYPE_CHECKING:
     from .launcher import LauncherConfig
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to every option whose help does not state its default already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:  # one line instead of usage + message
         raise PolicyGradExError(f"{message} (see `{self.prog} --help`)")
 
@@ -62,34 +76,45 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch / BLAS threads (default 1: fastest for these small networks, and the groups are "
                           "identical whatever OMP_NUM_THREADS is)")
     run.add_argument("--preset", default="default", choices=sorted(PRESETS),
-                     help="budget preset: tiny (tests), demo (minutes), default, paper")
+                     help=f"budget preset (default: default). {preset_summary()}")
+    d = RunConfig()
     g = run.add_argument_group("clustering")
     g.add_argument("--k", type=int, help="fixed number of groups (default: chosen on a lambda grid)")
-    g.add_argument("--lam", type=float, help="trace penalty lambda on the standardised affinity")
-    g.add_argument("--affinity", choices=["subset", "per_target"], help="eq. 5 (subset, default) or per-target")
-    g.add_argument("--solver", choices=["SCS", "CLARABEL"], help="SDP solver (default SCS)")
+    g.add_argument("--lam", type=float, help="trace penalty lambda on the standardised affinity (default: chosen on a "
+                                             "grid, or unused with --k)")
+    g.add_argument("--affinity", choices=["subset", "per_target"],
+                   help=f"eq. 5 over subsets or per-target (default: {d.cluster.affinity})")
+    g.add_argument("--solver", choices=["SCS", "CLARABEL"], help=f"SDP solver (default: {d.cluster.solver})")
     g.add_argument("--interaction", choices=["subsets", "matrix"],
-                   help="remove per-task effects from f^ over the subsets before eq. 5 (default), or from U after it "
-                        "(the paper's eq. 5 as written)")
+                   help="remove per-task effects from f^ over the subsets before eq. 5, or from U after it (the "
+                        f"paper's eq. 5 as written) (default: {d.cluster.interaction})")
     g.add_argument("--cluster-method", choices=["auto", "exact", "sdp", "exhaustive"],
-                   help="exact search over all partitions (n <= 12), SDP + rounding + local search, or auto (default: "
-                        "exact for n <= 12); exhaustive = exact")
+                   help="exact search over all partitions (n <= 12), SDP + rounding + local search, or auto: exact "
+                        f"for n <= 12, SDP above; exhaustive = exact (default: {d.cluster.method})")
     g = run.add_argument_group("meta-training")
-    g.add_argument("--steps-per-task", type=int, help="PPO environment steps per task")
-    g.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 64,64,64 (a 4-layer MLP)")
+    g.add_argument("--steps-per-task", type=int,
+                   help=f"PPO environment steps per task (default: the preset's; {d.ppo.steps_per_task:,} without one)")
+    g.add_argument("--hidden", type=_int_list,
+                   help=f"hidden widths (default: {','.join(map(str, d.network.hidden_sizes))}, a 4-layer MLP)")
     g.add_argument("--task-id", action=argparse.BooleanOptionalAction, default=None,
-                   help="append a one-hot task id to the observations (default: on)")
-    g.add_argument("--lr", type=float, help="PPO learning rate")
+                   help="append a one-hot task id to every policy's observations (default: off; see README)")
+    g.add_argument("--lr", type=float, help=f"PPO learning rate (default: {d.ppo.learning_rate:g})")
     g = run.add_argument_group("features and surrogate")
-    g.add_argument("--transitions", type=int, help="N: transitions per task for gradient features (default 2048)")
-    g.add_argument("--projection-dim", type=int, help="d: projection dimension (default 400)")
-    g.add_argument("--advantage-normalization", choices=["per_task", "batch", "none"])
-    g.add_argument("--holdout-fraction", type=float, help="share of transitions held out for f^ (default 0.25)")
-    g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default min(5, n // 2))")
-    g.add_argument("--num-subsets", type=int, help="m: number of subsets (default 3 n^2; topped up until every pair is covered)")
-    g.add_argument("--l2", type=float, help="L2 strength of the surrogate logistic regression (default 0.1)")
+    g.add_argument("--transitions", type=int,
+                   help=f"N: transitions per task for gradient features (default: {d.features.transitions_per_task:,})")
+    g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
+    g.add_argument("--advantage-normalization", choices=["per_task", "batch", "none"],
+                   help=f"scaling of advantages before labels and weights (default: "
+                        f"{d.features.advantage_normalization})")
+    g.add_argument("--holdout-fraction", type=float,
+                   help=f"share of transitions held out for f^ (default: {d.features.holdout_fraction:g})")
+    g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default: min(5, n // 2))")
+    g.add_argument("--num-subsets", type=int, help="m: distinct subsets (default: 3 n^2, or all C(n, alpha) subsets "
+                                                   "when fewer; topped up until every pair is covered)")
+    g.add_argument("--l2", type=float, help=f"L2 strength of the surrogate logistic regression (default: {d.surrogate.l2:g})")
     g.add_argument("--evaluation", choices=["in_sample", "held_out"],
-                   help="f^ on the fitting transitions (the paper's L^, default) or on held-out ones")
+                   help=f"f^ on the fitting transitions (the paper's L^) or on held-out ones (default: "
+                        f"{d.surrogate.evaluation})")
 
     sub.add_parser("families", help="list the built-in task families")
 
@@ -129,7 +154,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
                     help="relative parameter distances (default 0.001,0.005,0.01,0.05)")
     cl.add_argument("--max-steps-per-task", type=int, default=50_000, help="fine-tuning budget cap per task")
     cl.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
-    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--seed", type=int, default=0, help="base seed of the jobs")
     _add_launcher_options(cl)
 
     gt = sub.add_parser("ground-truth", help="real fine-tuning on the surrogate's subsets: NMI, Spearman, speedup (Table 3)")
@@ -141,7 +166,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     gt.add_argument("--seeds-per-subset", type=int, default=1, help="fine-tunings per subset, averaged (default 1)")
     gt.add_argument("--target", choices=["return", "ppo", "logistic"], default="return",
                     help="real f(S) behind U_true: mean return (default), negative PPO loss, or logistic objective")
-    gt.add_argument("--seed", type=int, default=0)
+    gt.add_argument("--seed", type=int, default=0, help="base seed of the jobs")
     _add_launcher_options(gt)
 
     cp = sub.add_parser("compare", help="train one policy per group for several groupings, same budget (Table 2)")
@@ -154,7 +179,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--groups", action="append", default=[], metavar="NAME=PATH", type=_named_path,
                     help="also train this grouping: a groups.json of another run, or a JSON list of lists of task "
                          "indices (repeatable)")
-    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--seed", type=int, default=0, help="base seed of the jobs")
     _add_launcher_options(cp)
 
     st = sub.add_parser("stability", help="would the groups come out the same from fresh transitions? "
@@ -162,7 +187,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     st.add_argument("run_dir", type=Path)
     st.add_argument("--resamples", type=int, default=5, help="fresh transition samples (default 5)")
     st.add_argument("--transitions", type=int, help="transitions per task in each resample (default: the run's N)")
-    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--seed", type=int, default=0, help="base seed of the jobs")
     _add_launcher_options(st)
 
     hs = sub.add_parser("hessian", help="Hessian trace, generalization error and the Theorem 1 bound over training (Fig. 2)")
@@ -185,7 +210,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     hs.add_argument("--no-eigenvalue", action="store_true", help="skip the top eigenvalue (Lanczos)")
     hs.add_argument("--alphas", type=_int_list, default=(1, 2, 3, 5, 10), help="subset sizes for the alpha sweep")
     hs.add_argument("--init", choices=["scratch", "theta_star"], default="scratch")
-    hs.add_argument("--seed", type=int, default=0)
+    hs.add_argument("--seed", type=int, default=0, help="base seed of the jobs")
     _add_launcher_options(hs)
 
 
@@ -300,7 +325,8 @@ def cmd_families(console: Console) -> None:
         fam = factory()
         table.add_row(name, str(fam.n), fam.description)
     console.print(table)
-    console.print("Your own: --family package.module:function returning a policygradex.families.TaskFamily")
+    console.print("Your own: `policygradex run package.module:function`, a function returning a "
+                  "policygradex.families.TaskFamily; parameters: `policygradex run 'planted(n=12,groups=4)'`")
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> None:
@@ -354,6 +380,8 @@ def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
     from .surrogate import reconstruct_theta, relative_distance
 
     rd = RunDir(args.run_dir)
+    if args.output.is_dir():
+        raise PolicyGradExError(f"--output {args.output} is a directory; give a file name such as theta_0.pt")
     for p in (rd.config, rd.theta_star, rd.surrogate_v):
         if not p.exists():
             raise PolicyGradExError(f"{p} is missing; finish the run first (`policygradex run ... --out {rd.path}`)")
@@ -399,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except PolicyGradExError as exc:
         print(f"policygradex: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: the environment, not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"policygradex: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("policygradex: interrupted; finished stages and jobs are saved, rerun the same command to resume",

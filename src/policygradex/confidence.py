@@ -75,7 +75,7 @@ def verdict(group_jaccard: list[float], split_half: float | None, gradient: floa
     worst = min(group_jaccard) if group_jaccard else float("nan")
     mean = float(np.mean(group_jaccard)) if group_jaccard else float("nan")
     noise = []
-    if gradient is not None and gradient < 0.3:
+    if gradient is not None and gradient < 0.5:
         noise.append(f"the gradient signal at theta_star is mostly sampling noise (split-half reliability "
                      f"{gradient:.2f} over transitions: raise --transitions)")
     if split_half is not None and split_half < 0.3:

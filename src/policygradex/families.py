@@ -180,22 +180,25 @@ def load_family(spec: str) -> TaskFamily:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except Exception as exc:  # ImportError, or anything the module raises while it is imported
+            if not isinstance(exc, ImportError):
+                raise PolicyGradExError(f"family {spec!r}: importing {module_name!r} raised "
+                                        f"{type(exc).__name__}: {exc}") from None
             raise PolicyGradExError(
-                f"--family {spec!r}: cannot import module {module_name!r} ({exc}); "
+                f"family {spec!r}: cannot import module {module_name!r} ({exc}); "
                 "give an importable package.module:function"
             ) from None
         factory = getattr(module, attr, None)
         if not callable(factory):
-            raise PolicyGradExError(f"--family {spec!r}: module {module_name!r} has no callable {attr!r}")
+            raise PolicyGradExError(f"family {spec!r}: module {module_name!r} has no callable {attr!r}")
         try:
             family = factory()
         except PolicyGradExError:
             raise
         except Exception as exc:
-            raise PolicyGradExError(f"--family {spec!r}: {attr}() raised {type(exc).__name__}: {exc}") from None
+            raise PolicyGradExError(f"family {spec!r}: {attr}() raised {type(exc).__name__}: {exc}") from None
         if not isinstance(family, TaskFamily):
-            raise PolicyGradExError(f"--family {spec!r}: {attr}() returned {type(family).__name__}, not a TaskFamily")
+            raise PolicyGradExError(f"family {spec!r}: {attr}() returned {type(family).__name__}, not a TaskFamily")
     elif parse_call(spec)[0] in FAMILIES:
         name, kwargs = parse_call(spec)
         try:
@@ -221,7 +224,11 @@ def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
         raise PolicyGradExError(f"family {family.name!r}: task names must be unique, repeated: {dupes}")
     spaces = []
     for task in family.tasks:
-        env = task.make_env()
+        try:
+            env = task.make_env()
+        except Exception as exc:
+            raise PolicyGradExError(f"family {family.name!r}: make_env() of task {task.name!r} raised "
+                                    f"{type(exc).__name__}: {exc}") from None
         try:
             spaces.append((env.observation_space, env.action_space))
         finally:

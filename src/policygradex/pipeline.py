@@ -8,11 +8,15 @@ recomputed too. ``config.json`` pins the configuration: resuming with a differen
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,8 +130,34 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
     elif rd.path.exists() and any(rd.path.iterdir()):
         raise PolicyGradExError(f"--out {rd.path} is not empty and has no config.json: not a policygradex run directory")
     else:
-        atomic_write_json(rd.config, record)
+        try:
+            atomic_write_json(rd.config, record)
+        except OSError as exc:
+            raise PolicyGradExError(f"--out {rd.path} cannot be written ({exc.strerror or exc})") from None
     return rd
+
+
+@contextlib.contextmanager
+def run_lock(rd: RunDir) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory (``.lock``, released when the process ends, even on a crash):
+    a second run into the same directory at the same time is refused instead of interleaving its writes."""
+    path = rd.path / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise PolicyGradExError(f"{rd.path} is in use by another policygradex run (pid {holder}); wait for it to "
+                                    "finish or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -427,7 +457,7 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
     family = load_family(cfg.family)
     _validate(cfg, family)
     rd = open_run_dir(out, cfg, family)
-    with thread_limit(threads):
+    with run_lock(rd), thread_limit(threads):
         torch.manual_seed(cfg.seed)
         st = RunState(cfg, family, rd, console)
         if rd.timings.exists():
