@@ -58,3 +58,12 @@ def pendulum_trio() -> TaskFamily:
     """Three Pendulum-v1 gravities: continuous actions (Gaussian policy head)."""
     tasks = tuple(Task(f"g={g}", (lambda g=g: gym.make("Pendulum-v1", g=g)), {"gravity": g}) for g in (2.0, 10.0, 20.0))
     return TaskFamily("plugin-pendulum", tasks, "three pendulum gravities")
+
+
+def make_env_raises() -> TaskFamily:
+    """A family whose second task cannot build its environment."""
+
+    def broken() -> gym.Env:
+        raise ValueError("no such simulator")
+
+    return TaskFamily("broken-env", (Task("fine", lambda: gym.make("CartPole-v1")), Task("broken", broken)))

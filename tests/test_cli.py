@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from policygradex.cli import main
 from policygradex.config import RunConfig
-from policygradex.families import MultiTaskVectorEnv, load_family
-from policygradex.networks import flat_params, make_network
+from policygradex.evaluation import make_model
+from policygradex.families import load_family
+from policygradex.networks import flat_params
 from policygradex.pipeline import projection_for
 
 from .helpers import assert_one_line_error, tiny_run_args
@@ -59,9 +61,7 @@ def _assert_partition(groups: dict, names: list[str]) -> None:
 def _load_model(run_dir: Path):
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
     family = load_family(cfg.family)
-    probe = MultiTaskVectorEnv(family, [0], 1, 0)
-    model = make_network(probe.obs_dim, probe.single_action_space, cfg.network)
-    probe.close()
+    model = make_model(cfg, family)
     model.load_state_dict(torch.load(run_dir / "theta_star.pt", weights_only=False)["state_dict"])
     return cfg, model
 
@@ -96,7 +96,7 @@ def test_run_writes_every_artifact(tiny_run):
     assert record["config"]["network"]["hidden_sizes"] == [16, 16, 16]  # the tiny preset was applied
     assert [t["name"] for t in record["family"]["tasks"]] == CARTPOLE_NAMES
     _, model = _load_model(tiny_run)  # theta_star fits the configured network
-    assert model.actor[0].in_features == 4 + 10
+    assert model.actor[0].in_features == 4  # no task id by default (NetworkConfig.task_id)
 
 
 def test_groups_partition_the_tasks(tiny_run):
@@ -284,9 +284,16 @@ def test_continuous_family_end_to_end(tmp_path, cli):
         (["run", "cartpole", "--k", "two"], ["two"]),
         (["show"], []),
         (["frobnicate"], ["frobnicate"]),
+        (["run", "tests.plugin_raises_on_import:f"], ["RuntimeError", "broken at import time"]),
+        (["run", "tests.plugin_families:make_env_raises"], ["'broken'", "ValueError", "no such simulator"]),
+        (["run", "planted(n=3,groups=5)"], ["groups=5"]),
+        (["run", "planted(n=abc)"], ["name(key=number"]),
+        (["run", "planted(colour=3)"], ["colour"]),
+        (["run", "cartpole", "--threads", "0"], ["--threads"]),
     ],
     ids=["unknown-family", "k-0", "k-too-big", "no-module", "no-function", "mismatched-spaces", "bad-preset",
-         "k-not-int", "show-no-dir", "bad-command"],
+         "k-not-int", "show-no-dir", "bad-command", "plugin-import-raises", "make-env-raises", "planted-bad-groups",
+         "planted-not-a-number", "planted-unknown-parameter", "zero-threads"],
 )
 def test_bad_input_is_one_error_line(argv, fragments, tmp_path, cli):
     """Bad input exits 2 with exactly one `policygradex: error:` line, and creates no run directory."""
@@ -402,3 +409,73 @@ def test_recluster_reuses_every_earlier_stage(tiny_run, tmp_path, cli):
     assert rc == 0 and "computed" not in err
     rc, _, err = cli(*args, "--k", "2", "--l2", "0.5")  # a surrogate option is not a clustering option
     assert_one_line_error(rc, err, "different configuration", "l2")
+
+
+def test_unwritable_out_is_one_line(tmp_path, cli):
+    """--out under a regular file cannot be created: one error line, exit 2, no traceback."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    rc, _, err = cli(*tiny_run_args(blocker / "run"))
+    assert_one_line_error(rc, err)
+    assert blocker.read_text() == "not a directory"
+
+
+def test_adapt_output_to_a_directory_is_one_line(tiny_run, tmp_path, cli):
+    rc, _, err = cli("adapt", tiny_run, "--subset", "0", "--output", tmp_path)
+    assert_one_line_error(rc, err, "--output", "directory")
+
+
+def test_artifacts_honour_the_umask(tmp_path):
+    """Artifacts get 0666 less the umask, as any file the user's tools write (mkstemp alone gives 0600)."""
+    import os
+
+    from policygradex.artifacts import atomic_write_json
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "b.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_second_run_into_a_busy_directory_is_refused(tiny_run, tmp_path, cli):
+    """While one run holds the directory's lock, a second run into it fails at once with one line."""
+    from policygradex.pipeline import RunDir, run_lock
+
+    run_dir = _copy(tiny_run, tmp_path)
+    with run_lock(RunDir(run_dir)):
+        rc, _, err = cli(*tiny_run_args(run_dir))
+    assert_one_line_error(rc, err, "in use by another policygradex run", "pid")
+    rc, _, err = cli(*tiny_run_args(run_dir))  # released: the same command now resumes
+    assert rc == 0, err
+
+
+def test_help_shows_defaults_and_preset_budgets(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    for fragment in ("(default: 16,384)", "(default: 400)", "(default: 0.001)", "demo: 100,000 steps/task",
+                     "paper: 1,000,000 steps/task, N = 2,048", "(default: 1,", "(default: auto)"):
+        assert fragment in flat, fragment
+
+
+def test_planted_family_is_recovered_at_a_tiny_budget(tmp_path, cli):
+    """The built-in planted family (3 groups of rotated CartPole) is listed, and a tiny-budget run recovers its
+    groups exactly; the report and groups.json score the groups against the planted ones."""
+    rc, out, _ = cli("families")
+    assert rc == 0 and "planted" in out
+    run_dir = tmp_path / "planted"
+    rc, out, err = cli("run", "planted", "--preset", "tiny", "--transitions", "2048", "--k", "3", "--out", run_dir)
+    assert rc == 0, err
+    groups = _groups(run_dir)
+    assert groups["group_indices"] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]] and groups["nmi_planted"] == 1.0
+    assert "NMI with the family's planted groups: 1.00" in (run_dir / "report.md").read_text()

@@ -136,3 +136,40 @@ def test_bad_family_specs_raise_user_errors(spec, fragment):
     """Unknown names, unimportable modules, missing or broken factories raise PolicyGradExError."""
     with pytest.raises(PolicyGradExError, match=fragment.replace("(", r"\(")):
         load_family(spec)
+
+
+def test_multitask_env_without_task_id_passes_observations_through():
+    """task_id=False: the policy sees the task's own observation only (the default meta-initialisation)."""
+    fam = load_family("cartpole")
+    with_id = MultiTaskVectorEnv(fam, [2, 7], envs_per_task=1, seed=0)
+    without = MultiTaskVectorEnv(fam, [2, 7], envs_per_task=1, seed=0, task_id=False)
+    try:
+        a, b = with_id.reset(), without.reset()
+        assert without.obs_dim == 4 and b.shape == (2, 4)
+        np.testing.assert_array_equal(a[:, :4], b)
+    finally:
+        with_id.close()
+        without.close()
+
+
+def test_planted_family_rotates_each_groups_observations():
+    """planted: task i is in group i mod G; its observation is its CartPole state rotated by conflict * 2 pi g / G
+    (vector fast path and single env agree), and conflict = 0 leaves every task plain CartPole."""
+    from policygradex.planted import rotation
+
+    fam = load_family("planted(n=6,groups=3,conflict=1)")
+    assert fam.planted_groups == ((0, 3), (1, 4), (2, 5))
+    assert [t.params["group"] for t in fam.tasks] == [0, 1, 2, 0, 1, 2]
+    Q = rotation(fam.tasks[1].params["angle"])
+    np.testing.assert_allclose(Q @ Q.T, np.eye(4), atol=1e-12)  # a rotation: every task alone is as easy
+    env = fam.tasks[1].make_env()
+    obs, _ = env.reset(seed=3)
+    state = np.asarray(env.unwrapped.state, dtype=np.float32)
+    np.testing.assert_allclose(obs, Q @ state, rtol=1e-5, atol=1e-6)
+    venv = MultiTaskVectorEnv(fam, [1], envs_per_task=1, seed=3, task_id=False)
+    vobs = venv.reset()
+    np.testing.assert_allclose(vobs[0], Q @ np.asarray(venv.env.unwrapped.state[:, 0], dtype=np.float32), rtol=1e-5,
+                               atol=1e-6)
+    venv.close()
+    plain = load_family("planted(n=6,groups=3,conflict=0)")
+    assert all(t.params["angle"] == 0.0 for t in plain.tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -57,12 +58,13 @@ def test_training_improves_return(cartpole):
 
 def test_training_only_on_selected_tasks(cartpole):
     """Training on a subset of tasks reports returns for those tasks only."""
-    res = train_ppo(cartpole, [1, 4], TINY_NET, TINY_PPO, seed=0)
+    res = train_ppo(cartpole, [1, 4], replace(TINY_NET, task_id=True), TINY_PPO, seed=0)
     row = res.curve[-1]
     reported = {k for k in row if k.startswith("return/")}
     assert reported == {f"return/{cartpole.tasks[i].name}" for i in (1, 4)}
-    # the network still takes the family-wide one-hot, so it can serve every task
+    # with a task id, the network takes the family-wide one-hot, so it can serve every task; without, the state only
     assert res.model.actor[0].in_features == 4 + cartpole.n
+    assert train_ppo(cartpole, [1, 4], TINY_NET, TINY_PPO, seed=0).model.actor[0].in_features == 4
 
 
 def test_gaussian_policy_trains_on_pendulum():
@@ -72,7 +74,7 @@ def test_gaussian_policy_trains_on_pendulum():
     res = train_ppo(fam, [0, 9], TINY_NET, cfg, seed=0)
     model = res.model
     assert not model.discrete and model.action_dim == 1
-    assert model.actor[0].in_features == 3 + fam.n
+    assert model.actor[0].in_features == 3  # no task id by default
     assert not torch.equal(model.actor_logstd.detach(), torch.zeros(1, 1))  # updated by PPO
     assert len(res.curve) == 2
     # episodes last 200 steps: none ends in the first 128-step rollout (NaN), each sub-env's first ends in the second

@@ -71,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run all stages on a task family (resumes an existing --out)")
     run.add_argument("family", help="built-in family (see `policygradex families`) or package.module:function")
     run.add_argument("--out", type=Path, help="run directory (default runs/FAMILY-seedS)")
-    run.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    run.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
     run.add_argument("--threads", type=int, default=1,
-                     help="torch / BLAS threads (default 1: fastest for these small networks, and the groups are "
-                          "identical whatever OMP_NUM_THREADS is)")
+                     help="torch / BLAS threads (default: 1, the fastest for these small networks, and the same groups "
+                          "whatever OMP_NUM_THREADS is; other values change results in the last bits, and PPO "
+                          "amplifies that: see results/bench_threads.md)")")
     run.add_argument("--preset", default="default", choices=sorted(PRESETS),
                      help=f"budget preset (default: default). {preset_summary()}")
     d = RunConfig()
