@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=1,
                      help="torch / BLAS threads (default: 1, the fastest for these small networks, and the same groups "
                           "whatever OMP_NUM_THREADS is; other values change results in the last bits, and PPO "
-                          "amplifies that: see results/bench_threads.md)")")
+                          "amplifies that: see results/bench_threads.md)")
     run.add_argument("--preset", default="default", choices=sorted(PRESETS),
                      help=f"budget preset (default: default). {preset_summary()}")
     d = RunConfig()
