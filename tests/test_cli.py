@@ -464,7 +464,7 @@ def test_help_shows_defaults_and_preset_budgets(capsys, monkeypatch):
     assert exit_info.value.code == 0
     flat = " ".join(capsys.readouterr().out.split())
     for fragment in ("(default: 16,384)", "(default: 400)", "(default: 0.001)", "demo: 100,000 steps/task",
-                     "paper: 1,000,000 steps/task, N = 2,048", "(default: 1,", "(default: auto)"):
+                     "paper: 1,000,000 steps/task, N = 2,048", "(default: 1:", "(default: auto)"):
         assert fragment in flat, fragment
 
 

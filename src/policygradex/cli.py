@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run directory (default runs/FAMILY-seedS)")
     run.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
     run.add_argument("--threads", type=int, default=1,
-                     help="torch / BLAS threads (default: 1, the fastest for these small networks, and the same groups "
-                          "whatever OMP_NUM_THREADS is; other values change results in the last bits, and PPO "
-                          "amplifies that: see results/bench_threads.md)")
+                     help="torch / BLAS threads (default: 1: the same groups whatever OMP_NUM_THREADS is; 2 runs the "
+                          "demo 1.3x faster on an idle 2-core machine but changes results in the last bits, which PPO "
+                          "amplifies into other groups: see results/bench_threads.md)")
     run.add_argument("--preset", default="default", choices=sorted(PRESETS),
                      help=f"budget preset (default: default). {preset_summary()}")
     d = RunConfig()

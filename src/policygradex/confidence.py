@@ -21,6 +21,7 @@ import numpy as np
 
 from .affinity import subset_affinity
 from .clustering import cluster, groups_from_labels, standardized_corr
+from .errors import PolicyGradExError
 
 STABLE, PATTERN = 0.75, 0.6
 
@@ -43,7 +44,7 @@ def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels
         sub = [subsets[j] for j in idx]
         try:
             U = subset_affinity(sub, f_hat[idx], n, interaction)
-        except Exception:  # a resample that misses a pair: skip it (rare at the default m)
+        except PolicyGradExError:  # a resample in which two tasks share no subset: skipped (rare at the default m)
             continue
         lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, **cluster_kwargs).labels
         co += lab[:, None] == lab[None, :]

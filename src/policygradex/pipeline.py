@@ -62,6 +62,8 @@ class RunDir:
     """Paths of a run's artifacts."""
 
     path: Path
+    new_record: dict[str, Any] | None = None
+    """Set by :func:`open_run_dir` when only clustering options changed: the config.json to write under the lock."""
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -120,8 +122,9 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
         diffs = _diff(old.get("config"), record["config"]) + _diff(old.get("family"), record["family"])
         if diffs and all(d.startswith("cluster.") for d in diffs):
             # only clustering options changed: every earlier stage is reused; the affinity and cluster stages see
-            # the options they were computed with in their own artifacts and recompute what depends on them
-            atomic_write_json(rd.config, {**old, "config": record["config"]})
+            # the options they were computed with in their own artifacts and recompute what depends on them.
+            # config.json is rewritten by run_pipeline once it holds the directory's lock.
+            rd.new_record = {**old, "config": record["config"]}
         elif diffs:
             raise PolicyGradExError(
                 f"{rd.path} holds a run with a different configuration ({'; '.join(diffs[:4])}); "
@@ -458,6 +461,8 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
     _validate(cfg, family)
     rd = open_run_dir(out, cfg, family)
     with run_lock(rd), thread_limit(threads):
+        if rd.new_record is not None:
+            atomic_write_json(rd.config, rd.new_record)
         torch.manual_seed(cfg.seed)
         st = RunState(cfg, family, rd, console)
         if rd.timings.exists():

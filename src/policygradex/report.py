@@ -20,11 +20,13 @@ if TYPE_CHECKING:
 
 
 def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path: Path, title: str = "") -> None:
-    """Two heatmaps ordered by group, white lines between groups: U of eq. 5, and its standardised interaction part
-    (additive per-task effects removed, diagonal zeroed), which is what the SDP clusters."""
+    """Two heatmaps ordered by group, white lines between groups: U of eq. 5 (``--interaction subsets``: from f^ less
+    its per-task fit), and its standardised interaction part (additive per-task effects removed, diagonal zeroed),
+    which is what the SDP clusters."""
     from .clustering import standardize
 
-    plot_heatmaps([(U, "affinity U (eq. 5)", "viridis"), (standardize(U), "interaction (std units, clustered)", "RdBu_r")],
+    plot_heatmaps([(U, "affinity U (eq. 5; per-task part of f^ removed)", "viridis"),
+                   (standardize(U), "interaction (std units, clustered)", "RdBu_r")],
                   names, groups, path, title or "task affinity, ordered by group")
 
 

@@ -1,0 +1,71 @@
+"""Regenerate results/demo.md from the demo run directories (their report.md sections, verbatim).
+
+    policygradex run cartpole --preset demo --k 3 --out runs/demo-cartpole
+    policygradex run lunarlander --preset demo --k 3 --steps-per-task 30000 --out runs/demo-lunarlander
+    python bench/demo_results.py runs/demo-cartpole runs/demo-lunarlander --out results/demo.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+from pathlib import Path
+
+HEADER = """# Demo runs: groups found by `policygradex run`
+
+Budget: `--preset demo`. PPO runs 100k steps per task for cartpole and 30k for lunarlander, with no task id. The
+features use N = 16384 transitions per task and d = 400. The surrogate fits all 252 subsets of 5, with l2 = 0.1 and
+f^ evaluated in-sample. k = 3, as in the paper. Each section below is copied verbatim from the run's report.md by
+`bench/demo_results.py`. The runs used 2 CPU cores and the default single torch thread, so the groups are the same
+on any machine with these package versions. How the groups compare with real subset training is in
+[evaluation.md](evaluation.md), measured under the earlier defaults.
+
+Package versions: {versions}.
+"""
+
+
+def versions() -> str:
+    import cvxpy
+    import gymnasium
+    import numpy
+    import scipy
+    import sklearn
+    import torch
+
+    return (f"torch {torch.__version__}, gymnasium {gymnasium.__version__}, numpy {numpy.__version__}, scipy "
+            f"{scipy.__version__}, cvxpy {cvxpy.__version__}, scikit-learn {sklearn.__version__}, Python "
+            f"{platform.python_version()}")
+
+
+def section(run: Path, out_dir: Path) -> list[str]:
+    record = json.loads((run / "config.json").read_text())
+    family = record["family"]["name"]
+    cfg = record["config"]
+    report = (run / "report.md").read_text().splitlines()
+    start = report.index("## Groups") + 1
+    stop = report.index("## Meta-training")
+    body = [f"**{line[3:]}**" if line.startswith("## ") else line for line in report[start:stop]
+            if not line.startswith("![")]
+    png = f"demo-{family}-affinity.png"
+    shutil.copyfile(run / "affinity.png", out_dir / png)
+    cmd = f"policygradex run {family} --preset demo --k {cfg['cluster']['k']}"
+    if family == "lunarlander":
+        cmd += f" --steps-per-task {cfg['ppo']['steps_per_task']}"
+    return [f"## {family}", "", "```", f"{cmd} --out runs/demo-{family}", "```", *body, f"![{family}]({png})", ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    lines = [HEADER.format(versions=versions())]
+    for run in args.runs:
+        lines += section(run, args.out.parent)
+    args.out.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
