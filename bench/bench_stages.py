@@ -202,7 +202,7 @@ def run_stages(family, cfg: RunConfig, S: dict) -> dict:
     n = family.n
     res: dict = {"rows": []}
     mon_all = LoadMonitor()
-    probe = MultiTaskVectorEnv(family, [0], 1, 0)
+    probe = MultiTaskVectorEnv(family, [0], 1, 0, cfg.network.task_id)
     res["obs_dim"], res["action_space"] = probe.obs_dim, probe.single_action_space
     probe.close()
 

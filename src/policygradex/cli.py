@@ -331,6 +331,7 @@ def cmd_families(console: Console) -> None:
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> None:
+    from .clustering import standardize
     from .pipeline import load_run
 
     record, groups, U = load_run(args.run_dir)
@@ -346,20 +347,22 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
         for gi, j in enumerate(conf.get("group_jaccard") or []):
             print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf['reps']} resamples of the subsets)")
     print()
-    print(matrix_text(U, names, [i for g in groups["group_indices"] for i in g]))
+    print(matrix_text(standardize(U), names, [i for g in groups["group_indices"] for i in g]))
 
 
 def matrix_text(U: np.ndarray, names: list[str], order: list[int], width: int = 80) -> str:
-    """U ordered by group as plain text that fits ``width`` columns: task names abbreviated to T1.. with a legend,
-    3 significant digits, and the columns wrapped into blocks when they still do not fit. Nothing is truncated."""
+    """The standardised U (what is clustered) ordered by group as plain text that fits ``width`` columns: task
+    names abbreviated to T1.. with a legend, 2 decimals, and the columns wrapped into blocks when they still do not
+    fit. Nothing is truncated."""
     n = len(names)
     short = [f"T{i + 1}" for i in range(n)]
-    cells = [[f"{U[i, j]:.3g}" for j in order] for i in order]
+    cells = [[f"{U[i, j]:.2f}" for j in order] for i in order]
     cw = max(len(c) for row in cells for c in row) + 1
     cw = max(cw, max(len(s) for s in short) + 1)
     lw = max(len(short[i]) for i in order) + 1
     per_block = max(1, (width - lw) // cw)
-    lines = ["affinity U (rows and columns ordered by group):"]
+    lines = textwrap.wrap("affinity U in standard deviations, as clustered (rows and columns ordered by group; "
+                          "affinity.csv has the raw values):", width=width)
     for lo in range(0, n, per_block):
         cols = list(range(lo, min(n, lo + per_block)))
         lines.append(" " * lw + "".join(short[order[c]].rjust(cw) for c in cols))
