@@ -182,12 +182,14 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]))
     rc, out, err = cli("compare", run, "--seeds", "2", "--steps-per-task", "128", "--eval-episodes", "1",
-                       "--ablate-k", "1,2", "--workers", "2", "--groups", f"halves={mine}")
+                       "--ablate-k", "1,2", "--workers", "2", "--groups", f"halves={mine}", "--single")
     assert rc == 0, err
+    assert "Negative transfer" in out
     cmp = json.loads((run / "compare" / "compare.json").read_text())
     methods = cmp["methods"]
     assert {"multitask", "random", "gradient_similarity", "policygradex", "ground_truth",
-            "policygradex k=1", "policygradex k=2", "halves"} <= set(methods)
+            "policygradex k=1", "policygradex k=2", "halves", "single"} <= set(methods)
+    assert methods["single"]["groups"] == [[name] for name in cmp["task_names"]]
     assert methods["halves"]["groups"] == [cmp["task_names"][:5], cmp["task_names"][5:]]
     # k = 1 is the multitask policy: the same training jobs, the same numbers
     assert methods["policygradex k=1"]["per_seed"] == methods["multitask"]["per_seed"]
@@ -283,3 +285,17 @@ def test_subset_objectives_without_held_out_transitions() -> None:
     assert out["logistic"] == pytest.approx(-float(np.log(2.0) * adv.abs().mean()))
     held = subset_objectives(Same(), {"n_fit": 2, "tasks": [task]}, [0], clip_coef=0.2)
     assert held["ppo"] == pytest.approx(float(adv[2:].mean()))  # with a held-out part, only that part counts
+
+
+def test_transfer_warning_names_the_tasks_far_below_their_single_task_return() -> None:
+    """Multitask at 40% of the single-task return on task b (below the 50% line), 90% on a: b is named, a is not;
+    the mean share is (0.9 + 0.4) / 2. Without a single row there is nothing to say."""
+    from policygradex.compare import transfer_lines
+
+    record = {"task_names": ["a", "b"],
+              "methods": {"single": {"per_task_mean": [100.0, 200.0]}, "multitask": {"per_task_mean": [90.0, 80.0]}}}
+    text = "\n".join(transfer_lines(record))
+    assert "reaches 65% of what each task reaches" in text
+    assert "b (40%)" in text and "a (" not in text and "Warning" in text
+    del record["methods"]["single"]
+    assert transfer_lines(record) == []

@@ -180,6 +180,8 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--groups", action="append", default=[], metavar="NAME=PATH", type=_named_path,
                     help="also train this grouping: a groups.json of another run, or a JSON list of lists of task "
                          "indices (repeatable)")
+    cp.add_argument("--single", action="store_true",
+                    help="also train every task alone, and warn where one multitask policy falls far below it")
     cp.add_argument("--seed", type=int, default=0, help="base seed of the jobs")
     _add_launcher_options(cp)
 
@@ -254,7 +256,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
 
     cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
                        ablate_k=args.ablate_k, ablate_d=args.ablate_d, extra_groups=tuple(args.groups),
-                       seed=args.seed)
+                       single=args.single, seed=args.seed)
     _evaluate(args, console, compare, markdown, cc, "compare")
 
 

@@ -57,11 +57,14 @@ class CompareConfig:
     extra_groups: tuple[tuple[str, str], ...] = ()
     """Further groupings to train, as (name, path to a JSON file): a ``groups.json`` of another run (its
     ``group_indices``) or a plain list of lists of task indices; each must partition the n tasks."""
+    single: bool = False
+    """Also train every task alone (n policies per seed, the ``single`` row), and report how far the one multitask
+    policy falls below what each task reaches alone: the negative transfer that grouping is meant to avoid."""
     seed: int = 0
     """Base seed (seed i of a grouping uses a seed derived from (seed, i, group))."""
 
 
-BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "ground_truth", "planted")
+BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "ground_truth", "planted", "single")
 """Names of the groupings compare trains by itself (the ablations are named "policygradex k=..." / "d=...")."""
 
 
@@ -157,6 +160,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     }
     for name, groups in extra.items():
         methods[name] = [groups] * cc.seeds
+    if cc.single:
+        methods["single"] = [[[i] for i in range(n)]] * cc.seeds
     if ctx.family.planted_groups is not None:
         methods["planted"] = [[list(g) for g in ctx.family.planted_groups]] * cc.seeds
     gt_path = ctx.rd.path / "ground_truth" / "groups_true.json"
@@ -255,6 +260,29 @@ def _plot(record: dict[str, Any], pgx_groups: list[list[int]], by_key: dict, nam
     save_figure(fig, path)
 
 
+TRANSFER_WARNING = 0.5
+"""compare warns when the multitask policy reaches less than this fraction of a task's return trained alone."""
+
+
+def transfer_lines(record: dict[str, Any]) -> list[str]:
+    """With the ``single`` row: the multitask policy's return on each task as a share of the task trained alone,
+    and a warning for the tasks below TRANSFER_WARNING of it (shares of returns assume returns above 0)."""
+    methods = record["methods"]
+    if "single" not in methods or "multitask" not in methods:
+        return []
+    names = record["task_names"]
+    alone, multi = np.array(methods["single"]["per_task_mean"]), np.array(methods["multitask"]["per_task_mean"])
+    share = np.where(alone > 0, multi / np.where(alone > 0, alone, 1.0), np.nan)
+    low = [f"{names[i]} ({share[i]:.0%})" for i in range(len(names)) if share[i] < TRANSFER_WARNING]
+    out = ["", f"Negative transfer: the one multitask policy reaches {np.nanmean(share):.0%} of what each task reaches "
+           "trained alone (mean over tasks with a positive return alone)."]
+    if low:
+        out.append(f"**Warning:** on {', '.join(low)} it reaches less than {TRANSFER_WARNING:.0%}: one policy for all "
+                   "tasks is far below what the tasks reach alone, so grouping can pay off; it also means theta_star, "
+                   "trained the same way, is a compromise between tasks rather than a good policy for each.")
+    return out
+
+
 def markdown(record: dict[str, Any]) -> str:
     names = record["task_names"]
     seeds = record["config"]["seeds"]
@@ -274,6 +302,7 @@ def markdown(record: dict[str, Any]) -> str:
         per_task = " | ".join(f"{x:.1f}" for x in row["per_task_mean"])
         lines.append(f"| {method} | {row['overall_mean']:.1f} ± {row['overall_std']:.1f} | {imp_s} | {diff_s} | "
                      f"{per_task} |")
+    lines += transfer_lines(record)
     lines += ["", "Groups:", ""]
     for method, row in record["methods"].items():
         g = row["groups"]

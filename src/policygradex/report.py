@@ -91,7 +91,7 @@ def _fmt(x: Any) -> str:
 def markdown_matrix(U: np.ndarray, names: list[str]) -> str:
     lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, row in zip(names, U):
-        lines.append(f"| **{name}** | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+        lines.append(f"| **{name}** | " + " | ".join(f"{x:.3g}" for x in row) + " |")
     return "\n".join(lines)
 
 
@@ -188,8 +188,13 @@ def write_report(st: "RunState") -> None:
         "## Meta-training",
         "",
         f"{cfg.ppo.steps_per_task} steps per task, {cfg.ppo.envs_per_task} envs x {cfg.ppo.num_steps} steps per task "
-        f"per rollout, network {cfg.network.name} {list(cfg.network.hidden_sizes)}.",
+        f"per rollout, network {cfg.network.name} {list(cfg.network.hidden_sizes)}, "
+        + ("with" if cfg.network.task_id else "without") + " a task id.",
         f"Final mean episodic return (last iteration): {_fmt(last.get('mean_return', float('nan')))}.",
+        "theta_star's mean return per task, on the episodes behind the features: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in st.feature_meta.get("mean_episode_return", {}).items())
+        + ". `policygradex compare DIR --single` trains each task alone and warns where one policy for all falls far "
+        "below it.",
         "",
         "![curve](meta_train_curve.png)",
         "",
