@@ -32,7 +32,7 @@ class NetworkConfig:
     Off by default: theta_star is then a meta-initialisation, one policy for all tasks that adaptation specialises,
     as in the paper. A task id lets theta_star settle the conflicts between groups in task-specific weights, and the
     gradients at theta_star stop showing them: on the planted family (demo budget, N = 16384, 3 seeds) the groups
-    were recovered at NMI 1.0 / 1.0 / 1.0 without a task id and 0.79 / 0.61 / 0.79 with one, and an early
+    were recovered at NMI 1.0 / 1.0 / 1.0 without a task id and 0.79 / 0.61 / 0.56 with one, and an early
     theta_star with a task id (20k steps) recovered them again (1.0 x 3). Turn it on where the tasks cannot be told
     apart from the observation and no single policy could serve them (Meta-World)."""
 
