@@ -332,7 +332,7 @@ def cluster(
         labels, X = np.zeros(n, dtype=np.int64), np.full((n, n), 1.0 / n)
     elif k is not None:
         if table is not None:
-            labels = table[k][1] if k in table else best_partitions(U_std, kmax=k, only_k=True)[k][1]
+            labels = table[k][1]
         else:
             X = solve_sdp(U_std, k=k, solver=solver)
             labels = best_rounding(U_std, X, k)

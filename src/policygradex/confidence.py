@@ -23,7 +23,17 @@ from .affinity import subset_affinity
 from .clustering import cluster, groups_from_labels, standardized_corr
 from .errors import PolicyGradExError
 
-STABLE, PATTERN = 0.75, 0.6
+STABLE, PATTERN, DISSOLVED = 0.75, 0.6, 0.5
+"""Hennig's reading of a group's mean Jaccard: stable, a pattern, weak, dissolved below 0.5."""
+GRADIENT_MIN = 0.5
+"""Below this gradient reliability the verdict says the signal is mostly sampling noise."""
+
+
+def stability_word(jaccard: float) -> str:
+    """stable (>= 0.75), pattern (>= 0.6), weak (>= 0.5) or dissolves."""
+    if jaccard >= STABLE:
+        return "stable"
+    return "pattern" if jaccard >= PATTERN else ("weak" if jaccard >= DISSOLVED else "dissolves")
 
 
 def _jaccard(a: set[int], b: set[int]) -> float:
@@ -76,16 +86,16 @@ def verdict(group_jaccard: list[float], split_half: float | None, gradient: floa
     worst = min(group_jaccard) if group_jaccard else float("nan")
     mean = float(np.mean(group_jaccard)) if group_jaccard else float("nan")
     noise = []
-    if gradient is not None and gradient < 0.5:
+    if gradient is not None and gradient < GRADIENT_MIN:
         noise.append(f"the gradient signal at theta_star is mostly sampling noise (split-half reliability "
                      f"{gradient:.2f} over transitions: raise --transitions)")
     if split_half is not None and split_half < 0.3:
         noise.append(f"U is not reproducible across halves of the subsets (reliability {split_half:.2f}: raise "
                      "--num-subsets)")
-    if mean < 0.5 or noise:
+    if mean < DISSOLVED or noise:
         return ("Not distinguishable from noise: " + "; ".join(noise or [f"the groups dissolve when the subsets are "
                 f"resampled (mean Jaccard {mean:.2f})"]) + ". Treat these groups as a guess.")
     if worst >= STABLE:
         return f"Stable: every group survives resampling of the subsets (Jaccard >= {worst:.2f})."
-    return (f"Partly stable: mean Jaccard {mean:.2f}; groups below {PATTERN} are patterns at best, those below 0.5 "
-            "dissolve when the subsets are resampled.")
+    return (f"Partly stable: mean Jaccard {mean:.2f}; groups below {PATTERN} are patterns at best, those below "
+            f"{DISSOLVED} dissolve when the subsets are resampled.")

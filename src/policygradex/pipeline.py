@@ -40,7 +40,7 @@ from .artifacts import (
     load_torch,
 )
 from .clustering import EXACT_MAX_N, cluster, groups_from_labels, labels_from_groups
-from .confidence import bootstrap_groups, gradient_reliability, verdict
+from .confidence import GRADIENT_MIN, bootstrap_groups, gradient_reliability, verdict
 from .config import RunConfig
 from .errors import PolicyGradExError
 from .families import MultiTaskVectorEnv, TaskFamily, load_family
@@ -441,9 +441,10 @@ def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
                                     interaction=cc.interaction == "subsets", method=cc.method, solver=cc.solver)
         out.update(boot)
         out["verdict"] = verdict(boot["group_jaccard"], out["split_half_reliability"], grad_rel)
+    elif grad_rel is not None and grad_rel < GRADIENT_MIN:
+        out["verdict"] = verdict([], out["split_half_reliability"], grad_rel)
     else:
-        out["verdict"] = verdict([], out["split_half_reliability"], grad_rel) if grad_rel is not None and \
-            grad_rel < 0.3 else "One group (or per-target affinity): no bootstrap of the groups."
+        out["verdict"] = "One group (or per-target affinity): no bootstrap of the groups."
     return out
 
 

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .artifacts import _atomic  # noqa: E402
+from .confidence import stability_word  # noqa: E402
 
 if TYPE_CHECKING:
     from .pipeline import RunState
@@ -133,8 +134,7 @@ def confidence_lines(groups: dict[str, Any], names: list[str]) -> list[str]:
         out += ["", f"| group | tasks | stays together (Jaccard over {conf['reps']} resamples of the subsets) |",
                 "|---|---|---|"]
         for gi, (g, j) in enumerate(zip(groups["group_indices"], jac)):
-            word = "stable" if j >= 0.75 else ("pattern" if j >= 0.6 else ("weak" if j >= 0.5 else "dissolves"))
-            out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({word}) |")
+            out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({stability_word(j)}) |")
     return out
 
 
