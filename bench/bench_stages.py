@@ -229,7 +229,7 @@ def run_stages(family, cfg: RunConfig, S: dict) -> dict:
     log(f"stage features: collecting N={fc.transitions_per_task} transitions per task")
     mon = LoadMonitor()
     t0 = time.perf_counter()
-    transitions = collect_transitions(family, tr.model, fc, cfg.ppo, cfg.seed + 1, cfg.network.task_id)
+    transitions = collect_transitions(family, tr.model, fc, cfg.ppo, cfg.feature_seed, cfg.network.task_id)
     t_collect = time.perf_counter() - t0
     res["transitions"] = transitions
     res["rows"].append(["collect transitions", fmt_s(t_collect), fmt_load(mon.other_cores()),
@@ -241,7 +241,8 @@ def run_stages(family, cfg: RunConfig, S: dict) -> dict:
     log(f"stage features: projected gradients, p={p}, d={fc.projection_dim}")
     mon = LoadMonitor()
     t0 = time.perf_counter()
-    projection = RandomProjection(p, fc.projection_dim, cfg.seed + 2, fc.projection_block_rows, fc.projection_cache_mb)
+    projection = RandomProjection(p, fc.projection_dim, cfg.projection_seed, fc.projection_block_rows,
+                                  fc.projection_cache_mb)
     feats = [projected_gradients(tr.model, t.obs, t.actions, projection, fc) for t in transitions]
     t_feat = time.perf_counter() - t0
     res["rows"].append(["gradient features", fmt_s(t_feat), fmt_load(mon.other_cores()),
@@ -260,7 +261,7 @@ def run_stages(family, cfg: RunConfig, S: dict) -> dict:
 
     # stage 3: surrogate
     sc = cfg.surrogate
-    sample = sample_subsets(n, sc.subset_size, sc.num_subsets, cfg.seed + 3)
+    sample = sample_subsets(n, sc.subset_size, sc.num_subsets, cfg.subset_seed)
     subsets, topped = sample.subsets, sample.topped_up
     log(f"stage surrogate: {len(subsets)} subsets of {sc.subset_size}, d={fc.projection_dim}, N_fit={fs.n_fit}")
     mon = LoadMonitor()

@@ -23,7 +23,7 @@ def test_resampling_with_the_feature_seed_reproduces_the_run(tiny_run: Path) -> 
     subsets = [s["tasks"] for s in record["subsets"]]
     args = {"run_dir": str(tiny_run), "config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
             "transitions_per_task": ctx.cfg.features.transitions_per_task}
-    same = resample_job(args, ctx.cfg.seed + 1)
+    same = resample_job(args, ctx.cfg.feature_seed)
     assert np.allclose(same["f_hat"], [s["f_hat"] for s in record["subsets"]], rtol=1e-5, atol=1e-7)
     other = resample_job(args, ctx.cfg.seed + 1000)
     assert not np.allclose(other["f_hat"], same["f_hat"])

@@ -116,7 +116,8 @@ def groups_at_dimension(ctx: RunContext, trans: dict[str, Any], d: int, k: int) 
     """Re-project the gradient features to dimension d, refit the surrogate on the run's subsets, cluster with k."""
     cfg = ctx.cfg
     p = flat_params(ctx.model, ctx.model.policy_parameter_names()).numel()
-    projection = RandomProjection(p, d, cfg.seed + 2, cfg.features.projection_block_rows, cfg.features.projection_cache_mb)
+    projection = RandomProjection(p, d, cfg.projection_seed, cfg.features.projection_block_rows,
+                                  cfg.features.projection_cache_mb)
     feats, labels, weights = [], [], []
     for t in trans["tasks"]:
         feats.append(projected_gradients(ctx.model, t["obs"], t["actions"], projection, cfg.features).float())

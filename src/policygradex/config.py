@@ -201,6 +201,22 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     """Affinity and clustering (stages 4-5)."""
 
+    # every random stream of a run derives from ``seed`` here, and only here
+    @property
+    def feature_seed(self) -> int:
+        """Seed of the rollouts of theta_star whose transitions become the gradient features."""
+        return self.seed + 1
+
+    @property
+    def projection_seed(self) -> int:
+        """Seed of the random projection P (any d: P's blocks are drawn from (projection_seed, block))."""
+        return self.seed + 2
+
+    @property
+    def subset_seed(self) -> int:
+        """Seed of the subset sampler."""
+        return self.seed + 3
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -104,7 +104,7 @@ def ensure_transitions(ctx: RunContext, console: Console | None = None) -> Path:
     cfg = ctx.cfg
     if console is not None:
         console.print("collecting theta_star's evaluation transitions (the feature stage's seed)")
-    trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.seed + 1, cfg.network.task_id)
+    trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.feature_seed, cfg.network.task_id)
     advantages = normalize_advantages([t.advantages for t in trans], cfg.features.advantage_normalization)
     feature_file = ctx.rd.task_features(0)
     if feature_file.exists():

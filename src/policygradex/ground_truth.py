@@ -170,7 +170,7 @@ def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfi
     try:
         t0 = time.perf_counter()
         with FlopCounterMode(display=False) as fc_collect:
-            trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.seed + 1,
+            trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.feature_seed,
                                         cfg.network.task_id)
         t_collect = time.perf_counter() - t0
         projection = projection_for(cfg, ctx.model)

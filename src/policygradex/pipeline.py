@@ -249,7 +249,7 @@ def _read_curve(path: Path) -> list[dict[str, Any]]:
 def projection_for(cfg: RunConfig, model: torch.nn.Module) -> RandomProjection:
     p = flat_params(model, model.policy_parameter_names()).numel()
     fc = cfg.features
-    return RandomProjection(p, fc.projection_dim, cfg.seed + 2, fc.projection_block_rows, fc.projection_cache_mb)
+    return RandomProjection(p, fc.projection_dim, cfg.projection_seed, fc.projection_block_rows, fc.projection_cache_mb)
 
 
 def stage_features(st: RunState) -> None:
@@ -266,7 +266,7 @@ def stage_features(st: RunState) -> None:
     t0 = time.perf_counter()
     recompute_all = any(st.status.get(s) == "computed" for s in ("meta_train",))
     todo = [i for i in range(n) if recompute_all or not paths[i].exists()]
-    transitions = collect_transitions(st.family, st.model, fc, cfg.ppo, cfg.seed + 1, cfg.network.task_id)
+    transitions = collect_transitions(st.family, st.model, fc, cfg.ppo, cfg.feature_seed, cfg.network.task_id)
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
     projection = projection_for(cfg, st.model)
     with make_progress(st.console) as progress:
@@ -317,7 +317,7 @@ def stage_surrogate(st: RunState) -> None:
     t0 = time.perf_counter()
     alpha = sc.subset_size or default_subset_size(n)
     m = sc.num_subsets or default_num_subsets(n)
-    sample = sample_subsets(n, alpha, m, cfg.seed + 3)
+    sample = sample_subsets(n, alpha, m, cfg.subset_seed)
     subsets, topped_up = sample.subsets, sample.topped_up
     with status(st.console, f"fitting {len(subsets)} subset surrogates (batched L-BFGS, d={st.features.features.shape[2]})"):
         res = run_surrogate(st.features, subsets, sc, topped_up)
