@@ -180,14 +180,14 @@ def load_family(spec: str) -> TaskFamily:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # ImportError, or anything the module raises while it is imported
-            if not isinstance(exc, ImportError):
-                raise PolicyGradExError(f"family {spec!r}: importing {module_name!r} raised "
-                                        f"{type(exc).__name__}: {exc}") from None
+        except ImportError as exc:
             raise PolicyGradExError(
                 f"family {spec!r}: cannot import module {module_name!r} ({exc}); "
                 "give an importable package.module:function"
             ) from None
+        except Exception as exc:  # the module itself raised while it was imported
+            raise PolicyGradExError(f"family {spec!r}: importing {module_name!r} raised "
+                                    f"{type(exc).__name__}: {exc}") from None
         factory = getattr(module, attr, None)
         if not callable(factory):
             raise PolicyGradExError(f"family {spec!r}: module {module_name!r} has no callable {attr!r}")
@@ -199,8 +199,8 @@ def load_family(spec: str) -> TaskFamily:
             raise PolicyGradExError(f"family {spec!r}: {attr}() raised {type(exc).__name__}: {exc}") from None
         if not isinstance(family, TaskFamily):
             raise PolicyGradExError(f"family {spec!r}: {attr}() returned {type(family).__name__}, not a TaskFamily")
-    elif parse_call(spec)[0] in FAMILIES:
-        name, kwargs = parse_call(spec)
+    elif (call := parse_call(spec))[0] in FAMILIES:
+        name, kwargs = call
         try:
             family = FAMILIES[name](**kwargs)
         except TypeError as exc:

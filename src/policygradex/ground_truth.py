@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from rich.console import Console
 from scipy.stats import spearmanr
 from sklearn.metrics import normalized_mutual_info_score
@@ -41,6 +40,7 @@ from .ppo import train_ppo
 from .progress import status
 from .report import plot_heatmaps, save_figure
 from .surrogate import pair_counts, run_surrogate
+from .threads import thread_limit
 
 TARGETS = ("return", "ppo", "logistic")
 
@@ -165,9 +165,7 @@ def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfi
     """FLOPs and single-thread seconds of the surrogate (collect, gradients + projection, fits) for these subsets,
     and FLOPs of one PPO fine-tuning job, extrapolated from one measured iteration."""
     cfg, n = ctx.cfg, ctx.family.n
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with thread_limit(1):
         t0 = time.perf_counter()
         with FlopCounterMode(display=False) as fc_collect:
             trans = collect_transitions(ctx.family, ctx.model, cfg.features, cfg.ppo, cfg.feature_seed,
@@ -196,8 +194,6 @@ def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfi
                 train_ppo(ctx.family, s, cfg.network, one, 0, init_state=ctx.model.state_dict())
             flops_train += fc_ppo.get_total_flops() * iterations
         flops_train *= len(subsets) / min(3, len(subsets))
-    finally:
-        torch.set_num_threads(threads)
     return {
         "surrogate_seconds": {"collect": t_collect, "gradients_projection": t_grad, "fits": t_fit,
                               "total": t_collect + t_grad + t_fit},

@@ -10,8 +10,9 @@ recomputed. Three backends run the jobs that are not cached yet:
 - ``ray``: Ray tasks on a local or remote cluster (``pip install policygradex[ray]``; the cache directory and the
   run directory must be on storage the workers can read).
 
-Every job runs with ``torch.set_num_threads(threads_per_job)`` (1 by default) whatever the backend, so that a
-job's floating-point results do not depend on where it ran: the same spec gives the same result in all three.
+Every job runs with ``threads_per_job`` torch and BLAS threads (1 by default; ``threads.thread_limit``) whatever the
+backend, so that a job's floating-point results do not depend on where it ran: the same spec gives the same result
+in all three.
 """
 
 from __future__ import annotations
@@ -82,11 +83,11 @@ def _resolve(fn: str) -> Callable[[dict[str, Any], int], dict[str, Any]]:
 
 def execute(spec: JobSpec, threads: int = 1) -> dict[str, Any]:
     """Run one job here (the body every backend calls); adds ``seconds`` (wall clock) to its result."""
-    import torch
+    from .threads import thread_limit  # torch loads lazily, as in the rest of this module
 
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    result = _resolve(spec.fn)(spec.args, spec.seed)
+    with thread_limit(threads):
+        result = _resolve(spec.fn)(spec.args, spec.seed)
     result = dict(result)
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -154,14 +155,8 @@ def run_jobs(
 
 def _run_sequential(specs: list[JobSpec], cache_dir: Path, cfg: LauncherConfig,
                     done: Callable[[int, dict[str, Any]], None]) -> None:
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        for j, spec in enumerate(specs):
-            done(j, _execute_to_cache(spec, cfg.threads_per_job, str(cache_path(cache_dir, spec))))
-    finally:
-        torch.set_num_threads(threads)
+    for j, spec in enumerate(specs):  # execute restores the caller's thread counts after each job
+        done(j, _execute_to_cache(spec, cfg.threads_per_job, str(cache_path(cache_dir, spec))))
 
 
 def _run_process(specs: list[JobSpec], cache_dir: Path, cfg: LauncherConfig,

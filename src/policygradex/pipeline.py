@@ -452,7 +452,7 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
     """Run (or resume) every stage into ``out``; returns the final state. Writes report.md and the plots.
 
     ``threads``: torch / BLAS threads for the whole run (:func:`~policygradex.threads.thread_limit`); results are
-    identical for any OMP_NUM_THREADS, and 1 (the default) is also the fastest for these small networks."""
+    identical for any OMP_NUM_THREADS, but not across values of ``threads`` (results/bench_threads.md)."""
     from .report import write_report
 
     if threads < 1:
