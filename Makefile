@@ -29,6 +29,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_stages.py --out results/bench.md
+	$(BIN)/python bench/bench_gradients.py --out results/bench_gradients.md
+	$(BIN)/python bench/bench_surrogate.py --out results/bench_surrogate.md
 	$(BIN)/python bench/bench_hessian.py --out results/bench_hessian.md
 
 clean:

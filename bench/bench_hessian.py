@@ -19,10 +19,18 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policygradex.config import NetworkConfig
-from policygradex.hessian import (Batch, exact_hessian, hutchinson, hutchpp, make_hvp, positive_quadratic_form,
-                                  positive_trace, ppo_loss_fn)
-from policygradex.networks import make_network
+from policygradex.analysis.hessian import (
+    Batch,
+    exact_hessian,
+    hutchinson,
+    hutchpp,
+    make_hvp,
+    positive_quadratic_form,
+    positive_trace,
+    ppo_loss_fn,
+)
+from policygradex.nets.base import make_network
+from policygradex.nets.config import NetworkConfig
 
 
 def problem(hidden: tuple[int, ...], batch: int, seed: int = 0):

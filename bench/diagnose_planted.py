@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from policygradex.affinity import subset_affinity
-from policygradex.artifacts import load_json
-from policygradex.clustering import cluster, labels_from_groups
-from policygradex.config import RunConfig
-from policygradex.families import load_family
-from policygradex.pipeline import RunDir, feature_set
-from policygradex.surrogate import run_surrogate
+from policygradex.common.artifacts import load_json
+from policygradex.envs.registry import load_family
+from policygradex.pipeline.affinity import subset_affinity
+from policygradex.pipeline.clustering import cluster
+from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.features import feature_set
+from policygradex.pipeline.partitions import labels_from_groups
+from policygradex.pipeline.rundir import RunDir
+from policygradex.pipeline.surrogate import run_surrogate
 
 
 def diagnose(run: Path, l2s: list[float]) -> dict[str, float]:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # so that `tests.plugin_families:...` imports as a user family would
     sys.path.insert(0, str(ROOT))
 
-from policygradex.cli import main  # noqa: E402
+from policygradex.cli.main import main
 
 from .helpers import tiny_run_args  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from policygradex.families import Task, TaskFamily
+from policygradex.envs import Task, TaskFamily
 
 
 def _cartpole(half_length: float):

@@ -1,0 +1,314 @@
+"""``policygradex compare RUN_DIR``: does training one policy per PolicyGradEx group pay off? (paper Table 2)
+
+Every grouping gets the same total environment-step budget: each task gets ``steps_per_task`` steps, inside the
+policy of its group, trained from scratch with the run's PPO settings. Groupings:
+
+- ``multitask``: one policy on all tasks (k = 1);
+- ``random``: a random partition into k groups of near-equal size, drawn anew for every seed;
+- ``gradient_similarity``: cosine similarity of the per-task policy gradients at theta_star
+  (grad of mean_t A_t log pi(a_t|s_t) over the task's transitions), clustered by the same SDP routine with k;
+- ``policygradex``: the run's groups;
+- ``ground_truth``: the groups of ``policygradex ground-truth``, when that has been run;
+- ``planted``: the family's known groups, when it has them (the ``planted`` family).
+
+Options add the k ablation (PolicyGradEx groups re-clustered from U with k = 1..5) and the d ablation (features
+re-projected to d = 100..1000, the surrogate refitted on the same subsets, clustered with the run's k). Each
+policy is evaluated on fresh episodes of each of its tasks; the table gives the mean return per task and overall,
+mean ± std over seeds, and PolicyGradEx's relative improvement over each grouping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from policygradex.analysis.context import (
+    RunContext,
+    ensure_transitions,
+    job_seed,
+    load_context,
+    load_transitions,
+    ppo_dict,
+    write_markdown,
+)
+from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
+from policygradex.common.errors import PolicyGradExError
+from policygradex.common.plots import save_figure
+from policygradex.common.progress import status
+from policygradex.pipeline.affinity import subset_affinity
+from policygradex.pipeline.clustering import cluster
+from policygradex.pipeline.features import feature_arrays, feature_set, projection_for
+from policygradex.pipeline.partitions import groups_from_labels
+from policygradex.pipeline.surrogate import run_surrogate
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Options of the downstream comparison."""
+
+    seeds: int = 5
+    """Independent seeds per grouping (the paper: 5 runs)."""
+    steps_per_task: int | None = None
+    """Environment steps per task (None: the run's meta-training budget); the total is n times this for all."""
+    eval_episodes: int = 10
+    """Evaluation episodes per task for each trained policy."""
+    ablate_k: tuple[int, ...] = ()
+    """Also train PolicyGradEx groups re-clustered from U with each of these k."""
+    ablate_d: tuple[int, ...] = ()
+    """Also train PolicyGradEx groups from features re-projected to each of these d."""
+    extra_groups: tuple[tuple[str, str], ...] = ()
+    """Further groupings to train, as (name, path to a JSON file): a ``groups.json`` of another run (its
+    ``group_indices``) or a plain list of lists of task indices; each must partition the n tasks."""
+    single: bool = False
+    """Also train every task alone (n policies per seed, the ``single`` row), and report how far the one multitask
+    policy falls below what each task reaches alone: the negative transfer that grouping is meant to avoid."""
+    seed: int = 0
+    """Base seed (seed i of a grouping uses a seed derived from (seed, i, group))."""
+
+
+BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "ground_truth", "planted", "single")
+"""Names of the groupings compare trains by itself (the ablations are named "policygradex k=..." / "d=...")."""
+
+
+def load_partition(path: Path, n: int) -> list[list[int]]:
+    """Groups from a JSON file: ``{"group_indices": [[...], ...]}`` (what ``policygradex run`` writes) or a list of
+    lists of task indices. Every task 0..n-1 must be in exactly one group."""
+    if not path.is_file():
+        raise PolicyGradExError(f"--groups: {path} is not a file; give a groups.json or a JSON list of index lists")
+    blob = load_json(path)
+    groups = blob.get("group_indices") if isinstance(blob, dict) else blob
+    ok = isinstance(groups, list) and all(isinstance(g, list) and g and all(isinstance(i, int) for i in g)
+                                          for g in groups)
+    if not ok:
+        raise PolicyGradExError(f"--groups: {path} holds no list of lists of task indices (nor 'group_indices')")
+    flat = sorted(i for g in groups for i in g)
+    if flat != list(range(n)):
+        raise PolicyGradExError(f"--groups: the groups in {path} do not partition the {n} tasks 0..{n - 1} "
+                                "(each exactly once)")
+    return [sorted(g) for g in groups]
+
+
+def random_groups(n: int, k: int, seed: int) -> list[list[int]]:
+    """A random partition of n tasks into k groups of near-equal size."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return [sorted(int(x) for x in part) for part in np.array_split(perm, k)]
+
+
+def task_gradients(ctx: RunContext, trans: dict[str, Any]) -> torch.Tensor:
+    """(n, p): per-task policy gradient at theta_star, grad of mean_t A_t log pi(a_t|s_t) on its transitions."""
+    model, names = ctx.model, ctx.model.policy_parameter_names()
+    params = dict(model.named_parameters())
+    rows = []
+    for t in trans["tasks"]:
+        objective = (t["advantages"] * model(t["obs"], t["actions"])).mean()
+        grads = torch.autograd.grad(objective, [params[k] for k in names])
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    return torch.stack(rows).detach()
+
+
+def gradient_similarity_groups(ctx: RunContext, trans: dict[str, Any], k: int) -> tuple[list[list[int]], np.ndarray]:
+    G = task_gradients(ctx, trans).double()
+    G = G / G.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    S = (G @ G.T).numpy()
+    res = cluster(S, k=k, solver=ctx.cfg.cluster.solver, exhaustive_check=False)
+    return groups_from_labels(res.labels), S
+
+
+def groups_at_dimension(ctx: RunContext, trans: dict[str, Any], d: int, k: int) -> list[list[int]]:
+    """Re-project the gradient features to dimension d, refit the surrogate on the run's subsets, cluster with k."""
+    cfg = ctx.cfg
+    projection = projection_for(cfg, ctx.model, dim=d)
+    data = feature_set([feature_arrays(ctx.model, t["obs"], t["actions"], t["advantages"].numpy(), projection, cfg.features)
+                        for t in trans["tasks"]], cfg.features.holdout_fraction)
+    record = load_json(ctx.rd.subsets)
+    subsets = [s["tasks"] for s in record["subsets"]]
+    res = run_surrogate(data, subsets, cfg.surrogate)
+    U = subset_affinity(subsets, res.f_hat, ctx.family.n)
+    return groups_from_labels(cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels)
+
+
+def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
+    ctx = load_context(run_dir, need=("groups", "affinity", "subsets"))
+    n, names = ctx.family.n, ctx.names
+    if cc.seeds < 1 or cc.eval_episodes < 1:
+        raise PolicyGradExError("--seeds and --eval-episodes must be >= 1")
+    for k in cc.ablate_k:
+        if not 1 <= k <= n:
+            raise PolicyGradExError(f"--ablate-k {k} is out of range: 1 <= k <= {n}")
+    for d in cc.ablate_d:
+        if d < 1:
+            raise PolicyGradExError(f"--ablate-d values must be >= 1, got {d}")
+    extra = {}  # bad input fails before any work
+    for name, path in cc.extra_groups:
+        if name in BUILT_IN or name.startswith("policygradex ") or name in extra:
+            raise PolicyGradExError(f"--groups {name}=...: the name {name!r} is taken; choose another")
+        extra[name] = load_partition(Path(path), n)
+    groups_run = load_json(ctx.rd.groups)
+    k = int(groups_run["k"])
+    trans = load_transitions(ensure_transitions(ctx, console), ctx.theta_sha)
+    grad_groups, _ = gradient_similarity_groups(ctx, trans, k)
+
+    # method -> list over seeds of groups (fixed groupings repeat the same groups for every seed)
+    methods: dict[str, list[list[list[int]]]] = {
+        "multitask": [[list(range(n))]] * cc.seeds,
+        "random": [random_groups(n, k, cc.seed * 1000 + s) for s in range(cc.seeds)],
+        "gradient_similarity": [grad_groups] * cc.seeds,
+        "policygradex": [groups_run["group_indices"]] * cc.seeds,
+    }
+    for name, groups in extra.items():
+        methods[name] = [groups] * cc.seeds
+    if cc.single:
+        methods["single"] = [[[i] for i in range(n)]] * cc.seeds
+    if ctx.family.planted_groups is not None:
+        methods["planted"] = [[list(g) for g in ctx.family.planted_groups]] * cc.seeds
+    gt_path = ctx.rd.path / "ground_truth" / "groups_true.json"
+    if gt_path.exists():
+        methods["ground_truth"] = [load_json(gt_path)["group_indices"]] * cc.seeds
+    U = load_npy(ctx.rd.affinity)
+    for kk in cc.ablate_k:
+        labels = cluster(U, k=kk, solver=ctx.cfg.cluster.solver, exhaustive_check=False).labels
+        methods[f"policygradex k={kk}"] = [groups_from_labels(labels)] * cc.seeds
+    for d in cc.ablate_d:
+        with status(console, f"d ablation: features at d = {d}, surrogate, clustering"):
+            methods[f"policygradex d={d}"] = [groups_at_dimension(ctx, trans, d, k)] * cc.seeds
+
+    steps = cc.steps_per_task or ctx.cfg.ppo.steps_per_task
+    ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=steps)
+    common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "ppo": ppo, "init": "scratch",
+              "eval_episodes": cc.eval_episodes}
+    jobs: dict[tuple[int, ...], tuple[JobSpec, int]] = {}
+    for per_seed in methods.values():
+        for s, groups in enumerate(per_seed):
+            for g in groups:
+                key = (s, *sorted(g))
+                if key not in jobs:
+                    spec = JobSpec("policygradex.analysis.context:train_job", {**common, "task_ids": sorted(g)},
+                                   seed=job_seed("compare", cc.seed, s, tuple(sorted(g))),
+                                   label=f"seed {s}: {','.join(names[i] for i in sorted(g))}")
+                    jobs[key] = (spec, len(jobs))
+    specs = [spec for spec, _ in jobs.values()]
+    results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
+                       f"compare: {len(specs)} trainings ({steps} steps per task)")
+    by_key = {key: results[j] for key, (_, j) in jobs.items()}
+
+    table: dict[str, Any] = {}
+    for method, per_seed in methods.items():
+        per_task = np.zeros((cc.seeds, n))
+        curves = []
+        for s, groups in enumerate(per_seed):
+            parts = []
+            for g in groups:
+                res = by_key[(s, *sorted(g))]
+                for t, r in res["returns"].items():
+                    per_task[s, int(t)] = r
+                parts.append((len(g), np.array([row[1] for row in res["curve"]], dtype=float)))
+            x = [row[0] for row in by_key[(s, *sorted(groups[0]))]["curve"]]
+            curves.append((x, sum(w * c for w, c in parts) / n))
+        overall = per_task.mean(axis=1)
+        table[method] = {
+            "groups": [[names[i] for i in g] for g in per_seed[0]] if method != "random" else "random per seed",
+            "overall_mean": float(overall.mean()), "overall_std": float(overall.std()),
+            "per_task_mean": per_task.mean(axis=0).tolist(), "per_task_std": per_task.std(axis=0).tolist(),
+            "per_seed": overall.tolist(),
+            "curve_x": curves[0][0], "curve": np.nanmean(np.stack([c for _, c in curves]), axis=0).tolist(),
+        }
+    pgx = table["policygradex"]["overall_mean"]
+    pgx_seeds = np.array(table["policygradex"]["per_seed"])
+    for method, row in table.items():
+        row["policygradex_improvement"] = (pgx - row["overall_mean"]) / abs(row["overall_mean"]) \
+            if method != "policygradex" and row["overall_mean"] != 0 else None
+        # PolicyGradEx minus this grouping, with the standard error of a difference of two independent means
+        # (different groupings train with different seeds, so the seeds are not paired)
+        other = np.array(row["per_seed"])
+        row["policygradex_difference"] = None if method == "policygradex" else float(pgx - other.mean())
+        row["difference_stderr"] = None if method == "policygradex" or cc.seeds < 2 else \
+            float(np.sqrt(pgx_seeds.var(ddof=1) / cc.seeds + other.var(ddof=1) / cc.seeds))
+    out_dir = ctx.rd.path / "compare"
+    record = {"family": ctx.family.name, "task_names": names, "k": k, "steps_per_task": steps,
+              "config": asdict(cc), "methods": table}
+    atomic_write_json(out_dir / "compare.json", record)
+    _plot(record, methods["policygradex"][0], by_key, names, out_dir / "learning_curves.png")
+    write_markdown(out_dir / "compare.md", markdown(record))
+    return record
+
+
+def _plot(record: dict[str, Any], pgx_groups: list[list[int]], by_key: dict, names: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    for method, row in record["methods"].items():
+        y = np.array(row["curve"], dtype=float)
+        ok = ~np.isnan(y)
+        axes[0].plot(np.array(row["curve_x"])[ok], y[ok], lw=1.5 if method == "policygradex" else 1, label=method)
+    axes[0].set_title("mean training return over all tasks (mean over seeds)", fontsize=9)
+    seeds = record["config"]["seeds"]
+    for g in pgx_groups:
+        curves = [np.array([r[1] for r in by_key[(s, *sorted(g))]["curve"]], dtype=float) for s in range(seeds)]
+        x = [r[0] for r in by_key[(0, *sorted(g))]["curve"]]
+        y = np.nanmean(np.stack(curves), axis=0)
+        ok = ~np.isnan(y)
+        axes[1].plot(np.array(x)[ok], y[ok], label="{" + ", ".join(names[i] for i in g) + "}")
+    axes[1].set_title("PolicyGradEx groups (mean over seeds)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("environment steps per task")
+        ax.set_ylabel("episodic return")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+TRANSFER_WARNING = 0.5
+"""compare warns when the multitask policy reaches less than this fraction of a task's return trained alone."""
+
+
+def transfer_lines(record: dict[str, Any]) -> list[str]:
+    """With the ``single`` row: the multitask policy's return on each task as a share of the task trained alone,
+    and a warning for the tasks below TRANSFER_WARNING of it (shares of returns assume returns above 0)."""
+    methods = record["methods"]
+    if "single" not in methods or "multitask" not in methods:
+        return []
+    names = record["task_names"]
+    alone, multi = np.array(methods["single"]["per_task_mean"]), np.array(methods["multitask"]["per_task_mean"])
+    share = np.where(alone > 0, multi / np.where(alone > 0, alone, 1.0), np.nan)
+    low = [f"{names[i]} ({share[i]:.0%})" for i in range(len(names)) if share[i] < TRANSFER_WARNING]
+    out = ["", f"Negative transfer: the one multitask policy reaches {np.nanmean(share):.0%} of what each task reaches "
+           "trained alone (mean over tasks with a positive return alone)."]
+    if low:
+        out.append(f"**Warning:** on {', '.join(low)} it reaches less than {TRANSFER_WARNING:.0%}: one policy for all "
+                   "tasks is far below what the tasks reach alone, so grouping can pay off; it also means theta_star, "
+                   "trained the same way, is a compromise between tasks rather than a good policy for each.")
+    return out
+
+
+def markdown(record: dict[str, Any]) -> str:
+    names = record["task_names"]
+    seeds = record["config"]["seeds"]
+    lines = [f"# Downstream comparison: {record['family']}", "",
+             f"One policy per group, trained from scratch with PPO, {record['steps_per_task']} environment steps per "
+             f"task for every grouping (same total budget); k = {record['k']}; mean ± std over {seeds} seeds of the "
+             "mean evaluation return over all tasks.", "",
+             "PolicyGradEx - it: the difference of the mean returns ± its standard error (seeds independent); "
+             "a difference within 2 standard errors is not resolved by these seeds.", "",
+             "| grouping | mean return | PolicyGradEx vs it | PolicyGradEx - it | " + " | ".join(names) + " |",
+             "|---|---|---|---|" + "---|" * len(names)]
+    for method, row in record["methods"].items():
+        imp = row["policygradex_improvement"]
+        imp_s = "" if imp is None else f"{100 * imp:+.1f}%"
+        diff, se = row.get("policygradex_difference"), row.get("difference_stderr")
+        diff_s = "" if diff is None else f"{diff:+.1f}" + ("" if se is None else f" ± {se:.1f}")
+        per_task = " | ".join(f"{x:.1f}" for x in row["per_task_mean"])
+        lines.append(f"| {method} | {row['overall_mean']:.1f} ± {row['overall_std']:.1f} | {imp_s} | {diff_s} | "
+                     f"{per_task} |")
+    lines += transfer_lines(record)
+    lines += ["", "Groups:", ""]
+    for method, row in record["methods"].items():
+        g = row["groups"]
+        lines.append(f"- {method}: " + (g if isinstance(g, str) else "; ".join("{" + ", ".join(x) + "}" for x in g)))
+    lines += ["", "![learning curves](learning_curves.png)"]
+    return "\n".join(lines)

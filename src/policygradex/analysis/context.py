@@ -1,0 +1,187 @@
+"""What every evaluation command shares: a finished run loaded back, theta_star's transitions, job seeds and jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from policygradex.common.artifacts import atomic_torch_save, atomic_write_text, load_json, load_npz, load_torch
+from policygradex.common.errors import PolicyGradExError
+from policygradex.envs.base import TaskFamily
+from policygradex.envs.registry import load_family
+from policygradex.nets.base import flat_params
+from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.features import fit_rows, normalize_advantages, run_transitions
+from policygradex.pipeline.rundir import RunDir
+from policygradex.pipeline.stages import make_model
+from policygradex.rl.config import PPOConfig
+from policygradex.rl.evaluate import evaluate_returns
+from policygradex.rl.ppo import train_ppo
+
+
+# ----------------------------------------------------------------------------------------------- the run
+@dataclass
+class RunContext:
+    """A finished run loaded for evaluation."""
+
+    rd: RunDir
+    cfg: RunConfig
+    family: TaskFamily
+    model: nn.Module
+    """The network at theta_star."""
+    theta_sha: str
+    """sha256 of theta_star.pt: part of every job spec, so retraining theta_star invalidates cached jobs."""
+
+    @property
+    def names(self) -> list[str]:
+        return self.family.task_names
+
+
+def file_sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
+    """Load a run for evaluation; ``need`` names further artifacts (``groups``, ``subsets``, ``affinity``)."""
+    rd = RunDir(run_dir)
+    if not rd.path.is_dir():
+        raise PolicyGradExError(f"{rd.path} is not a directory; give the --out of a `policygradex run`")
+    paths = {"config": rd.config, "theta_star": rd.theta_star, "groups": rd.groups, "subsets": rd.subsets,
+             "affinity": rd.affinity}
+    for key in ("config", "theta_star", *need):
+        if not paths[key].exists():
+            raise PolicyGradExError(f"{paths[key]} is missing: finish the run first (`policygradex run ... --out {rd.path}`)")
+    record = load_json(rd.config)
+    if not isinstance(record, dict) or "config" not in record:
+        raise PolicyGradExError(f"{rd.config} is not a policygradex config; rerun into a fresh directory")
+    cfg = RunConfig.from_dict(record["config"])
+    family = load_family(cfg.family)
+    model = make_model(cfg, family)
+    try:
+        model.load_state_dict(load_torch(rd.theta_star)["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise PolicyGradExError(f"{rd.theta_star} does not match {rd.config} ({exc}); rerun the pipeline") from None
+    return RunContext(rd, cfg, family, model, file_sha(rd.theta_star))
+
+
+def job_seed(*parts: Any) -> int:
+    """A stable seed from a job's identity (method, seed index, tasks), never from its position in a list."""
+    return zlib.crc32(repr(parts).encode()) % 2**31
+
+
+# ----------------------------------------------------------------------------------------------- transitions
+def transitions_path(rd: RunDir) -> Path:
+    return rd.path / "eval" / "transitions.pt"
+
+
+def ensure_transitions(ctx: RunContext, console: Console | None = None) -> Path:
+    """Collect (once) theta_star's transitions with the feature stage's seed and save them for the jobs.
+
+    The advantages are checked against those stored with the features: they must be the same transitions."""
+    path = transitions_path(ctx.rd)
+    if path.exists():
+        return path
+    cfg = ctx.cfg
+    if console is not None:
+        console.print("collecting theta_star's evaluation transitions (the feature stage's seed)")
+    trans = run_transitions(cfg, ctx.family, ctx.model)
+    advantages = normalize_advantages([t.advantages for t in trans], cfg.features.advantage_normalization)
+    feature_file = ctx.rd.task_features(0)
+    if feature_file.exists():
+        stored = load_npz(feature_file).get("advantages")
+        if stored is not None and stored.shape == trans[0].advantages.shape:
+            if not np.allclose(stored, trans[0].advantages, rtol=1e-3, atol=1e-3) and console is not None:
+                console.print("[yellow]note[/yellow]: recollected transitions differ from the feature stage's "
+                              "(nondeterministic environment); f(S) uses the new ones")
+    n_fit = fit_rows(cfg.features.transitions_per_task, cfg.features.holdout_fraction)
+    with torch.no_grad():
+        tasks = [{"obs": t.obs, "actions": t.actions, "logp_star": ctx.model(t.obs, t.actions),
+                  "advantages": torch.as_tensor(a, dtype=torch.float32)} for t, a in zip(trans, advantages)]
+    atomic_torch_save({"tasks": tasks, "n_fit": n_fit, "theta_sha": ctx.theta_sha}, path)
+    return path
+
+
+def load_transitions(path: Path, theta_sha: str) -> dict[str, Any]:
+    blob = load_torch(path)
+    if blob.get("theta_sha") != theta_sha:
+        raise PolicyGradExError(f"{path} was collected with another theta_star; delete it to recollect")
+    return blob
+
+
+def subset_objectives(model: nn.Module, trans: dict[str, Any], task_ids: list[int], clip_coef: float) -> dict[str, float]:
+    """The real counterparts of f^(S) on the held-out transitions of S's tasks, for a policy ``model``.
+
+    ``ppo``: the clipped PPO objective mean(min(r A, clip(r, 1 -+ eps) A)) with r = pi/pi_theta_star (the negative
+    PPO loss); ``logistic``: -mean(|A| log(1 + exp(-sign(A) log r))), the surrogate's loss at the real policy.
+    A run that holds nothing out (``--holdout-fraction 0``, the paper's setting) is measured on all transitions."""
+    n_fit = trans["n_fit"]
+    if n_fit >= min(len(trans["tasks"][i]["advantages"]) for i in task_ids):
+        n_fit = 0
+    ppo, logistic, count = 0.0, 0.0, 0
+    with torch.no_grad():
+        for i in task_ids:
+            t = trans["tasks"][i]
+            obs, act, adv = t["obs"][n_fit:], t["actions"][n_fit:], t["advantages"][n_fit:]
+            logratio = model(obs, act) - t["logp_star"][n_fit:]
+            ratio = logratio.exp()
+            ppo += torch.min(ratio * adv, ratio.clamp(1 - clip_coef, 1 + clip_coef) * adv).sum().item()
+            logistic += -(adv.abs() * torch.nn.functional.softplus(-torch.sign(adv) * logratio)).sum().item()
+            count += len(adv)
+    return {"ppo": ppo / count, "logistic": logistic / count}
+
+
+# ----------------------------------------------------------------------------------------------- jobs
+def job_context(args: dict[str, Any]) -> tuple[RunConfig, TaskFamily, nn.Module]:
+    cfg = RunConfig.from_dict(args["config"])
+    family = load_family(cfg.family)
+    model = make_model(cfg, family)
+    if args.get("init", "theta_star") == "theta_star":
+        blob = load_torch(RunDir(args["run_dir"]).theta_star)
+        model.load_state_dict(blob["state_dict"])
+    return cfg, family, model
+
+
+def train_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train one policy on ``args["task_ids"]`` (fine-tune theta_star, or from scratch with init="scratch") with
+    PPO config ``args["ppo"]``; then measure per-task returns (and the real f(S) objectives if asked)."""
+    cfg, family, model = job_context(args)
+    ppo = PPOConfig(**args["ppo"])
+    task_ids = [int(t) for t in args["task_ids"]]
+    from_theta_star = args.get("init", "theta_star") == "theta_star"
+    names = model.policy_parameter_names()
+    theta0 = flat_params(model, names)
+    result = train_ppo(family, task_ids, cfg.network, ppo, seed, init_state=model.state_dict() if from_theta_star else None)
+    returns = evaluate_returns(family, task_ids, result.model, int(args.get("eval_episodes", 10)), seed + 1,
+                               cfg.network.task_id)
+    out: dict[str, Any] = {
+        "task_ids": task_ids,
+        "returns": {str(t): r for t, r in returns.items()},
+        "mean_return": float(np.mean(list(returns.values()))),
+        "train_seconds": result.seconds,
+        # ||theta - theta_star|| / ||theta_star|| (fine-tuning only; a fresh initialisation has no reference)
+        "relative_distance": float((flat_params(result.model, names) - theta0).norm() / theta0.norm())
+        if from_theta_star else None,
+        "curve": [[row["env_steps_per_task"], row["mean_return"]] for row in result.curve],
+    }
+    if args.get("objectives"):
+        trans = load_transitions(Path(args["transitions"]), args["theta_sha"])
+        out["objectives"] = subset_objectives(result.model, trans, task_ids, ppo.clip_coef)
+    return out
+
+
+def write_markdown(path: Path, text: str) -> None:
+    atomic_write_text(path, text.rstrip() + "\n")
+
+
+def ppo_dict(ppo: PPOConfig, **changes: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(replace(ppo, checkpoint_every=0, **changes))

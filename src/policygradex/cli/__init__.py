@@ -1,0 +1,1 @@
+"""The ``policygradex`` command line: argument parsing (``parser``, ``options``) and the commands (``main``)."""

@@ -1,0 +1,162 @@
+"""The ``policygradex`` command line: run, show, families, adapt.
+
+Every user error is printed as one line ``policygradex: error: ...`` with exit status 2; Ctrl-C exits 130 and
+the same command resumes from the finished stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from policygradex.cli.options import config_from_args, launcher_config
+from policygradex.cli.parser import build_parser
+from policygradex.common.errors import PolicyGradExError
+from policygradex.envs.registry import FAMILIES
+
+
+def _evaluate(args: argparse.Namespace, console: Console, run: Any, markdown: Any, cfg: Any, name: str) -> None:
+    """Run an evaluation command on RUN_DIR, print its Markdown table and where it was written."""
+    record = run(args.run_dir, cfg, launcher_config(args), console)
+    print(markdown(record))
+    console.print(f"-> {args.run_dir}/{name}/{name}.md")
+
+
+def cmd_check_linear(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.check_linear import CheckLinearConfig, check_linear, markdown
+
+    cc = CheckLinearConfig(num_subsets=args.num_subsets, subset_size=args.subset_size, distances=args.distances,
+                           max_steps_per_task=args.max_steps_per_task, learning_rate=args.lr, seed=args.seed)
+    _evaluate(args, console, check_linear, markdown, cc, "check_linear")
+
+
+def cmd_ground_truth(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.ground_truth import GroundTruthConfig, ground_truth, markdown
+
+    gt = GroundTruthConfig(steps_per_task=args.steps_per_task, learning_rate=args.lr, max_subsets=args.max_subsets,
+                           eval_episodes=args.eval_episodes, target=args.target, seed=args.seed,
+                           seeds_per_subset=args.seeds_per_subset)
+    _evaluate(args, console, ground_truth, markdown, gt, "ground_truth")
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.compare import CompareConfig, compare, markdown
+
+    cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
+                       ablate_k=args.ablate_k, ablate_d=args.ablate_d, extra_groups=tuple(args.groups),
+                       single=args.single, seed=args.seed)
+    _evaluate(args, console, compare, markdown, cc, "compare")
+
+
+def cmd_stability(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.stability import StabilityConfig, markdown, stability
+
+    sc = StabilityConfig(resamples=args.resamples, transitions_per_task=args.transitions, seed=args.seed)
+    _evaluate(args, console, stability, markdown, sc, "stability")
+
+
+def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.generalization import HessianConfig, hessian_analysis, markdown
+
+    hc = HessianConfig(iterations=args.iterations, envs_per_task=args.envs_per_task, num_steps=args.num_steps,
+                       every=args.every, probes=args.probes, estimator=args.estimator,
+                       slq_probes=args.slq_probes, slq_steps=args.slq_steps, quad_steps=args.quad_steps,
+                       block_len=args.block_len, bound_measure=args.bound_measure, eigenvalue=not args.no_eigenvalue,
+                       alphas=args.alphas, init=args.init, seed=args.seed)
+    _evaluate(args, console, hessian_analysis, markdown, hc, "hessian")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.pipeline.runner import run_pipeline
+
+    if args.k is not None and args.k < 1:
+        raise PolicyGradExError(f"--k must be >= 1, got {args.k}")
+    cfg = config_from_args(args)
+    out = args.out or Path("runs") / f"{Path(args.family.replace(':', '-')).name}-seed{args.seed}"
+    st = run_pipeline(cfg, out, console, threads=args.threads)
+    # the result goes to stdout (progress and logs went to stderr)
+    print(f"{st.family.name}: {len(st.groups['groups'])} groups -> {out}/groups.json")
+    for gi, grp in enumerate(st.groups["groups"]):
+        print(f"  group {gi + 1}: {', '.join(grp)}")
+    console.print(f"report: {out}/report.md   heatmap: {out}/affinity.png")
+
+
+def cmd_families(console: Console) -> None:
+    table = Table(title="built-in task families")
+    table.add_column("name")
+    table.add_column("tasks")
+    table.add_column("description")
+    for name, factory in sorted(FAMILIES.items()):
+        fam = factory()
+        table.add_row(name, str(fam.n), fam.description)
+    console.print(table)
+    console.print("Your own: `policygradex run package.module:function`, a function returning a "
+                  "policygradex.envs.TaskFamily; parameters: `policygradex run 'planted(n=12,groups=4)'`")
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.pipeline.clustering import standardize
+    from policygradex.pipeline.report import matrix_text
+    from policygradex.pipeline.rundir import load_run
+
+    record, groups, U = load_run(args.run_dir)
+    names = [t["name"] for t in record["family"]["tasks"]]
+    if U.shape != (len(names), len(names)):
+        raise PolicyGradExError(f"{args.run_dir}/affinity.npy has shape {U.shape}, expected {len(names)} tasks")
+    print(f"{record['family']['name']} ({args.run_dir}): k = {groups['k']}")
+    for gi, grp in enumerate(groups["groups"]):
+        print(f"  group {gi + 1}: {', '.join(grp)}")
+    conf = groups.get("confidence")
+    if conf:
+        print(textwrap.fill(f"How sure: {conf['verdict']}", width=78, subsequent_indent="  "))
+        for gi, j in enumerate(conf.get("group_jaccard") or []):
+            print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf['reps']} resamples of the subsets)")
+    print()
+    print(matrix_text(standardize(U), names, [i for g in groups["group_indices"] for i in g]))
+
+
+def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.adapt import adapt_subset
+
+    console.print(adapt_subset(args.run_dir, args.subset, args.output))
+
+
+COMMANDS = {"run": cmd_run, "adapt": cmd_adapt, "check-linear": cmd_check_linear, "ground-truth": cmd_ground_truth,
+            "compare": cmd_compare, "hessian": cmd_hessian, "stability": cmd_stability}
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "families":
+            cmd_families(console)
+        elif args.command == "show":
+            cmd_show(args, console)
+        else:  # long-running commands report progress on stderr and keep stdout for results
+            COMMANDS[args.command](args, err)
+        return 0
+    except PolicyGradExError as exc:
+        print(f"policygradex: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: the environment, not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"policygradex: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("policygradex: interrupted; finished stages and jobs are saved, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())

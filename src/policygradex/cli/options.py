@@ -1,0 +1,115 @@
+"""Helpers shared by the commands: the parser class (one-line errors, defaults in --help), argument types, the
+job-launcher options, and the run configuration built from ``run``'s options."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+from policygradex.analysis.launcher import LauncherConfig
+from policygradex.common.errors import PolicyGradExError
+from policygradex.pipeline.config import RunConfig, apply_preset
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to every option whose help does not state its default already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        raise PolicyGradExError(f"{message} (see `{self.prog} --help`)")
+
+
+def named_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, e.g. in_sample=runs/other/groups.json, got {text!r}")
+    return name.strip(), path.strip()
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64,64, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"values must be positive integers, got {text!r}")
+    return values
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.001,0.01, got {text!r}") from None
+    return values
+
+
+def add_launcher_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("job launcher (finished jobs are cached in RUN_DIR/jobs: rerun to resume)")
+    g.add_argument("--backend", choices=["sequential", "process", "ray"], default="process",
+                   help="where trainings run: one by one, a local process pool (default) or Ray")
+    g.add_argument("--workers", type=int, help="parallel jobs for the process pool (default: CPU cores)")
+    g.add_argument("--ray-address", help="Ray cluster address for --backend ray (default: a local Ray)")
+
+
+def add_run_dir_command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand on a finished run: RUN_DIR, then the caller's own options; an evaluation command ends with
+    :func:`finish_evaluation_command`."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("run_dir", type=Path)
+    return p
+
+
+def finish_evaluation_command(p: argparse.ArgumentParser) -> None:
+    """The options every evaluation command ends with: the jobs' base seed and the job launcher."""
+    p.add_argument("--seed", type=int, default=0, help="base seed of the jobs")
+    add_launcher_options(p)
+
+
+def launcher_config(args: argparse.Namespace) -> LauncherConfig:
+    if args.workers is not None and args.workers < 1:
+        raise PolicyGradExError(f"--workers must be >= 1, got {args.workers}")
+    if args.ray_address and args.backend != "ray":
+        raise PolicyGradExError("--ray-address needs --backend ray")
+    return LauncherConfig(backend=args.backend, workers=args.workers, ray_address=args.ray_address)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    cfg = apply_preset(RunConfig(family=args.family, seed=args.seed), args.preset)
+    net, ppo, feat, sur, clu = cfg.network, cfg.ppo, cfg.features, cfg.surrogate, cfg.cluster
+    if args.hidden is not None:
+        net = replace(net, hidden_sizes=args.hidden)
+    if args.task_id is not None:
+        net = replace(net, task_id=args.task_id)
+    if args.steps_per_task is not None:
+        ppo = replace(ppo, steps_per_task=args.steps_per_task)
+    if args.lr is not None:
+        ppo = replace(ppo, learning_rate=args.lr)
+    for attr, field_name in [("transitions", "transitions_per_task"), ("projection_dim", "projection_dim"),
+                             ("advantage_normalization", "advantage_normalization"),
+                             ("holdout_fraction", "holdout_fraction")]:
+        if getattr(args, attr) is not None:
+            feat = replace(feat, **{field_name: getattr(args, attr)})
+    for attr in ("subset_size", "num_subsets", "l2", "evaluation"):
+        if getattr(args, attr) is not None:
+            sur = replace(sur, **{attr: getattr(args, attr)})
+    for attr, field_name in [("k", "k"), ("lam", "lam"), ("affinity", "affinity"), ("solver", "solver"),
+                             ("cluster_method", "method"), ("interaction", "interaction")]:
+        if getattr(args, attr) is not None:
+            clu = replace(clu, **{field_name: getattr(args, attr)})
+    return replace(cfg, network=net, ppo=ppo, features=feat, surrogate=sur, cluster=clu)
+
+

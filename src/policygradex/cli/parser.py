@@ -1,0 +1,146 @@
+"""The ``policygradex`` argument parser: every subcommand and its options (the commands are in :mod:`.main`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from policygradex import __version__
+from policygradex.cli.options import (
+    Parser,
+    add_run_dir_command,
+    finish_evaluation_command,
+    float_list,
+    int_list,
+    named_path,
+)
+from policygradex.pipeline.config import PRESETS, RunConfig, preset_summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="policygradex", description="Which of my n RL tasks should be trained together? "
+                     "PolicyGradEx: task affinity from projected policy gradients, then convex clustering.")
+    parser.add_argument("--version", action="version", version=f"policygradex {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="run all stages on a task family (resumes an existing --out)")
+    run.add_argument("family", help="built-in family (see `policygradex families`) or package.module:function")
+    run.add_argument("--out", type=Path, help="run directory (default runs/FAMILY-seedS)")
+    run.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch / BLAS threads (default: 1: the same groups whatever OMP_NUM_THREADS is; 2 runs the "
+                          "demo 1.3x faster on an idle 2-core machine but changes results in the last bits, which PPO "
+                          "amplifies into other groups: see results/bench_threads.md)")
+    run.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                     help=f"budget preset (default: default). {preset_summary()}")
+    d = RunConfig()
+    g = run.add_argument_group("clustering")
+    g.add_argument("--k", type=int, help="fixed number of groups (default: chosen on a lambda grid)")
+    g.add_argument("--lam", type=float, help="trace penalty lambda on the standardised affinity (default: chosen on a "
+                                             "grid, or unused with --k)")
+    g.add_argument("--affinity", choices=["subset", "per_target"],
+                   help=f"eq. 5 over subsets or per-target (default: {d.cluster.affinity})")
+    g.add_argument("--solver", choices=["SCS", "CLARABEL"], help=f"SDP solver (default: {d.cluster.solver})")
+    g.add_argument("--interaction", choices=["subsets", "matrix"],
+                   help="remove per-task effects from f^ over the subsets before eq. 5, or from U after it (the "
+                        f"paper's eq. 5 as written) (default: {d.cluster.interaction})")
+    g.add_argument("--cluster-method", choices=["auto", "exact", "sdp", "exhaustive"],
+                   help="exact search over all partitions (n <= 12), SDP + rounding + local search, or auto: exact "
+                        f"for n <= 12, SDP above; exhaustive = exact (default: {d.cluster.method})")
+    g = run.add_argument_group("meta-training")
+    g.add_argument("--steps-per-task", type=int,
+                   help=f"PPO environment steps per task (default: the preset's; {d.ppo.steps_per_task:,} without one)")
+    g.add_argument("--hidden", type=int_list,
+                   help=f"hidden widths (default: {','.join(map(str, d.network.hidden_sizes))}, a 4-layer MLP)")
+    g.add_argument("--task-id", action=argparse.BooleanOptionalAction, default=None,
+                   help="append a one-hot task id to every policy's observations (default: off; see README)")
+    g.add_argument("--lr", type=float, help=f"PPO learning rate (default: {d.ppo.learning_rate:g})")
+    g = run.add_argument_group("features and surrogate")
+    g.add_argument("--transitions", type=int,
+                   help=f"N: transitions per task for gradient features (default: {d.features.transitions_per_task:,})")
+    g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
+    g.add_argument("--advantage-normalization", choices=["per_task", "batch", "none"],
+                   help=f"scaling of advantages before labels and weights (default: "
+                        f"{d.features.advantage_normalization})")
+    g.add_argument("--holdout-fraction", type=float,
+                   help=f"share of transitions held out for f^ (default: {d.features.holdout_fraction:g})")
+    g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default: min(5, n // 2))")
+    g.add_argument("--num-subsets", type=int, help="m: distinct subsets (default: 3 n^2, or all C(n, alpha) subsets "
+                                                   "when fewer; topped up until every pair is covered)")
+    g.add_argument("--l2", type=float, help=f"L2 strength of the surrogate logistic regression (default: {d.surrogate.l2:g})")
+    g.add_argument("--evaluation", choices=["in_sample", "held_out"],
+                   help=f"f^ on the fitting transitions (the paper's L^) or on held-out ones (default: "
+                        f"{d.surrogate.evaluation})")
+
+    sub.add_parser("families", help="list the built-in task families")
+
+    add_run_dir_command(sub, "show", "print a run's groups and affinity matrix")
+
+    adapt = add_run_dir_command(sub, "adapt", "write theta^(S) = theta_star + P v_S for one sampled subset")
+    adapt.add_argument("--subset", type=int, required=True, help="index of the subset in subsets.json")
+    adapt.add_argument("--output", type=Path, required=True, help="file for the adapted state_dict (.pt)")
+    _add_run_dir_commands(sub)
+    return parser
+
+
+def _add_run_dir_commands(sub: argparse._SubParsersAction) -> None:
+    cl = add_run_dir_command(sub, "check-linear", "first-order approximation error of log pi near theta_star (Table 1)")
+    cl.add_argument("--num-subsets", type=int, default=10, help="random subsets fine-tuned (default 10)")
+    cl.add_argument("--subset-size", type=int, default=5, help="tasks per subset (default 5)")
+    cl.add_argument("--distances", type=float_list, default=(0.001, 0.005, 0.01, 0.05),
+                    help="relative parameter distances (default 0.001,0.005,0.01,0.05)")
+    cl.add_argument("--max-steps-per-task", type=int, default=50_000, help="fine-tuning budget cap per task")
+    cl.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
+    finish_evaluation_command(cl)
+
+    gt = add_run_dir_command(sub, "ground-truth", "real fine-tuning on the surrogate's subsets: NMI, Spearman, speedup (Table 3)")
+    gt.add_argument("--steps-per-task", type=int, default=20_000, help="fine-tuning budget per task (default 20000)")
+    gt.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
+    gt.add_argument("--max-subsets", type=int, help="train only the first M subsets (default: all the surrogate used)")
+    gt.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
+    gt.add_argument("--seeds-per-subset", type=int, default=1, help="fine-tunings per subset, averaged (default 1)")
+    gt.add_argument("--target", choices=["return", "ppo", "logistic"], default="return",
+                    help="real f(S) behind U_true: mean return (default), negative PPO loss, or logistic objective")
+    finish_evaluation_command(gt)
+
+    cp = add_run_dir_command(sub, "compare", "train one policy per group for several groupings, same budget (Table 2)")
+    cp.add_argument("--seeds", type=int, default=5, help="seeds per grouping (default 5)")
+    cp.add_argument("--steps-per-task", type=int, help="environment steps per task (default: the run's meta-training budget)")
+    cp.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
+    cp.add_argument("--ablate-k", type=int_list, default=(), help="also PolicyGradEx groups with these k, e.g. 1,2,3,4,5")
+    cp.add_argument("--ablate-d", type=int_list, default=(), help="also groups from projections of these d, e.g. 100,200,400,1000")
+    cp.add_argument("--groups", action="append", default=[], metavar="NAME=PATH", type=named_path,
+                    help="also train this grouping: a groups.json of another run, or a JSON list of lists of task "
+                         "indices (repeatable)")
+    cp.add_argument("--single", action="store_true",
+                    help="also train every task alone, and warn where one multitask policy falls far below it")
+    finish_evaluation_command(cp)
+
+    st = add_run_dir_command(sub, "stability", "would the groups come out the same from fresh transitions? "
+                                          "(U and groups over resampled transitions, co-clustering, pooled groups)")
+    st.add_argument("--resamples", type=int, default=5, help="fresh transition samples (default 5)")
+    st.add_argument("--transitions", type=int, help="transitions per task in each resample (default: the run's N)")
+    finish_evaluation_command(st)
+
+    hs = add_run_dir_command(sub, "hessian", "Hessian trace, generalization error and the Theorem 1 bound over training (Fig. 2)")
+    hs.add_argument("--iterations", type=int, default=100, help="PPO iterations per configuration (default 100)")
+    hs.add_argument("--envs-per-task", type=int, default=4, help="sub-environments per task (default 4)")
+    hs.add_argument("--num-steps", type=int, default=512, help="steps per sub-environment per iteration (default 512)")
+    hs.add_argument("--every", type=int, default=10, help="measure every this many iterations (default 10)")
+    hs.add_argument("--probes", type=int, default=60, help="Hessian-vector products per trace estimate (default 60)")
+    hs.add_argument("--estimator", choices=["hutchpp", "hutchinson"], default="hutchpp")
+    hs.add_argument("--slq-probes", type=int, default=6, help="Lanczos-quadrature probes for tr(H+) (default 6)")
+    hs.add_argument("--slq-steps", type=int, default=10, help="Lanczos steps per probe for tr(H+) (default 10)")
+    hs.add_argument("--block-len", type=int, default=64,
+                    help="steps per block for the batch-means standard error of the generalization error (default 64)")
+    hs.add_argument("--quad-steps", type=int, default=30,
+                    help="Lanczos steps for the weighted Hessians W^T H+ W and (W-W0)^T H+ (W-W0) (default 30)")
+    hs.add_argument("--bound-measure", choices=["weighted", "weighted_from_init", "trace"], default="weighted",
+                    help="the H in the bound sqrt(C H / n): W^T H+ W (Theorem 1's definition, default), "
+                         "(W-W0)^T H+ (W-W0) or tr(H+); all three are reported")
+    hs.add_argument("--no-eigenvalue", action="store_true", help="skip the top eigenvalue (Lanczos)")
+    hs.add_argument("--alphas", type=int_list, default=(1, 2, 3, 5, 10), help="subset sizes for the alpha sweep")
+    hs.add_argument("--init", choices=["scratch", "theta_star"], default="scratch")
+    finish_evaluation_command(hs)
+
+

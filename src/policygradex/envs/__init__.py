@@ -1,0 +1,12 @@
+"""Task families: what a task is, the built-in families, the registry and plug-ins, the multitask vector env.
+
+A plug-in family needs only this package's public names::
+
+    from policygradex.envs import Task, TaskFamily
+"""
+
+from policygradex.envs.base import Task, TaskFamily
+from policygradex.envs.registry import FAMILIES, load_family, register_family
+from policygradex.envs.vector import MultiTaskVectorEnv
+
+__all__ = ["FAMILIES", "MultiTaskVectorEnv", "Task", "TaskFamily", "load_family", "register_family"]

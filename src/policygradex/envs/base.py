@@ -1,0 +1,94 @@
+"""A task family: named tasks, each a zero-argument environment factory, and how a family is checked and described."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+
+from policygradex.common.errors import PolicyGradExError
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task (objective) of a family."""
+
+    name: str
+    """Short unique name, used in groups.json and plots."""
+    make_env: Callable[[], gym.Env]
+    """Factory of a fresh Gymnasium env for this task (with its time limit)."""
+    params: Mapping[str, float] = field(default_factory=dict)
+    """The physical or reward parameters that distinguish this task, for reports."""
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """n tasks sharing observation and action spaces."""
+
+    name: str
+    """Family name."""
+    tasks: tuple[Task, ...]
+    """The tasks, in a fixed order (task i is row/column i of the affinity matrix)."""
+    description: str = ""
+    """One line for ``policygradex families``."""
+    make_vector_env: Callable[[Sequence[Task]], gym.vector.VectorEnv] | None = None
+    """Optional fast path: one vector env whose sub-env j runs tasks[j] (must use NEXT_STEP autoreset).
+    None: a SyncVectorEnv over the tasks' ``make_env``."""
+    planted_groups: tuple[tuple[int, ...], ...] | None = None
+    """The true groups when they are known by construction (the ``planted`` family): the report and ``compare``
+    score the method against them. None for real families."""
+
+    @property
+    def n(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+
+def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
+    """Check names are unique and every task has the same spaces; return (observation, action) space."""
+    if family.n < 2:
+        raise PolicyGradExError(f"family {family.name!r} has {family.n} task(s); at least 2 are needed")
+    names = family.task_names
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise PolicyGradExError(f"family {family.name!r}: task names must be unique, repeated: {dupes}")
+    spaces = []
+    for task in family.tasks:
+        try:
+            env = task.make_env()
+        except Exception as exc:
+            raise PolicyGradExError(f"family {family.name!r}: make_env() of task {task.name!r} raised "
+                                    f"{type(exc).__name__}: {exc}") from None
+        try:
+            spaces.append((env.observation_space, env.action_space))
+        finally:
+            env.close()
+    obs0, act0 = spaces[0]
+    if not isinstance(obs0, gym.spaces.Box) or len(obs0.shape) != 1:
+        raise PolicyGradExError(f"family {family.name!r}: observations must be a flat Box, got {obs0}")
+    if not isinstance(act0, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise PolicyGradExError(f"family {family.name!r}: actions must be Discrete or Box, got {act0}")
+    def one_line(space: gym.Space) -> str:
+        return " ".join(str(space).split())
+
+    for task, (obs, act) in zip(family.tasks[1:], spaces[1:]):
+        if obs != obs0:
+            raise PolicyGradExError(
+                f"family {family.name!r}: task {task.name!r} has observation space {one_line(obs)} but task "
+                f"{family.tasks[0].name!r} has {one_line(obs0)}; all tasks must share observation and action spaces"
+            )
+        if act != act0:
+            raise PolicyGradExError(
+                f"family {family.name!r}: task {task.name!r} has action space {one_line(act)} but task "
+                f"{family.tasks[0].name!r} has {one_line(act0)}; all tasks must share observation and action spaces"
+            )
+    return obs0, act0
+
+
+def describe_family(family: TaskFamily) -> str:
+    params = ", ".join(t.name for t in family.tasks)
+    return f"{family.name}: {family.n} tasks ({params})"

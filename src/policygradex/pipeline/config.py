@@ -1,0 +1,234 @@
+"""Configuration of every pipeline stage: frozen dataclasses, one docstring per field.
+
+A run is fully described by a :class:`RunConfig`; it is written to ``config.json`` in the run directory, and a
+resumed run must match it. Presets (``tiny``, ``demo``, ``paper``) give budgets for tests, the README demo and the
+paper's settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from policygradex.common.errors import PolicyGradExError
+from policygradex.nets.config import NetworkConfig
+from policygradex.rl.config import PPOConfig
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Gradient features at theta_star (paper Algorithm 1, lines 3-10)."""
+
+    transitions_per_task: int = 16_384
+    """N: valid transitions collected per task with theta_star frozen (the paper uses 2048; ``--preset paper``).
+
+    16384 by default because the per-task gradient signal at a trained theta_star is small against its sampling
+    noise: on the planted family (demo budget, 3 seeds) the split-half reliability over transitions of the gradient
+    interaction G G^T was ~0 at N = 2048, and the planted groups came back at NMI 0.60 / 0.79 / 0.79 at N = 2048,
+    1.0 / 1.0 / 0.79 at 8192 and 1.0 / 1.0 / 1.0 at 16384. Costs ~20 s of gradients and ~30 s of fits on 2 cores for
+    10 tasks. The report prints that reliability; below 0.5 it says to raise N."""
+    envs_per_task: int = 4
+    """Sub-environments per task during collection."""
+    projection_dim: int = 400
+    """d: dimension of the random projection P (p x d, entries N(0, 1/d)); the paper finds d = 400 enough."""
+    projection_block_rows: int = 16_384
+    """P is generated this many parameter-rows at a time from (seed, block index); it never sits whole in memory."""
+    projection_cache_mb: float = 256.0
+    """Keep generated blocks of P in memory while their total stays under this many MiB (0: regenerate always)."""
+    grad_chunk: int | None = None
+    """Transitions per vmap call for per-transition gradients. None: the largest power of two with
+    chunk * p <= 4M floats (256 for the default 64-wide MLP, 16 for a 256-wide one)."""
+    project_rows: int = 2048
+    """Gradients are buffered and projected this many rows at a time (projecting small chunks is slow)."""
+    advantage_normalization: Literal["per_task", "batch", "none"] = "per_task"
+    """How advantages are scaled before labels sign(A) and weights |A| are taken.
+
+    ``per_task`` (default) standardises each task's GAE advantages, as PPO does per batch, so that a task's
+    reward scale does not dominate the weighted loss and the affinity reflects compatibility of updates rather
+    than reward magnitude; ``batch`` standardises over all tasks at once; ``none`` keeps raw GAE advantages."""
+    holdout_fraction: float = 0.25
+    """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
+    sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S
+    overfit. With the default in-sample evaluation, 0 fits on every transition as the paper does; the measurements
+    behind the default were taken at 0.25."""
+
+
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """Subset sampling and the weighted logistic-regression surrogate (paper eq. 3-4)."""
+
+    subset_size: int | None = None
+    """alpha: tasks per sampled subset. None: min(5, max(2, n // 2)), i.e. 5 for the paper's 10-task families."""
+    num_subsets: int | None = None
+    """m: number of subsets. None: 3 n^2 (the paper's m = O(n^2)); more are added until every pair is covered."""
+    l2: float = 0.1
+    """L2 strength lambda2 in (1/|D_S|) sum w log(1 + exp(-y g.v)) + lambda2/2 ||v||^2. The default keeps the
+    adapted policy near theta_star, where the first-order model holds: on the cartpole demo, ||P v|| / ||theta_star||
+    has median ~2% at 0.1 but ~28% at 1e-3 (the paper's Table 1 finds the linearisation good to ~1% distance)."""
+    evaluation: Literal["in_sample", "held_out"] = "in_sample"
+    """Evaluate f^(S) = -L_S(v_S) on the fitting transitions, the paper's L^ (default), or on each task's held-out
+    ones. Both are always computed and stored in subsets.json; this picks the one eq. 5 averages into U.
+
+    Measured against real fine-tuning (results/evaluation.md), in-sample is the better estimate at the run's N:
+    on cartpole, whose ground truth is reproducible (seed reliability 0.86), its standardised U correlates 0.43
+    (run's transitions) and 0.57 (fresh transition samples) with the true one, held-out's 0.18 and -0.30; on
+    lunarlander, whose ground truth at our budget is mostly seed noise (reliability 0.25), neither is distinguishable
+    from zero. At N = 2048 the held-out loss is dominated by each v_S's overfitting to its few fitting transitions,
+    which is noise for the affinity; held-out becomes competitive only at N >= 8192."""
+    max_iter: int = 500
+    """Iteration cap of the batched L-BFGS solver."""
+    tol: float = 1e-6
+    """Stop when every subset's gradient infinity-norm is below tol."""
+    history: int = 10
+    """L-BFGS memory."""
+    dtype: Literal["float32", "float64"] = "float64"
+    """Precision of the solver (features are stored as float32)."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Affinity matrix and clustering (paper eq. 5 and the trace-regularised SDP of Awasthi et al. 2015)."""
+
+    affinity: Literal["subset", "per_target"] = "subset"
+    """``subset``: U_ij = mean f^(S) over subsets holding i and j (eq. 5). ``per_target``: mean of task i's own
+    held-out loss (negated) over those subsets, symmetrised (U + U^T)/2 before clustering."""
+    interaction: Literal["subsets", "matrix"] = "subsets"
+    """Where per-task (additive) effects are removed before clustering. ``subsets`` (default): f^(S) minus its
+    least-squares fit c + sum_{k in S} a_k over the subsets, then eq. 5 (``affinity.npy`` is that interaction U,
+    diagonal 0). ``matrix``: eq. 5 on f^ itself, as the paper writes it, and the additive part removed from U.
+    They agree when all C(n, alpha) subsets are used; otherwise each pair's U_ij in ``matrix`` also carries the
+    per-task effects of the third tasks it shared subsets with, which are orders of magnitude above the pairwise
+    part of f^ (the split-half check made that visible: halves of the subsets anti-correlated at r ~ -0.95)."""
+    k: int | None = None
+    """Fixed number of groups (tr X = k). None: the penalty form with lambda given or chosen on a grid."""
+    lam: float | None = None
+    """Trace penalty lambda on the standardised affinity (units: standard deviations). None: chosen on a grid."""
+    lam_grid_size: int = 25
+    """Points of the log-spaced lambda grid used when neither k nor lam is given."""
+    min_silhouette: float = 0.25
+    """On the lambda grid: below this best silhouette the tasks show no substantial structure and form one group."""
+    solver: Literal["SCS", "CLARABEL"] = "SCS"
+    """cvxpy solver for the SDP (SCS is ~50x faster at n = 100; Clarabel is more accurate)."""
+    method: Literal["auto", "exact", "sdp", "exhaustive"] = "auto"
+    """How the partition is found: ``exact`` scores every partition (n <= 12; ``exhaustive`` is the same); ``sdp``
+    solves the relaxation, rounds X several ways and improves each rounding by moves and swaps; ``auto`` (default):
+    exact for n <= 12, sdp above. Either way the report gives the relaxation gap. (Before, the SDP's average-linkage
+    rounding alone missed the best k = 3 partition of the cartpole demo's U: 4.08 vs 4.37.)"""
+    exhaustive_check: bool = True
+    """For n <= 12 with ``sdp``, also search all partitions with the same k and report whether the SDP groups are
+    optimal."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole PolicyGradEx run on one task family."""
+
+    family: str = "cartpole"
+    """Built-in family name or ``package.module:function`` returning a TaskFamily."""
+    seed: int = 0
+    """Master seed: torch, numpy, environments, the projection and the subset sampler derive from it."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """Policy network."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """Meta-training (stage 1)."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Gradient features (stage 2)."""
+    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
+    """Surrogate fits (stage 3)."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Affinity and clustering (stages 4-5)."""
+
+    # every random stream of a run derives from ``seed`` here, and only here
+    @property
+    def feature_seed(self) -> int:
+        """Seed of the rollouts of theta_star whose transitions become the gradient features."""
+        return self.seed + 1
+
+    @property
+    def projection_seed(self) -> int:
+        """Seed of the random projection P (any d: P's blocks are drawn from (projection_seed, block))."""
+        return self.seed + 2
+
+    @property
+    def subset_seed(self) -> int:
+        """Seed of the subset sampler."""
+        return self.seed + 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise PolicyGradExError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        sub = _NESTED.get((cls, name))
+        if sub is not None and isinstance(value, dict):
+            value = _from_dict(sub, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+_NESTED = {
+    (RunConfig, "network"): NetworkConfig,
+    (RunConfig, "ppo"): PPOConfig,
+    (RunConfig, "features"): FeatureConfig,
+    (RunConfig, "surrogate"): SurrogateConfig,
+    (RunConfig, "cluster"): ClusterConfig,
+}
+
+
+def _preset_tiny(cfg: RunConfig) -> RunConfig:
+    """Seconds: for tests. Enough to exercise every stage, not to learn anything."""
+    return replace(
+        cfg,
+        network=replace(cfg.network, hidden_sizes=(16, 16, 16)),
+        ppo=replace(cfg.ppo, steps_per_task=512, envs_per_task=2, num_steps=64, checkpoint_every=2),
+        features=replace(cfg.features, transitions_per_task=128, envs_per_task=2, projection_dim=32),
+        surrogate=replace(cfg.surrogate, max_iter=200),
+        cluster=replace(cfg.cluster, lam_grid_size=8),
+    )
+
+
+def _preset_demo(cfg: RunConfig) -> RunConfig:
+    """About two minutes on 2 CPU cores: the README demo (100k steps per task)."""
+    return replace(cfg, ppo=replace(cfg.ppo, steps_per_task=100_000))
+
+
+def _preset_paper(cfg: RunConfig) -> RunConfig:
+    """The paper's settings: 2048 steps per task per rollout, 1M steps per task, N = 2048, d = 400."""
+    return replace(cfg, ppo=replace(cfg.ppo, envs_per_task=4, num_steps=512, steps_per_task=1_000_000),
+                   features=replace(cfg.features, transitions_per_task=2048))
+
+
+def preset_summary() -> str:
+    """One line per preset with its budget, for --help."""
+    out = []
+    for name in ("tiny", "demo", "default", "paper"):
+        c = PRESETS[name](RunConfig())
+        out.append(f"{name}: {c.ppo.steps_per_task:,} steps/task, N = {c.features.transitions_per_task:,}, "
+                   f"d = {c.features.projection_dim}, hidden {list(c.network.hidden_sizes)}")
+    return "; ".join(out)
+
+
+PRESETS = {"tiny": _preset_tiny, "demo": _preset_demo, "paper": _preset_paper, "default": lambda c: c}
+
+
+def apply_preset(cfg: RunConfig, preset: str) -> RunConfig:
+    if preset not in PRESETS:
+        raise PolicyGradExError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[preset](cfg)

@@ -1,0 +1,181 @@
+"""Stage 2: gradient features at theta_star (paper Algorithm 1, lines 3-10).
+
+With theta_star frozen, collect N transitions per task, compute GAE advantages, and for every transition
+g_t = grad_theta log pi_theta(a_t | s_t) at theta_star (``torch.func``: vmap of grad over the batch), projected to
+g~_t = P^T g_t with P a seeded p x d matrix of N(0, 1/d) entries that is generated block by block and never held
+whole. Per task we store features (N x d float32), labels sign(A), weights |A|, and the raw advantages.
+
+As in TRAK, the gradient computer (:mod:`.gradients`) and the projector (:mod:`.projection`) are separate. This
+module collects the transitions and turns them into the surrogate's data in one place (:func:`feature_arrays`,
+:func:`build_feature_set`), for the run's feature stage and for every command that resamples or re-projects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from policygradex.common.errors import PolicyGradExError
+from policygradex.envs.base import TaskFamily
+from policygradex.envs.vector import MultiTaskVectorEnv
+from policygradex.nets.base import flat_params
+from policygradex.pipeline.config import FeatureConfig, RunConfig
+from policygradex.pipeline.gradients import projected_gradients
+from policygradex.pipeline.projection import RandomProjection
+from policygradex.rl.config import PPOConfig
+from policygradex.rl.gae import add_advantages
+from policygradex.rl.rollout import collect_rollout
+
+
+@dataclass
+class TaskTransitions:
+    """N valid transitions of one task under theta_star, in time order."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: np.ndarray
+    returns: np.ndarray
+    episode_returns: list[float]
+
+
+def collect_transitions(
+    family: TaskFamily, model: nn.Module, cfg: FeatureConfig, ppo_cfg: PPOConfig, seed: int, task_id: bool = True
+) -> list[TaskTransitions]:
+    """Roll out theta_star on every task until each has ``transitions_per_task`` valid transitions; GAE on them.
+
+    Transitions are ordered by time (then sub-env), so the last ``holdout_fraction`` of them are the latest.
+    """
+    from policygradex.rl.rollout import EpisodeTracker
+
+    n, want = family.n, cfg.transitions_per_task
+    num_steps = math.ceil(want / cfg.envs_per_task * 1.1) + 8
+    torch.manual_seed(seed)
+    while True:
+        env = MultiTaskVectorEnv(family, range(n), cfg.envs_per_task, seed, task_id)
+        tracker = EpisodeTracker(env.env_task)
+        rollout, _ = collect_rollout(env, model, env.reset(), num_steps, tracker)
+        env.close()
+        valid_counts = [int(rollout.valid[:, env.env_task == i].sum()) for i in range(n)]
+        if min(valid_counts) >= want:
+            break
+        num_steps = int(num_steps * 1.5) + 8
+    add_advantages(rollout, ppo_cfg.gamma, ppo_cfg.gae_lambda)
+    episodes = tracker.pop()
+    out = []
+    for i in range(n):
+        cols = np.flatnonzero(env.env_task == i)
+        valid = rollout.valid[:, cols].reshape(-1)
+        take = lambda x: x[:, cols].reshape(-1, *x.shape[2:])[valid][:want]  # noqa: E731  (time-major order)
+        out.append(
+            TaskTransitions(
+                obs=take(rollout.obs),
+                actions=take(rollout.actions),
+                advantages=take(rollout.advantages).numpy().astype(np.float64),
+                returns=take(rollout.returns).numpy().astype(np.float64),
+                episode_returns=[r for k, r, _ in episodes if k == i],
+            )
+        )
+    return out
+
+
+def run_transitions(cfg: RunConfig, family: TaskFamily, model: nn.Module) -> list[TaskTransitions]:
+    """The transitions of the run's feature stage: theta_star's rollouts from ``cfg.feature_seed`` (the same ones
+    whenever the environments are deterministic)."""
+    return collect_transitions(family, model, cfg.features, cfg.ppo, cfg.feature_seed, cfg.network.task_id)
+
+
+def fit_rows(N: int, holdout_fraction: float) -> int:
+    """How many of a task's N transitions, the earliest, the surrogate fits on; the rest are held out."""
+    return N - int(round(holdout_fraction * N))
+
+
+def logistic_targets(advantages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels sign(A) in {-1, +1} (+1 for A >= 0) and weights |A| of the weighted logistic surrogate, as float32."""
+    adv = np.asarray(advantages)
+    return np.where(adv >= 0, 1.0, -1.0).astype(np.float32), np.abs(adv).astype(np.float32)
+
+
+def normalize_advantages(advantages: list[np.ndarray], mode: str) -> list[np.ndarray]:
+    """Scale advantages before labels sign(A) and weights |A| are taken (see FeatureConfig.advantage_normalization)."""
+    if mode == "none":
+        return [a.copy() for a in advantages]
+    if mode == "per_task":
+        return [(a - a.mean()) / (a.std() + 1e-8) for a in advantages]
+    if mode == "batch":
+        allv = np.concatenate(advantages)
+        mu, sd = allv.mean(), allv.std() + 1e-8
+        return [(a - mu) / sd for a in advantages]
+    raise ValueError(f"unknown advantage normalization {mode!r}")
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class FeatureSet:
+    """Projected features of all n tasks, split in time into a fitting part and a held-out part."""
+
+    features: torch.Tensor
+    """(n, N, d) float32 projected gradients g~."""
+    labels: torch.Tensor
+    """(n, N) sign(A) in {-1, +1}."""
+    weights: torch.Tensor
+    """(n, N) |A|."""
+    n_fit: int
+    """The first n_fit transitions of each task are fitted on; the rest are held out."""
+
+    @property
+    def n(self) -> int:
+        return self.features.shape[0]
+
+    def part(self, held_out: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sl = slice(self.n_fit, None) if held_out else slice(0, self.n_fit)
+        return self.features[:, sl], self.labels[:, sl], self.weights[:, sl]
+
+
+def projection_for(cfg: RunConfig, model: nn.Module, dim: int | None = None) -> RandomProjection:
+    """The run's projection P for this network (seeded by ``cfg.projection_seed``), of dimension ``dim`` if given
+    (the d ablation), else the configured d."""
+    p = flat_params(model, model.policy_parameter_names()).numel()
+    fc = cfg.features
+    return RandomProjection(p, dim or fc.projection_dim, cfg.projection_seed, fc.projection_block_rows,
+                            fc.projection_cache_mb)
+
+
+def feature_arrays(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: np.ndarray,
+                   projection: RandomProjection, fc: FeatureConfig) -> dict[str, np.ndarray]:
+    """One task's surrogate data: projected gradients (N x d float32), labels sign(A) and weights |A| of its
+    (normalised) advantages."""
+    labels, weights = logistic_targets(advantages)
+    features = projected_gradients(model, obs, actions, projection, fc)
+    return {"features": features.numpy().astype(np.float32), "labels": labels, "weights": weights}
+
+
+def build_feature_set(model: nn.Module, transitions: list[TaskTransitions], projection: RandomProjection,
+                      fc: FeatureConfig) -> FeatureSet:
+    """All tasks' surrogate data from their transitions: normalise the advantages, project the gradients."""
+    advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
+    arrays = [feature_arrays(model, t.obs, t.actions, a, projection, fc) for t, a in zip(transitions, advantages)]
+    return feature_set(arrays, fc.holdout_fraction)
+
+
+def feature_set(arrays: list[dict[str, np.ndarray]], holdout: float, paths: list[Path] | None = None) -> FeatureSet:
+    """Stack per-task arrays (in memory, or loaded from the feature files at ``paths``) into the surrogate's data."""
+    where = [str(p) for p in paths] if paths else [f"task {i}'s features" for i in range(len(arrays))]
+    for a, w in zip(arrays, where):
+        if not {"features", "labels", "weights"} <= set(a):
+            raise PolicyGradExError(f"{w} lacks features/labels/weights; delete it to recompute the features")
+    shapes = {a["features"].shape for a in arrays}
+    if len(shapes) != 1:
+        if paths:
+            raise PolicyGradExError(f"feature files disagree in shape {sorted(shapes)}; delete {paths[0].parent} to recompute")
+        raise PolicyGradExError(f"feature arrays disagree in shape {sorted(shapes)}")
+    return FeatureSet(
+        features=torch.from_numpy(np.stack([a["features"] for a in arrays])),
+        labels=torch.from_numpy(np.stack([a["labels"] for a in arrays])),
+        weights=torch.from_numpy(np.stack([a["weights"] for a in arrays])),
+        n_fit=fit_rows(arrays[0]["features"].shape[0], holdout),
+    )

@@ -1,0 +1,189 @@
+"""The Markdown report of a run (report.md) and its pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from policygradex.common.plots import plot_curve, plot_heatmaps
+from policygradex.pipeline.clustering import standardize
+from policygradex.pipeline.confidence import stability_word
+
+if TYPE_CHECKING:
+    from policygradex.pipeline.stages import RunState
+
+
+def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path: Path, title: str = "") -> None:
+    """Two heatmaps ordered by group, white lines between groups: U of eq. 5 (``--interaction subsets``: from f^ less
+    its per-task fit), and its standardised interaction part (additive per-task effects removed, diagonal zeroed),
+    which is what the SDP clusters."""
+    plot_heatmaps([(U, "affinity U (eq. 5; per-task part of f^ removed)", "viridis"),
+                   (standardize(U), "interaction (std units, clustered)", "RdBu_r")],
+                  names, groups, path, title or "task affinity, ordered by group")
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.4g}"
+    return str(x)
+
+
+def markdown_matrix(U: np.ndarray, names: list[str]) -> str:
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, U):
+        lines.append(f"| **{name}** | " + " | ".join(f"{x:.3g}" for x in row) + " |")
+    return "\n".join(lines)
+
+
+def partition_sentence(groups: dict[str, Any]) -> str:
+    """How the groups were found and how far from the best partition they can be, in one paragraph."""
+    out = []
+    method, k = groups.get("method"), groups["k"]
+    if method == "exact":
+        out.append(f"These groups are the best partition into k = {k} groups of the objective the SDP relaxes (exact "
+                   "search over all partitions).")
+    check = groups.get("exhaustive_check")
+    if check:
+        verdict = "optimal" if check["sdp_is_optimal"] else "NOT optimal"
+        out.append(f"Exhaustive check over all partitions with k = {check['k']}: the SDP groups are {verdict} "
+                   f"(objective {check['sdp_objective']:.4f} vs best {check['optimal_objective']:.4f} on standardised U).")
+    rel = groups.get("relaxation")
+    if rel:
+        tight = "the relaxation is tight: no partition does better" if rel["gap"] < 1e-3 else (
+            "the relaxation is not tight here, so the bound is loose" if method == "exact" else
+            "no partition can beat this one by more than the gap")
+        out.append(f"Relaxation gap: SDP value {rel['sdp_value']:.4f} vs this partition's {rel['partition_value']:.4f} "
+                   f"(gap {rel['gap']:.4f}; {tight}).")
+    return " ".join(out)
+
+
+def confidence_lines(groups: dict[str, Any], names: list[str]) -> list[str]:
+    """How sure the groups are (see :mod:`policygradex.pipeline.confidence`): the verdict, then one line per group."""
+    conf = groups.get("confidence")
+    if not conf:
+        return []
+    out = [f"**How sure:** {conf['verdict']}"]
+    grad = conf.get("gradient_reliability")
+    if grad is not None:
+        out.append(f"Gradient signal over transitions (split-half reliability of the gradient interaction): {grad:.2f}.")
+    if groups.get("nmi_planted") is not None:
+        out.append(f"NMI with the family's planted groups: {groups['nmi_planted']:.2f}.")
+    jac = conf.get("group_jaccard")
+    if jac:
+        out += ["", f"| group | tasks | stays together (Jaccard over {conf['reps']} resamples of the subsets) |",
+                "|---|---|---|"]
+        for gi, (g, j) in enumerate(zip(groups["group_indices"], jac)):
+            out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({stability_word(j)}) |")
+    return out
+
+
+def write_report(st: "RunState") -> None:
+    from policygradex.common.artifacts import atomic_write_text
+
+    cfg, rd, fam = st.cfg, st.rd, st.family
+    names = fam.task_names
+    groups_idx = st.groups["group_indices"]
+    assert st.U is not None
+    plot_affinity(st.U, names, groups_idx, rd.heatmap, f"{fam.name}: affinity, {len(groups_idx)} groups")
+    plot_curve(st.curve, names, rd.curve_png, f"{fam.name}: meta-training (theta_star)")
+    sur = st.surrogate
+    dists = [s["relative_distance"] for s in sur["subsets"]]
+    f_hat = np.array([s["f_hat"] for s in sur["subsets"]])
+    last = st.curve[-1] if st.curve else {}
+    lines = [
+        f"# PolicyGradEx run: {fam.name}",
+        "",
+        f"{fam.n} tasks, seed {cfg.seed}. Stages this invocation: "
+        + ", ".join(f"{k} {v}" for k, v in st.status.items()) + ".",
+        "",
+        "## Groups",
+        "",
+        f"k = {st.groups['k']} ({st.groups['selection']}"
+        + (f", lambda = {st.groups['lam']:.3g}" if st.groups.get("lam") is not None else "") + ")",
+        "",
+    ]
+    for gi, g in enumerate(st.groups["groups"]):
+        lines.append(f"- group {gi + 1}: {', '.join(g)}")
+    lines += ["", partition_sentence(st.groups)]
+    lines += ["", *confidence_lines(st.groups, names)]
+    stats_path = rd.affinity_stats
+    split = json.loads(stats_path.read_text()).get("split_half") if stats_path.exists() else None
+    if split is not None:
+        rel = split["reliability"]
+        hint = "groups are mostly noise: raise the budget, N or m" if rel < 0.3 else (
+            "moderate" if rel < 0.7 else "reproducible over subsets")
+        lines += ["", f"Split-half reliability of the affinity: {rel:.2f} ({hint}). Mean over {split['splits']} random "
+                  f"halvings of the {split['distinct_subsets']} distinct subsets (r = {split['r_mean']:.2f} +- "
+                  f"{split['r_sd']:.2f} between halves, stepped up by Spearman-Brown); each half holds "
+                  f"{split['pair_min']} to ~{split['pair_median']:.0f} (median) subsets per pair of tasks. Both "
+                  "halves use the same transitions; `policygradex stability` measures how much U and the groups "
+                  "change with a fresh sample of transitions."]
+    lines += ["", "![affinity](affinity.png)", "", "## Timings", "", "| stage | seconds |", "|---|---|"]
+    for stage in ("meta_train", "features", "surrogate", "affinity", "cluster"):
+        lines.append(f"| {stage} | {_fmt(st.timings.get(stage, float('nan')))} |")
+    lines.append(f"| total | {_fmt(sum(st.timings.values()))} |")
+    lines += [
+        "",
+        "## Meta-training",
+        "",
+        f"{cfg.ppo.steps_per_task} steps per task, {cfg.ppo.envs_per_task} envs x {cfg.ppo.num_steps} steps per task "
+        f"per rollout, network {cfg.network.name} {list(cfg.network.hidden_sizes)}, "
+        + ("with" if cfg.network.task_id else "without") + " a task id.",
+        f"Final mean episodic return (last iteration): {_fmt(last.get('mean_return', float('nan')))}.",
+        "theta_star's mean return per task, on the episodes behind the features: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in st.feature_meta.get("mean_episode_return", {}).items())
+        + ". `policygradex compare DIR --single` trains each task alone and warns where one policy for all falls far "
+        "below it.",
+        "",
+        "![curve](meta_train_curve.png)",
+        "",
+        "## Surrogate",
+        "",
+        f"N = {cfg.features.transitions_per_task} transitions per task (p = {st.feature_meta.get('p', '?')}, "
+        f"d = {cfg.features.projection_dim}), advantages normalised {cfg.features.advantage_normalization}, "
+        f"{cfg.features.holdout_fraction:.0%} held out.",
+        f"m = {sur['num_subsets']} distinct subsets of size alpha = {sur['subset_size']} "
+        + (f"(all C(n, alpha) = {sur['possible_subsets']} possible subsets, each once: {sur['requested_subsets']} were "
+           "asked for)" if sur.get("all_subsets") else
+           f"(of {sur.get('possible_subsets', '?')} possible; {sur['topped_up']} added to cover all pairs)")
+        + f"; l2 = {cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}.",
+        f"Batched L-BFGS: {sur['solver']['iterations']} iterations, {sur['solver']['converged']}/{sur['num_subsets']} "
+        f"converged (max |grad| {sur['solver']['max_grad_inf_norm']:.2e}).",
+        f"f^ range {f_hat.min():.4f} .. {f_hat.max():.4f}; adapted theta distance ||P v|| / ||theta_star||: "
+        f"median {np.median(dists):.2%}, max {np.max(dists):.2%}.",
+        "",
+        "## Affinity matrix",
+        "",
+        markdown_matrix(st.U, names),
+        "",
+    ]
+    atomic_write_text(rd.report, "\n".join(lines))
+
+
+def matrix_text(U: np.ndarray, names: list[str], order: list[int], width: int = 80) -> str:
+    """The standardised U (what is clustered) ordered by group as plain text that fits ``width`` columns: task
+    names abbreviated to T1.. with a legend, 2 decimals, and the columns wrapped into blocks when they still do not
+    fit. Nothing is truncated."""
+    n = len(names)
+    short = [f"T{i + 1}" for i in range(n)]
+    cells = [[f"{U[i, j]:.2f}" for j in order] for i in order]
+    cw = max(len(c) for row in cells for c in row) + 1
+    cw = max(cw, max(len(s) for s in short) + 1)
+    lw = max(len(short[i]) for i in order) + 1
+    per_block = max(1, (width - lw) // cw)
+    lines = textwrap.wrap("affinity U in standard deviations, as clustered (rows and columns ordered by group; "
+                          "affinity.csv has the raw values):", width=width)
+    for lo in range(0, n, per_block):
+        cols = list(range(lo, min(n, lo + per_block)))
+        lines.append(" " * lw + "".join(short[order[c]].rjust(cw) for c in cols))
+        for r, i in enumerate(order):
+            lines.append(short[i].ljust(lw) + "".join(cells[r][c].rjust(cw) for c in cols))
+        lines.append("")
+    legend = ", ".join(f"{short[i]} = {names[i]}" for i in range(n))
+    lines.append(textwrap.fill("tasks: " + legend, width=width))
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""``run_pipeline``: check the configuration, open (or resume) the run directory under its lock, run the five
+stages of :mod:`policygradex.pipeline.stages` in order, write report.md and the plots.
+
+``config.json`` pins the configuration: resuming with a different one is an error, except for clustering options,
+which recluster without retraining.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from policygradex.common.artifacts import atomic_write_json, load_json
+from policygradex.common.errors import PolicyGradExError
+from policygradex.common.threads import thread_limit
+from policygradex.envs.base import TaskFamily
+from policygradex.envs.registry import load_family
+from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.partitions import EXACT_MAX_N
+from policygradex.pipeline.report import write_report
+from policygradex.pipeline.rundir import open_run_dir, run_lock
+from policygradex.pipeline.stages import (
+    RunState,
+    stage_affinity,
+    stage_cluster,
+    stage_features,
+    stage_meta_train,
+    stage_surrogate,
+)
+
+
+def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, threads: int = 1) -> RunState:
+    """Run (or resume) every stage into ``out``; returns the final state. Writes report.md and the plots.
+
+    ``threads``: torch / BLAS threads for the whole run (:func:`~policygradex.common.threads.thread_limit`); results are
+    identical for any OMP_NUM_THREADS, but not across values of ``threads`` (results/bench_threads.md)."""
+    if threads < 1:
+        raise PolicyGradExError(f"--threads must be >= 1, got {threads}")
+    console = console or Console(stderr=True)
+    family = load_family(cfg.family)
+    _validate(cfg, family)
+    rd = open_run_dir(out, cfg, family)
+    with run_lock(rd), thread_limit(threads):
+        if rd.new_record is not None:
+            atomic_write_json(rd.config, rd.new_record)
+        torch.manual_seed(cfg.seed)
+        st = RunState(cfg, family, rd, console)
+        if rd.timings.exists():
+            st.timings = {k: float(v) for k, v in load_json(rd.timings).items()}
+        for stage in (stage_meta_train, stage_features, stage_surrogate, stage_affinity, stage_cluster):
+            stage(st)
+        write_report(st)
+    return st
+
+
+def _validate(cfg: RunConfig, family: TaskFamily) -> None:
+    n = family.n
+    k = cfg.cluster.k
+    if k is not None and not 1 <= k <= n:
+        raise PolicyGradExError(f"--k {k} is out of range: family {family.name!r} has {n} tasks, so 1 <= k <= {n}")
+    if cfg.cluster.k is not None and cfg.cluster.lam is not None:
+        raise PolicyGradExError("give either --k or --lam, not both")
+    if cfg.cluster.lam is not None and not (math.isfinite(cfg.cluster.lam) and cfg.cluster.lam >= 0):
+        raise PolicyGradExError(f"--lam must be a finite number >= 0, got {cfg.cluster.lam}")
+    if not 0 <= cfg.seed < 2**32:
+        raise PolicyGradExError(f"--seed must be an integer in [0, 2^32), got {cfg.seed}")
+    if not cfg.ppo.learning_rate > 0:
+        raise PolicyGradExError(f"--lr must be > 0, got {cfg.ppo.learning_rate}")
+    if not cfg.surrogate.l2 >= 0:
+        raise PolicyGradExError(f"--l2 must be >= 0, got {cfg.surrogate.l2}")
+    a = cfg.surrogate.subset_size
+    if a is not None and not 2 <= a <= n:
+        raise PolicyGradExError(f"--subset-size {a} must be between 2 and the number of tasks ({n})")
+    if cfg.surrogate.num_subsets is not None and cfg.surrogate.num_subsets < 1:
+        raise PolicyGradExError(f"--num-subsets must be >= 1, got {cfg.surrogate.num_subsets}")
+    if cfg.cluster.method in ("exact", "exhaustive") and n > EXACT_MAX_N:
+        raise PolicyGradExError(f"--cluster-method {cfg.cluster.method} needs n <= {EXACT_MAX_N} tasks, family has {n}")
+    if not 0.0 <= cfg.features.holdout_fraction < 1.0:
+        raise PolicyGradExError(f"--holdout-fraction must be in [0, 1), got {cfg.features.holdout_fraction}")
+    if cfg.features.holdout_fraction == 0.0 and cfg.surrogate.evaluation == "held_out":
+        raise PolicyGradExError("--holdout-fraction 0 leaves nothing held out: raise it or use --evaluation in_sample")
+    for name, value in [("--steps-per-task", cfg.ppo.steps_per_task), ("--transitions", cfg.features.transitions_per_task),
+                        ("--projection-dim", cfg.features.projection_dim)]:
+        if value < 1:
+            raise PolicyGradExError(f"{name} must be >= 1, got {value}")

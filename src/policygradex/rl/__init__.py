@@ -1,0 +1,1 @@
+"""Reinforcement learning on a task family: rollouts, GAE, PPO, and the return a policy reaches."""

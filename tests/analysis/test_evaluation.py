@@ -1,0 +1,307 @@
+"""Evaluation against real training: the job launcher, check-linear, ground-truth and compare."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+
+from policygradex.analysis.compare import random_groups
+from policygradex.analysis.context import (
+    ensure_transitions,
+    load_context,
+    load_transitions,
+    ppo_dict,
+    subset_objectives,
+)
+from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.analysis.scores import random_nmi, relative_error
+
+from ..helpers import assert_one_line_error
+
+
+def _copy(run_dir: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run_dir, dst)
+    return dst
+
+
+def _strip_timing(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("seconds", "train_seconds")}
+
+
+# ----------------------------------------------------------------------------------------------- launcher
+def test_job_key_depends_on_fn_args_and_seed_not_label() -> None:
+    a = JobSpec("m:f", {"x": 1, "y": [1, 2]}, seed=3, label="one")
+    assert a.key() == JobSpec("m:f", {"y": [1, 2], "x": 1}, seed=3, label="other").key()
+    assert a.key() != JobSpec("m:f", {"x": 1, "y": [1, 2]}, seed=4).key()
+    assert a.key() != JobSpec("m:f", {"x": 2, "y": [1, 2]}, seed=3).key()
+    assert a.key() != JobSpec("m:g", {"x": 1, "y": [1, 2]}, seed=3).key()
+
+
+def test_launcher_caches_results_and_resumes_only_missing_jobs(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    specs = [JobSpec("tests.job_helpers:record_call", {"dir": str(markers), "name": f"j{i}", "x": i}, seed=i)
+             for i in range(3)]
+    specs.append(specs[1])  # a duplicate runs once
+    cache = tmp_path / "cache"
+    seq = LauncherConfig(backend="sequential")
+    first = run_jobs(specs, cache, seq)
+    assert [r["value"] for r in first] == [0, 11, 22, 11]
+    assert sorted(p.name for p in markers.iterdir()) == ["j0.0", "j1.0", "j2.0"]
+    # an interrupted evaluation: one result is lost; rerunning recomputes only that one
+    (cache / f"{specs[2].key()}.json").unlink()
+    second = run_jobs(specs, cache, seq)
+    assert [r["value"] for r in second] == [0, 11, 22, 11]
+    assert sorted(p.name for p in markers.iterdir()) == ["j0.0", "j1.0", "j2.0", "j2.1"]
+    # a corrupt cache entry is recomputed, not trusted
+    (cache / f"{specs[0].key()}.json").write_text("{not json")
+    assert run_jobs(specs, cache, seq)[0]["value"] == 0
+    assert (markers / "j0.1").exists()
+
+
+def _train_specs(run_dir: Path) -> list[JobSpec]:
+    ctx = load_context(run_dir)
+    ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=256)
+    common = {"run_dir": str(run_dir), "config": ctx.cfg.to_dict(), "ppo": ppo, "eval_episodes": 2,
+              "init": "theta_star"}
+    specs = [JobSpec("policygradex.analysis.context:train_job", {**common, "task_ids": s}, seed=7 + j)
+             for j, s in enumerate([[0, 3], [1, 2, 5]])]
+    # training from scratch (as `compare` does) must not depend on the process either
+    return specs + [JobSpec("policygradex.analysis.context:train_job", {**common, "init": "scratch", "task_ids": [4]}, seed=3)]
+
+
+def test_process_pool_gives_the_same_results_as_sequential(tiny_run: Path, tmp_path: Path) -> None:
+    specs = _train_specs(tiny_run)
+    seq = run_jobs(specs, tmp_path / "seq", LauncherConfig(backend="sequential"))
+    pool = run_jobs(specs, tmp_path / "pool", LauncherConfig(backend="process", workers=2))
+    assert [_strip_timing(r) for r in seq] == [_strip_timing(r) for r in pool]
+    assert seq[0]["task_ids"] == [0, 3] and set(seq[1]["returns"]) == {"1", "2", "5"}
+
+
+def test_ray_gives_the_same_results_as_sequential(tiny_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    specs = _train_specs(tiny_run)[:1]
+    seq = run_jobs(specs, tmp_path / "seq", LauncherConfig(backend="sequential"))
+    ray_res = run_jobs(specs, tmp_path / "ray", LauncherConfig(backend="ray", workers=2))
+    assert [_strip_timing(r) for r in seq] == [_strip_timing(r) for r in ray_res]
+
+
+# ----------------------------------------------------------------------------------------------- measures
+def test_real_objectives_at_theta_star_are_known_in_closed_form(tiny_run: Path, tmp_path: Path) -> None:
+    """At theta = theta_star the ratio is 1: the PPO objective is mean(A), the logistic one -log(2) mean(|A|)."""
+    run = _copy(tiny_run, tmp_path)
+    ctx = load_context(run)
+    trans = load_transitions(ensure_transitions(ctx), ctx.theta_sha)
+    obj = subset_objectives(ctx.model, trans, [0, 4], clip_coef=0.2)
+    n_fit = trans["n_fit"]
+    adv = torch.cat([trans["tasks"][i]["advantages"][n_fit:] for i in (0, 4)])
+    assert obj["ppo"] == pytest.approx(adv.mean().item(), abs=1e-5)
+    assert obj["logistic"] == pytest.approx(-np.log(2) * adv.abs().mean().item(), rel=1e-5)
+    # the transitions are theta_star's: their stored log-probs are the model's
+    t = trans["tasks"][0]
+    assert torch.allclose(ctx.model(t["obs"], t["actions"]), t["logp_star"])
+
+
+def test_nmi_floor_and_relative_error_invariances() -> None:
+    ref = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    mean, std = random_nmi(ref, [3, 3, 4], draws=500, seed=0)
+    assert 0.05 < mean < 0.5 and std > 0
+    assert normalized_mutual_info_score(ref, ref) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(6, 6))
+    U = U + U.T
+    assert relative_error(U, U) == pytest.approx(0.0, abs=1e-12)
+    assert relative_error(2 * U + 3, U) == pytest.approx(0.0, abs=1e-12)  # the SDP sees the standardised U
+    assert relative_error(-U, U) == pytest.approx(2.0)
+
+
+def test_random_groups_partition_all_tasks_evenly() -> None:
+    groups = random_groups(10, 3, seed=5)
+    assert sorted(t for g in groups for t in g) == list(range(10))
+    assert sorted(len(g) for g in groups) == [3, 3, 4]
+    assert groups == random_groups(10, 3, seed=5) and groups != random_groups(10, 3, seed=6)
+
+
+# ----------------------------------------------------------------------------------------------- commands
+def test_check_linear_error_grows_with_distance(tiny_run: Path, tmp_path: Path, cli) -> None:
+    run = _copy(tiny_run, tmp_path)
+    rc, out, err = cli("check-linear", run, "--num-subsets", "2", "--subset-size", "3", "--distances",
+                       "0.001,0.05", "--backend", "sequential")
+    assert rc == 0, err
+    record = json.loads((run / "check_linear" / "check_linear.json").read_text())
+    small, large = record["table"]
+    assert small["subsets_reached"] == large["subsets_reached"] == 2
+    # first order: the residual of the linearisation shrinks quadratically with the step
+    assert small["rss_change_mean"] < 0.01
+    assert small["rss_change_mean"] < large["rss_change_mean"]
+    for res in record["per_subset"]:
+        for row in res["rows"]:
+            assert row["distance_at_snapshot"] >= row["distance"]
+    assert "| 0.1% | 2 |" in out
+    assert (run / "check_linear" / "check_linear.md").exists()
+
+
+def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_path: Path, cli) -> None:
+    run = _copy(tiny_run, tmp_path)
+    gt_args = ["ground-truth", run, "--steps-per-task", "128", "--max-subsets", "40", "--eval-episodes", "1",
+               "--workers", "2"]
+    rc, out, err = cli(*gt_args)
+    assert rc == 0, err
+    record = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
+    assert record["num_subsets"] == 40 and len(record["subsets"]) == 40
+    assert 0.0 <= record["nmi"] <= 1.0 and -1.0 <= record["spearman"] <= 1.0
+    assert record["cost"]["speedup_flops"] > 1.0  # fine-tuning 40 subsets costs more than the surrogate
+    variants = record["surrogate_variants"]
+    assert set(variants) == {"held_out", "in_sample"} and record["run_evaluation"] == "in_sample"  # the default
+    assert variants["in_sample"]["spearman"] == pytest.approx(record["spearman"])  # the run's own f^ and f
+    assert "held_out |" in out and "in_sample (the run's) |" in out
+    truth = json.loads((run / "ground_truth" / "groups_true.json").read_text())
+    assert sorted(i for g in truth["group_indices"] for i in g) == list(range(10))
+    for name in ("ground_truth.md", "affinity_vs_true.png", "f_hat_vs_f.png", "affinity_true.npy"):
+        assert (run / "ground_truth" / name).exists(), name
+    # resume: lose two finished jobs, rerun sequentially; the real f(S) come out the same
+    jobs = sorted((run / "jobs").glob("*.json"))
+    for p in jobs[:2]:
+        p.unlink()
+    rc, _, err = cli(*gt_args[:-2], "--backend", "sequential")
+    assert rc == 0, err
+    again = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
+    assert [s["f_return"] for s in again["subsets"]] == [s["f_return"] for s in record["subsets"]]
+    assert again["groups_true"] == record["groups_true"]
+    # a second seed per subset: replicate 0 comes from the cache, replicate 1 is new, f(S) is their mean
+    before = len(list((run / "jobs").glob("*.json")))
+    distinct = len({tuple(s["tasks"]) for s in record["subsets"]})
+    rc, out, err = cli(*gt_args, "--seeds-per-subset", "2")
+    assert rc == 0, err
+    assert len(list((run / "jobs").glob("*.json"))) == before + distinct
+    assert "2 seed(s) each" in out and "half vs half" in out
+    tr = json.loads((run / "ground_truth" / "ground_truth.json").read_text())["test_retest"]
+    assert 0.0 <= tr["nmi_halves"] <= 1.0 and 0.0 <= tr["nmi_estimated_vs_halves"] <= 1.0
+
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]))
+    rc, out, err = cli("compare", run, "--seeds", "2", "--steps-per-task", "128", "--eval-episodes", "1",
+                       "--ablate-k", "1,2", "--workers", "2", "--groups", f"halves={mine}", "--single")
+    assert rc == 0, err
+    assert "Negative transfer" in out
+    cmp = json.loads((run / "compare" / "compare.json").read_text())
+    methods = cmp["methods"]
+    assert {"multitask", "random", "gradient_similarity", "policygradex", "ground_truth",
+            "policygradex k=1", "policygradex k=2", "halves", "single"} <= set(methods)
+    assert methods["single"]["groups"] == [[name] for name in cmp["task_names"]]
+    assert methods["halves"]["groups"] == [cmp["task_names"][:5], cmp["task_names"][5:]]
+    # k = 1 is the multitask policy: the same training jobs, the same numbers
+    assert methods["policygradex k=1"]["per_seed"] == methods["multitask"]["per_seed"]
+    for row in methods.values():
+        assert len(row["per_seed"]) == 2 and len(row["per_task_mean"]) == 10
+    assert methods["policygradex"]["policygradex_improvement"] is None
+    pgx, mt = np.array(methods["policygradex"]["per_seed"]), np.array(methods["multitask"]["per_seed"])
+    assert methods["multitask"]["policygradex_difference"] == pytest.approx(pgx.mean() - mt.mean())
+    assert methods["multitask"]["difference_stderr"] == pytest.approx(np.sqrt(pgx.var(ddof=1) / 2 + mt.var(ddof=1) / 2))
+    assert (run / "compare" / "learning_curves.png").exists() and "| policygradex |" in out
+
+
+def test_evaluation_commands_give_one_line_errors(tiny_run: Path, tmp_path: Path, cli) -> None:
+    rc, _, err = cli("ground-truth", tmp_path / "nowhere")
+    assert_one_line_error(rc, err, "not a directory")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, _, err = cli("compare", empty)
+    assert_one_line_error(rc, err, "config.json is missing")
+    rc, _, err = cli("ground-truth", tiny_run, "--max-subsets", "1")
+    assert_one_line_error(rc, err, "--max-subsets")
+    rc, _, err = cli("compare", tiny_run, "--workers", "0")
+    assert_one_line_error(rc, err, "--workers")
+    rc, _, err = cli("compare", tiny_run, "--ablate-k", "11")
+    assert_one_line_error(rc, err, "--ablate-k 11")
+    rc, _, err = cli("check-linear", tiny_run, "--ray-address", "x:1")
+    assert_one_line_error(rc, err, "--backend ray")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([[0, 1], [1, 2]]))
+    rc, _, err = cli("compare", tiny_run, "--groups", f"mine={bad}")
+    assert_one_line_error(rc, err, "do not partition the 10 tasks")
+    rc, _, err = cli("compare", tiny_run, "--groups", f"random={bad}")
+    assert_one_line_error(rc, err, "'random' is taken")
+    rc, _, err = cli("compare", tiny_run, "--groups", "no-equals-sign")
+    assert rc == 2 and "NAME=PATH" in err
+
+
+def test_interaction_spearman_ignores_additive_task_effects() -> None:
+    from policygradex.analysis.scores import interaction_spearman
+    from policygradex.pipeline.surrogate import sample_subsets
+
+    n = 8
+    subsets = sample_subsets(n, 4, 120, seed=1).subsets
+    rng = np.random.default_rng(0)
+    blocks = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    inter = np.array([sum(blocks[i] == blocks[j] for i in s for j in s if i < j) for s in subsets], float)
+    inter += 0.1 * rng.normal(size=len(subsets))
+    u_hat, u = rng.normal(size=n) * 10, -rng.normal(size=n) * 10
+    f_hat = inter + np.array([u_hat[s].sum() for s in subsets])
+    f = inter + np.array([u[s].sum() for s in subsets])
+    assert interaction_spearman(subsets, f_hat, f, n) > 0.95
+    assert interaction_spearman(subsets, f_hat, -f, n) < -0.95
+
+
+def test_test_retest_of_the_ground_truth_on_planted_groups() -> None:
+    """Replicates that share a planted block structure agree with each other and with an estimate that has it;
+    replicates of pure noise agree with nothing."""
+    from policygradex.analysis.scores import test_retest
+    from policygradex.pipeline.surrogate import sample_subsets
+
+    n, k = 9, 3
+    subsets = sample_subsets(n, 4, 100, seed=2).subsets
+    blocks = np.repeat(np.arange(k), 3)
+    inter = np.array([sum(blocks[i] == blocks[j] for i in s for j in s if i < j) for s in subsets], float)
+    rng = np.random.default_rng(0)
+    clean = inter + 0.05 * rng.normal(size=(4, len(subsets)))
+    tr = test_retest(subsets, inter, clean, blocks, k, "SCS")
+    assert tr["nmi_halves"] == pytest.approx(1.0) and tr["nmi_estimated_vs_halves"] == pytest.approx(1.0)
+    assert tr["reliability_seeds"] > 0.95 and tr["spearman_interaction_halves"] > 0.9
+    noise = rng.normal(size=(4, len(subsets)))
+    tr = test_retest(subsets, inter, noise, blocks, k, "SCS")
+    assert tr["nmi_estimated_vs_halves"] < 0.8 and abs(tr["spearman_interaction_estimated_vs_halves"]) < 0.3
+
+
+def test_subset_objectives_without_held_out_transitions() -> None:
+    """--holdout-fraction 0 (the paper's setting) crashed ground-truth with ZeroDivisionError: with nothing held
+    out the real objectives are measured on all transitions. At theta_star itself (ratio 1) they equal mean(A) and
+    -log(2) mean(|A|), by hand."""
+    import torch
+
+    from policygradex.analysis.context import subset_objectives
+
+    class Same(torch.nn.Module):  # log pi = log pi_theta_star: ratio 1 everywhere
+        def forward(self, obs, act):
+            return obs[:, 0]
+
+    adv = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    task = {"obs": torch.tensor([[0.1], [0.2], [0.3], [0.4]]), "actions": torch.zeros(4),
+            "advantages": adv, "logp_star": torch.tensor([0.1, 0.2, 0.3, 0.4])}
+    trans = {"n_fit": 4, "tasks": [task, task]}
+    out = subset_objectives(Same(), trans, [0, 1], clip_coef=0.2)
+    assert out["ppo"] == pytest.approx(float(adv.mean()))
+    assert out["logistic"] == pytest.approx(-float(np.log(2.0) * adv.abs().mean()))
+    held = subset_objectives(Same(), {"n_fit": 2, "tasks": [task]}, [0], clip_coef=0.2)
+    assert held["ppo"] == pytest.approx(float(adv[2:].mean()))  # with a held-out part, only that part counts
+
+
+def test_transfer_warning_names_the_tasks_far_below_their_single_task_return() -> None:
+    """Multitask at 40% of the single-task return on task b (below the 50% line), 90% on a: b is named, a is not;
+    the mean share is (0.9 + 0.4) / 2. Without a single row there is nothing to say."""
+    from policygradex.analysis.compare import transfer_lines
+
+    record = {"task_names": ["a", "b"],
+              "methods": {"single": {"per_task_mean": [100.0, 200.0]}, "multitask": {"per_task_mean": [90.0, 80.0]}}}
+    text = "\n".join(transfer_lines(record))
+    assert "reaches 65% of what each task reaches" in text
+    assert "b (40%)" in text and "a (" not in text and "Warning" in text
+    del record["methods"]["single"]
+    assert transfer_lines(record) == []
