@@ -1,6 +1,10 @@
 # `make demo` and `make test` each work from a fresh clone: they create .venv if it is missing, install
-# torch (pinned, CPU) first and then the package with its test extras, and run. `make test EXTRAS=test,ray`
-# also installs Ray, so that the Ray backend test runs (CI does this).
+# torch (pinned, CPU) first and then the package with its test extras, and run. CI runs
+# `make test EXTRAS=test,ray,highway,metaworld,mo` so that the tests of every optional extra run.
+# highway-env needs no special step: from 1.12 on it depends on pygame-ce, the same `pygame` module that
+# gymnasium[box2d] installs (earlier releases pulled in `pygame`, whose files overwrite pygame-ce's).
+# mo-gymnasium (1.3.2) still requires `pygame`: with `mo` in EXTRAS it is installed without its dependencies,
+# which are gymnasium, numpy and scipy (already here) and the `pygame` module (pygame-ce provides it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	case ",$(EXTRAS)," in *,mo,*) $(BIN)/python -m pip install -q --no-deps "mo-gymnasium>=1.3,<2" ;; esac
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 
-from policygradex.envs import Task, TaskFamily
+from policygradex.envs import EpisodeMetric, Task, TaskFamily
 
 
 def _cartpole(half_length: float):
@@ -67,3 +68,31 @@ def make_env_raises() -> TaskFamily:
         raise ValueError("no such simulator")
 
     return TaskFamily("broken-env", (Task("fine", lambda: gym.make("CartPole-v1")), Task("broken", broken)))
+
+
+class CountingEnv(gym.Env):
+    """Observation: the step count t. Reward: the action (0 or 1). An episode lasts ``length`` steps (truncated).
+    Infos: ``success`` 1 only at t == 3; ``vector_reward`` (action, 1 - action). Everything is hand-computable."""
+
+    def __init__(self, length: int = 5) -> None:
+        self.observation_space = gym.spaces.Box(0.0, 100.0, (1,))
+        self.action_space = gym.spaces.Discrete(2)
+        self.length, self.t = length, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        info = {"success": float(self.t == 3), "vector_reward": np.array([action, 1 - action], dtype=np.float64)}
+        return np.array([self.t], dtype=np.float32), float(action), False, self.t >= self.length, info
+
+
+def counting_family() -> TaskFamily:
+    """Two CountingEnv tasks (episodes of 5 and 4 steps) with both kinds of episode metric."""
+    tasks = (Task("five", lambda: CountingEnv(5)), Task("four", lambda: CountingEnv(4)))
+    return TaskFamily("counting", tasks, "hand-computable metrics", headline="success",
+                      metrics=(EpisodeMetric("success", "success", "max"),
+                               EpisodeMetric("vector_return", "vector_reward", "sum", scalar=False)))

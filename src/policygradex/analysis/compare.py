@@ -19,6 +19,7 @@ mean ± std over seeds, and PolicyGradEx's relative improvement over each groupi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import save_figure
 from policygradex.common.progress import status
+from policygradex.nets.base import NETWORKS, TASK_ROUTED
 from policygradex.pipeline.affinity import subset_affinity
 from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.features import feature_arrays, feature_set, projection_for
@@ -56,8 +58,9 @@ class CompareConfig:
     """Independent seeds per grouping (the paper: 5 runs)."""
     steps_per_task: int | None = None
     """Environment steps per task (None: the run's meta-training budget); the total is n times this for all."""
-    eval_episodes: int = 10
-    """Evaluation episodes per task for each trained policy."""
+    eval_episodes: int | None = None
+    """Evaluation episodes per task for each trained policy (None: the family's, ``TaskFamily.eval_episodes``: 10,
+    or 50 for Meta-World, one per goal)."""
     ablate_k: tuple[int, ...] = ()
     """Also train PolicyGradEx groups re-clustered from U with each of these k."""
     ablate_d: tuple[int, ...] = ()
@@ -68,6 +71,12 @@ class CompareConfig:
     single: bool = False
     """Also train every task alone (n policies per seed, the ``single`` row), and report how far the one multitask
     policy falls below what each task reaches alone: the negative transfer that grouping is meant to avoid."""
+    group_network: str | None = None
+    """The network each grouping's policies are trained with (``--group-network``; None: the run's). The paper trains
+    its groups with Soft Modularization on Meta-World (``softmod``)."""
+    network_rows: tuple[str, ...] = ()
+    """Also train one network of each of these kinds on all n tasks (``--network-rows softmod,care,paco``): the
+    paper's multitask-architecture baselines, rows named ``all tasks (NAME)``."""
     seed: int = 0
     """Base seed (seed i of a grouping uses a seed derived from (seed, i, group))."""
 
@@ -133,10 +142,25 @@ def groups_at_dimension(ctx: RunContext, trans: dict[str, Any], d: int, k: int) 
     return groups_from_labels(cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels)
 
 
+def quiet_nanmean(stack: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 ignoring NaN (iterations in which no episode ended), NaN where all are: long episodes
+    (Meta-World's 500 steps) often end in no iteration of a short budget."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(stack, axis=0)
+
+
+def network_changes(name: str, run_task_id: bool) -> dict[str, Any]:
+    """The NetworkConfig changes that train with network ``name``: a network that routes by task gets the task id
+    (its policies train from scratch, so theta_star's choice does not bind them)."""
+    return {"name": name, "task_id": True if name in TASK_ROUTED else run_task_id}
+
+
 def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
     ctx = load_context(run_dir, need=("groups", "affinity", "subsets"))
     n, names = ctx.family.n, ctx.names
-    if cc.seeds < 1 or cc.eval_episodes < 1:
+    eval_episodes = ctx.family.eval_episodes if cc.eval_episodes is None else cc.eval_episodes
+    if cc.seeds < 1 or eval_episodes < 1:
         raise PolicyGradExError("--seeds and --eval-episodes must be >= 1")
     for k in cc.ablate_k:
         if not 1 <= k <= n:
@@ -144,6 +168,9 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     for d in cc.ablate_d:
         if d < 1:
             raise PolicyGradExError(f"--ablate-d values must be >= 1, got {d}")
+    for net in (cc.group_network, *cc.network_rows):
+        if net is not None and net not in NETWORKS and ":" not in net:
+            raise PolicyGradExError(f"unknown network {net!r}; known: {sorted(NETWORKS)} or package.module:function")
     extra = {}  # bad input fails before any work
     for name, path in cc.extra_groups:
         if name in BUILT_IN or name.startswith("policygradex ") or name in extra:
@@ -178,37 +205,55 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
         with status(console, f"d ablation: features at d = {d}, surrogate, clustering"):
             methods[f"policygradex d={d}"] = [groups_at_dimension(ctx, trans, d, k)] * cc.seeds
 
+    network = {method: cc.group_network for method in methods}
+    for net in cc.network_rows:
+        methods[f"all tasks ({net})"] = [[list(range(n))]] * cc.seeds
+        network[f"all tasks ({net})"] = net
+
     steps = cc.steps_per_task or ctx.cfg.ppo.steps_per_task
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=steps)
     common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "ppo": ppo, "init": "scratch",
-              "eval_episodes": cc.eval_episodes}
-    jobs: dict[tuple[int, ...], tuple[JobSpec, int]] = {}
-    for per_seed in methods.values():
+              "eval_episodes": eval_episodes}
+    jobs: dict[tuple[Any, ...], tuple[JobSpec, int]] = {}
+    keys: dict[str, list[list[tuple[Any, ...]]]] = {}  # method -> per seed -> per group: its job
+    for method, per_seed in methods.items():
+        net = network[method]
+        changes = network_changes(net, ctx.cfg.network.task_id) if net else {}
+        keys[method] = []
         for s, groups in enumerate(per_seed):
+            keys[method].append([])
             for g in groups:
-                key = (s, *sorted(g))
+                key = (net, s, *sorted(g))
+                keys[method][-1].append(key)
                 if key not in jobs:
-                    spec = JobSpec("policygradex.analysis.context:train_job", {**common, "task_ids": sorted(g)},
+                    args = {**common, "task_ids": sorted(g), **({"network": changes} if changes else {})}
+                    spec = JobSpec("policygradex.analysis.context:train_job", args,
                                    seed=job_seed("compare", cc.seed, s, tuple(sorted(g))),
-                                   label=f"seed {s}: {','.join(names[i] for i in sorted(g))}")
+                                   label=f"seed {s}{f' ({net})' if net else ''}: "
+                                         f"{','.join(names[i] for i in sorted(g))}")
                     jobs[key] = (spec, len(jobs))
     specs = [spec for spec, _ in jobs.values()]
     results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
                        f"compare: {len(specs)} trainings ({steps} steps per task)")
     by_key = {key: results[j] for key, (_, j) in jobs.items()}
 
+    metric = ctx.family.headline  # what the table scores: the return, or e.g. Meta-World's success rate
+    vector_metrics = [m.name for m in ctx.family.metrics if not m.scalar]
     table: dict[str, Any] = {}
     for method, per_seed in methods.items():
         per_task = np.zeros((cc.seeds, n))
+        per_task_vector: dict[str, list[list[Any]]] = {m: [[None] * n for _ in range(cc.seeds)] for m in vector_metrics}
         curves = []
         for s, groups in enumerate(per_seed):
             parts = []
-            for g in groups:
-                res = by_key[(s, *sorted(g))]
+            for g, key in zip(groups, keys[method][s]):
+                res = by_key[key]
                 for t, r in res["returns"].items():
-                    per_task[s, int(t)] = r
+                    per_task[s, int(t)] = r if metric == "return" else res["metrics"][t][metric]
+                    for m in vector_metrics:
+                        per_task_vector[m][s][int(t)] = res["metrics"][t][m]
                 parts.append((len(g), np.array([row[1] for row in res["curve"]], dtype=float)))
-            x = [row[0] for row in by_key[(s, *sorted(groups[0]))]["curve"]]
+            x = [row[0] for row in by_key[keys[method][s][0]]["curve"]]
             curves.append((x, sum(w * c for w, c in parts) / n))
         overall = per_task.mean(axis=1)
         table[method] = {
@@ -216,7 +261,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
             "overall_mean": float(overall.mean()), "overall_std": float(overall.std()),
             "per_task_mean": per_task.mean(axis=0).tolist(), "per_task_std": per_task.std(axis=0).tolist(),
             "per_seed": overall.tolist(),
-            "curve_x": curves[0][0], "curve": np.nanmean(np.stack([c for _, c in curves]), axis=0).tolist(),
+            **{f"per_task_{m}": np.mean(np.asarray(v, dtype=float), axis=0).tolist() for m, v in per_task_vector.items()},
+            "curve_x": curves[0][0], "curve": quiet_nanmean(np.stack([c for _, c in curves])).tolist(),
         }
     pgx = table["policygradex"]["overall_mean"]
     pgx_seeds = np.array(table["policygradex"]["per_seed"])
@@ -231,14 +277,20 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
             float(np.sqrt(pgx_seeds.var(ddof=1) / cc.seeds + other.var(ddof=1) / cc.seeds))
     out_dir = ctx.rd.path / "compare"
     record = {"family": ctx.family.name, "task_names": names, "k": k, "steps_per_task": steps,
+              "group_network": cc.group_network or ctx.cfg.network.name, "metric": metric,
+              "eval_episodes": eval_episodes,
+              "vector_metrics": vector_metrics,
               "config": asdict(cc), "methods": table}
     atomic_write_json(out_dir / "compare.json", record)
-    _plot(record, methods["policygradex"][0], by_key, names, out_dir / "learning_curves.png")
+    _plot(record, keys["policygradex"], by_key, names, out_dir / "learning_curves.png")
     write_markdown(out_dir / "compare.md", markdown(record))
     return record
 
 
-def _plot(record: dict[str, Any], pgx_groups: list[list[int]], by_key: dict, names: list[str], path: Path) -> None:
+def _plot(record: dict[str, Any], pgx_keys: list[list[tuple[Any, ...]]], by_key: dict, names: list[str],
+          path: Path) -> None:
+    """Mean training curves of every grouping, and of each PolicyGradEx group (``pgx_keys``: per seed, per group,
+    the job key (network, seed, *tasks))."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
@@ -247,13 +299,12 @@ def _plot(record: dict[str, Any], pgx_groups: list[list[int]], by_key: dict, nam
         ok = ~np.isnan(y)
         axes[0].plot(np.array(row["curve_x"])[ok], y[ok], lw=1.5 if method == "policygradex" else 1, label=method)
     axes[0].set_title("mean training return over all tasks (mean over seeds)", fontsize=9)
-    seeds = record["config"]["seeds"]
-    for g in pgx_groups:
-        curves = [np.array([r[1] for r in by_key[(s, *sorted(g))]["curve"]], dtype=float) for s in range(seeds)]
-        x = [r[0] for r in by_key[(0, *sorted(g))]["curve"]]
-        y = np.nanmean(np.stack(curves), axis=0)
+    for j, key in enumerate(pgx_keys[0]):
+        curves = [np.array([r[1] for r in by_key[seed_keys[j]]["curve"]], dtype=float) for seed_keys in pgx_keys]
+        x = [r[0] for r in by_key[key]["curve"]]
+        y = quiet_nanmean(np.stack(curves))
         ok = ~np.isnan(y)
-        axes[1].plot(np.array(x)[ok], y[ok], label="{" + ", ".join(names[i] for i in g) + "}")
+        axes[1].plot(np.array(x)[ok], y[ok], label="{" + ", ".join(names[i] for i in key[2:]) + "}")
     axes[1].set_title("PolicyGradEx groups (mean over seeds)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("environment steps per task")
@@ -287,24 +338,35 @@ def transfer_lines(record: dict[str, Any]) -> list[str]:
 
 
 def markdown(record: dict[str, Any]) -> str:
-    names = record["task_names"]
+    names, metric = record["task_names"], record.get("metric", "return")
     seeds = record["config"]["seeds"]
     lines = [f"# Downstream comparison: {record['family']}", "",
-             f"One policy per group, trained from scratch with PPO, {record['steps_per_task']} environment steps per "
-             f"task for every grouping (same total budget); k = {record['k']}; mean ± std over {seeds} seeds of the "
-             "mean evaluation return over all tasks.", "",
-             "PolicyGradEx - it: the difference of the mean returns ± its standard error (seeds independent); "
+             f"One policy per group, trained from scratch with PPO and the `{record.get('group_network', 'mlp')}` "
+             f"network, {record['steps_per_task']} environment steps per task for every grouping (same total budget)"
+             + ("; `all tasks (NAME)`: one NAME network on all tasks" if any(m.startswith("all tasks (")
+                                                                         for m in record["methods"]) else "")
+             + f". k = {record['k']}; mean ± std over {seeds} seeds of the mean {metric} over all tasks, from "
+             f"{record.get('eval_episodes', 10)} evaluation episodes per task.",
+             "",
+             f"PolicyGradEx - it: the difference of the mean {metric}s ± its standard error (seeds independent); "
              "a difference within 2 standard errors is not resolved by these seeds.", "",
-             "| grouping | mean return | PolicyGradEx vs it | PolicyGradEx - it | " + " | ".join(names) + " |",
+             f"| grouping | mean {metric} | PolicyGradEx vs it | PolicyGradEx - it | " + " | ".join(names) + " |",
              "|---|---|---|---|" + "---|" * len(names)]
+    digits = 1 if metric == "return" else 3  # returns, or rates in [0, 1]
     for method, row in record["methods"].items():
         imp = row["policygradex_improvement"]
         imp_s = "" if imp is None else f"{100 * imp:+.1f}%"
         diff, se = row.get("policygradex_difference"), row.get("difference_stderr")
-        diff_s = "" if diff is None else f"{diff:+.1f}" + ("" if se is None else f" ± {se:.1f}")
-        per_task = " | ".join(f"{x:.1f}" for x in row["per_task_mean"])
-        lines.append(f"| {method} | {row['overall_mean']:.1f} ± {row['overall_std']:.1f} | {imp_s} | {diff_s} | "
-                     f"{per_task} |")
+        diff_s = "" if diff is None else f"{diff:+.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+        per_task = " | ".join(f"{x:.{digits}f}" for x in row["per_task_mean"])
+        lines.append(f"| {method} | {row['overall_mean']:.{digits}f} ± {row['overall_std']:.{digits}f} | {imp_s} | "
+                     f"{diff_s} | {per_task} |")
+    for m in record.get("vector_metrics", []):  # e.g. an MO family: each objective's return, beside the scalar one
+        lines += ["", f"Mean {m} per task (one entry per objective, mean over seeds):", "",
+                  "| grouping | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for method, row in record["methods"].items():
+            cells = ["(" + ", ".join(f"{x:.1f}" for x in v) + ")" for v in row[f"per_task_{m}"]]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += transfer_lines(record)
     lines += ["", "Groups:", ""]
     for method, row in record["methods"].items():

@@ -23,7 +23,7 @@ from policygradex.pipeline.features import fit_rows, normalize_advantages, run_t
 from policygradex.pipeline.rundir import RunDir
 from policygradex.pipeline.stages import make_model
 from policygradex.rl.config import PPOConfig
-from policygradex.rl.evaluate import evaluate_returns
+from policygradex.rl.evaluate import evaluate_episodes
 from policygradex.rl.ppo import train_ppo
 
 
@@ -151,16 +151,22 @@ def job_context(args: dict[str, Any]) -> tuple[RunConfig, TaskFamily, nn.Module]
 
 def train_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train one policy on ``args["task_ids"]`` (fine-tune theta_star, or from scratch with init="scratch") with
-    PPO config ``args["ppo"]``; then measure per-task returns (and the real f(S) objectives if asked)."""
+    PPO config ``args["ppo"]`` and the run's network, or the NetworkConfig changes in ``args["network"]`` (from
+    scratch only); then measure per-task returns (and the real f(S) objectives if asked)."""
     cfg, family, model = job_context(args)
     ppo = PPOConfig(**args["ppo"])
     task_ids = [int(t) for t in args["task_ids"]]
     from_theta_star = args.get("init", "theta_star") == "theta_star"
+    # another network than the run's (compare's --group-network and network rows) trains from scratch
+    net = replace(cfg.network, **args["network"]) if args.get("network") else cfg.network
+    if net != cfg.network and from_theta_star:
+        raise PolicyGradExError("only the run's own network can be fine-tuned from theta_star")
     names = model.policy_parameter_names()
     theta0 = flat_params(model, names)
-    result = train_ppo(family, task_ids, cfg.network, ppo, seed, init_state=model.state_dict() if from_theta_star else None)
-    returns = evaluate_returns(family, task_ids, result.model, int(args.get("eval_episodes", 10)), seed + 1,
-                               cfg.network.task_id)
+    result = train_ppo(family, task_ids, net, ppo, seed, init_state=model.state_dict() if from_theta_star else None)
+    evaluation = evaluate_episodes(family, task_ids, result.model, int(args.get("eval_episodes", 10)), seed + 1,
+                                   net.task_id)
+    returns = {t: m["return"] for t, m in evaluation.items()}
     out: dict[str, Any] = {
         "task_ids": task_ids,
         "returns": {str(t): r for t, r in returns.items()},
@@ -171,6 +177,8 @@ def train_job(args: dict[str, Any], seed: int) -> dict[str, Any]:
         if from_theta_star else None,
         "curve": [[row["env_steps_per_task"], row["mean_return"]] for row in result.curve],
     }
+    if family.metrics:  # e.g. success per task, an MO family's vector return per task
+        out["metrics"] = {str(t): m for t, m in evaluation.items()}
     if args.get("objectives"):
         trans = load_transitions(Path(args["transitions"]), args["theta_sha"])
         out["objectives"] = subset_objectives(result.model, trans, task_ids, ppo.clip_coef)

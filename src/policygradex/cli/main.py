@@ -51,7 +51,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
 
     cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
                        ablate_k=args.ablate_k, ablate_d=args.ablate_d, extra_groups=tuple(args.groups),
-                       single=args.single, seed=args.seed)
+                       single=args.single, group_network=args.group_network, network_rows=args.network_rows,
+                       seed=args.seed)
     _evaluate(args, console, compare, markdown, cc, "compare")
 
 

@@ -8,8 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
+
 from policygradex.analysis.launcher import LauncherConfig
 from policygradex.common.errors import PolicyGradExError
+from policygradex.nets.base import TASK_ROUTED
 from policygradex.pipeline.config import RunConfig, apply_preset
 
 
@@ -46,6 +49,13 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64,64, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"values must be positive integers, got {text!r}")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names like softmod,care, got {text!r}")
     return values
 
 
@@ -87,11 +97,29 @@ def launcher_config(args: argparse.Namespace) -> LauncherConfig:
     return LauncherConfig(backend=args.backend, workers=args.workers, ray_address=args.ray_address)
 
 
+def family_with_weights(family: str, path: Path) -> str:
+    """``mo:ENV_ID`` with the weights of an n x r CSV written in: ``mo:ENV_ID(weights=[[...], ...])``, so that
+    config.json holds them."""
+    if not family.startswith("mo:") or "(" in family:
+        raise PolicyGradExError("--weights goes with a family mo:ENV_ID (without parameters), e.g. "
+                                "mo:mo-lunar-lander-v3")
+    try:
+        W = np.loadtxt(path, delimiter=",", ndmin=2, comments="#")
+    except (OSError, ValueError) as exc:
+        raise PolicyGradExError(f"--weights {path}: not a readable n x r CSV of numbers ({exc})") from None
+    if W.size == 0 or not np.isfinite(W).all():
+        raise PolicyGradExError(f"--weights {path}: expected finite numbers, one weight vector per row")
+    return f"{family}(weights={[[float(x) for x in row] for row in W]})".replace(" ", "")
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    cfg = apply_preset(RunConfig(family=args.family, seed=args.seed), args.preset)
+    family = family_with_weights(args.family, args.weights) if args.weights is not None else args.family
+    cfg = apply_preset(RunConfig(family=family, seed=args.seed), args.preset)
     net, ppo, feat, sur, clu = cfg.network, cfg.ppo, cfg.features, cfg.surrogate, cfg.cluster
     if args.hidden is not None:
         net = replace(net, hidden_sizes=args.hidden)
+    if args.network is not None:
+        net = replace(net, name=args.network, task_id=args.network in TASK_ROUTED or net.task_id)
     if args.task_id is not None:
         net = replace(net, task_id=args.task_id)
     if args.steps_per_task is not None:

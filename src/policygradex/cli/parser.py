@@ -12,8 +12,10 @@ from policygradex.cli.options import (
     finish_evaluation_command,
     float_list,
     int_list,
+    name_list,
     named_path,
 )
+from policygradex.nets.base import NETWORKS
 from policygradex.pipeline.config import PRESETS, RunConfig, preset_summary
 
 
@@ -24,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run all stages on a task family (resumes an existing --out)")
-    run.add_argument("family", help="built-in family (see `policygradex families`) or package.module:function")
+    run.add_argument("family", help="built-in family (see `policygradex families`), mo:ENV_ID (an MO-Gymnasium "
+                                    "environment) or package.module:function")
     run.add_argument("--out", type=Path, help="run directory (default runs/FAMILY-seedS)")
+    run.add_argument("--weights", type=Path, metavar="CSV",
+                     help="for an mo:ENV_ID family: preference weights, one task per row (n x r, comma-separated)")
     run.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
     run.add_argument("--threads", type=int, default=1,
                      help="torch / BLAS threads (default: 1: the same groups whatever OMP_NUM_THREADS is; 2 runs the "
@@ -52,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"PPO environment steps per task (default: the preset's; {d.ppo.steps_per_task:,} without one)")
     g.add_argument("--hidden", type=int_list,
                    help=f"hidden widths (default: {','.join(map(str, d.network.hidden_sizes))}, a 4-layer MLP)")
+    g.add_argument("--network", metavar="NAME",
+                   help=f"policy network: {', '.join(NETWORKS)} or package.module:function (default: "
+                        f"{d.network.name}); multihead, softmod, care and paco route by task and turn --task-id on")
     g.add_argument("--task-id", action=argparse.BooleanOptionalAction, default=None,
                    help="append a one-hot task id to every policy's observations (default: off; see README)")
     g.add_argument("--lr", type=float, help=f"PPO learning rate (default: {d.ppo.learning_rate:g})")
@@ -106,7 +114,8 @@ def _add_run_dir_commands(sub: argparse._SubParsersAction) -> None:
     cp = add_run_dir_command(sub, "compare", "train one policy per group for several groupings, same budget (Table 2)")
     cp.add_argument("--seeds", type=int, default=5, help="seeds per grouping (default 5)")
     cp.add_argument("--steps-per-task", type=int, help="environment steps per task (default: the run's meta-training budget)")
-    cp.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
+    cp.add_argument("--eval-episodes", type=int,
+                    help="evaluation episodes per task (default: the family's: 10, or 50 for mt10, one per goal)")
     cp.add_argument("--ablate-k", type=int_list, default=(), help="also PolicyGradEx groups with these k, e.g. 1,2,3,4,5")
     cp.add_argument("--ablate-d", type=int_list, default=(), help="also groups from projections of these d, e.g. 100,200,400,1000")
     cp.add_argument("--groups", action="append", default=[], metavar="NAME=PATH", type=named_path,
@@ -114,6 +123,11 @@ def _add_run_dir_commands(sub: argparse._SubParsersAction) -> None:
                          "indices (repeatable)")
     cp.add_argument("--single", action="store_true",
                     help="also train every task alone, and warn where one multitask policy falls far below it")
+    cp.add_argument("--group-network", metavar="NAME",
+                    help="network of every grouping's policies (default: the run's); e.g. softmod, as the paper on "
+                         "Meta-World")
+    cp.add_argument("--network-rows", type=name_list, default=(), metavar="NAMES",
+                    help="also one network of each kind on all tasks, e.g. softmod,care,paco (the paper's baselines)")
     finish_evaluation_command(cp)
 
     st = add_run_dir_command(sub, "stability", "would the groups come out the same from fresh transitions? "

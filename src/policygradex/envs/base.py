@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import gymnasium as gym
 
@@ -23,6 +25,20 @@ class Task:
 
 
 @dataclass(frozen=True)
+class EpisodeMetric:
+    """A per-episode number besides the return, accumulated from one key of the sub-envs' step infos."""
+
+    name: str
+    """How it is reported (``success``, ``vector_return``)."""
+    info_key: str
+    """The info key read at every valid step (``success``, ``vector_reward``)."""
+    reduce: Literal["sum", "max"] = "sum"
+    """Sum over the episode's steps (a vector return) or maximum (success at any step)."""
+    scalar: bool = True
+    """False for a vector per step (one entry per objective): reported per component, not in the training curve."""
+
+
+@dataclass(frozen=True)
 class TaskFamily:
     """n tasks sharing observation and action spaces."""
 
@@ -38,6 +54,22 @@ class TaskFamily:
     planted_groups: tuple[tuple[int, ...], ...] | None = None
     """The true groups when they are known by construction (the ``planted`` family): the report and ``compare``
     score the method against them. None for real families."""
+    metrics: tuple[EpisodeMetric, ...] = ()
+    """Per-episode numbers besides the return, read from the step infos (Meta-World's success, an MO family's
+    vector return): tracked in training curves and reported by the evaluation commands."""
+    headline: str = "return"
+    """What a policy is scored by where one number is reported per task (``compare``): ``"return"`` or the name of
+    a scalar metric (``"success"`` for Meta-World, as the paper reports)."""
+    eval_episodes: int = 10
+    """Episodes per task when ``compare`` scores a policy, unless told otherwise: 50 for Meta-World, one per goal
+    variant as ``metaworld.evaluation`` does."""
+    default_task_id: bool = False
+    """Whether runs on this family use the one-hot task id unless told otherwise (``--task-id/--no-task-id``): on
+    for Meta-World, whose tasks cannot be told apart from the observation."""
+    default_gamma: float | None = None
+    """PPO's discount for this family when the run does not choose one (``policygradex.pipeline.runner`` puts it
+    in config.json in place of PPOConfig's 0.99), e.g. 0.8 for ``highway`` as highway-env's own training scripts
+    use. None: PPOConfig's default."""
 
     @property
     def n(self) -> int:
@@ -46,6 +78,15 @@ class TaskFamily:
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+
+def import_extra(module: str, needed_for: str, install: str) -> Any:
+    """Import an optional extra's module, with one clear error line when it is missing: a family that needs it
+    imports it only when an environment is made, so that listing the families works without it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PolicyGradExError(f"{needed_for} needs {module}: {install}") from None
 
 
 def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
@@ -60,6 +101,8 @@ def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
     for task in family.tasks:
         try:
             env = task.make_env()
+        except PolicyGradExError:
+            raise
         except Exception as exc:
             raise PolicyGradExError(f"family {family.name!r}: make_env() of task {task.name!r} raised "
                                     f"{type(exc).__name__}: {exc}") from None

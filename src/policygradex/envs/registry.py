@@ -3,6 +3,7 @@ parameters as ``name(key=value,...)``. A new built-in family is a module in this
 
 from __future__ import annotations
 
+import ast
 import importlib
 import math
 from collections.abc import Callable
@@ -11,6 +12,9 @@ from typing import Any
 from policygradex.common.errors import PolicyGradExError
 from policygradex.envs.base import TaskFamily, validate_family
 from policygradex.envs.classic import cartpole, lunarlander, lunarlander_continuous, pendulum
+from policygradex.envs.highway import highway
+from policygradex.envs.metaworld import mt10
+from policygradex.envs.mo import mo_family
 
 
 def _planted(**kwargs: Any) -> TaskFamily:
@@ -21,13 +25,16 @@ def _planted(**kwargs: Any) -> TaskFamily:
 
 FAMILIES: dict[str, Callable[..., TaskFamily]] = {
     "cartpole": cartpole,
+    "highway": highway,
     "lunarlander": lunarlander,
     "lunarlander-continuous": lunarlander_continuous,
+    "mt10": mt10,
     "pendulum": pendulum,
     "planted": _planted,
 }
 """Built-in families by name; a family with parameters is called as ``name(key=value,...)``, e.g.
-``planted(n=12,groups=4,conflict=0.5)``. Future families (highway, metaworld-mt10) register here."""
+``planted(n=12,groups=4,conflict=0.5)``. A family that needs an optional extra (``highway``) imports it only when
+an environment is made, so that listing the families works without it."""
 
 
 def register_family(name: str, factory: Callable[[], TaskFamily]) -> None:
@@ -37,26 +44,41 @@ def register_family(name: str, factory: Callable[[], TaskFamily]) -> None:
 
 # ----------------------------------------------------------------------------------------------- loading
 def parse_call(spec: str) -> tuple[str, dict[str, Any]]:
-    """``name(key=value,...)`` -> (name, {key: int or float}); a plain name -> (name, {})."""
+    """``name(key=value,...)`` -> (name, {key: value}) with Python literals as values (numbers, lists of numbers);
+    a plain name -> (name, {})."""
     if not spec.endswith(")") or "(" not in spec:
         return spec, {}
     name, _, rest = spec[:-1].partition("(")
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, (x.strip() for x in rest.split(","))):
-        key, sep, value = item.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not sep or not key.strip() or not math.isfinite(number):
-            raise PolicyGradExError(f"family {spec!r}: expected name(key=number,...), e.g. planted(n=12,groups=4)")
-        kwargs[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+    usage = f"family {spec!r}: expected name(key=number,...) with numbers or lists of numbers, e.g. planted(n=12,groups=4)"
+    try:
+        call = ast.parse(f"f({rest})", mode="eval").body
+        assert isinstance(call, ast.Call) and not call.args and all(kw.arg for kw in call.keywords)
+        kwargs = {str(kw.arg): ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError, AssertionError):
+        raise PolicyGradExError(usage) from None
+    for value in kwargs.values():
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in _numbers(value)):
+            raise PolicyGradExError(usage)
     return name.strip(), kwargs
 
 
+def _numbers(value: Any) -> list[Any]:
+    """The leaves of a (nested) list or tuple literal."""
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _numbers(v)]
+    return [value]
+
+
 def load_family(spec: str) -> TaskFamily:
-    """A built-in family name, or ``package.module:function`` returning a TaskFamily; spaces are validated."""
-    if ":" in spec:
+    """A built-in family name, ``mo:ENV_ID`` (an MO-Gymnasium environment, :func:`~policygradex.envs.mo.mo_family`),
+    or ``package.module:function`` returning a TaskFamily; spaces are validated."""
+    if spec.startswith("mo:"):
+        env_id, kwargs = parse_call(spec[len("mo:"):])
+        try:
+            family = mo_family(env_id, **kwargs)
+        except TypeError as exc:
+            raise PolicyGradExError(f"family {spec!r}: {exc}") from None
+    elif ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)

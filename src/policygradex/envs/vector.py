@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -39,6 +40,8 @@ class MultiTaskVectorEnv:
         self.obs_dim = int(np.prod(self.env.single_observation_space.shape)) + self._onehot.shape[1]
         self._prev_done = np.zeros(self.num_envs, dtype=bool)
         self.seed = seed
+        self.infos: dict[str, Any] = {}
+        """The sub-envs' infos of the last step (Gymnasium's vector layout: arrays, with ``_key`` masks)."""
 
     def _augment(self, obs: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1), self._onehot], axis=1)
@@ -52,12 +55,21 @@ class MultiTaskVectorEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Returns obs, rewards, terminated, truncated, reset_mask (True where this step only reset the sub-env)."""
         reset_mask = self._prev_done.copy()
-        obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        obs, rewards, terminated, truncated, self.infos = self.env.step(actions)
         terminated = np.asarray(terminated, dtype=bool) & ~reset_mask
         truncated = np.asarray(truncated, dtype=bool) & ~reset_mask
         self._prev_done = terminated | truncated
         rewards = np.where(reset_mask, 0.0, np.asarray(rewards, dtype=np.float64))
         return self._augment(obs), rewards, terminated, truncated, reset_mask
+
+    def info_values(self, key: str) -> np.ndarray | None:
+        """``infos[key]`` of the last step as a float array (num_envs, ...), 0 where a sub-env did not report it;
+        None when no sub-env did."""
+        if key not in self.infos:
+            return None
+        values = np.asarray(self.infos[key], dtype=np.float64)
+        present = np.asarray(self.infos.get(f"_{key}", np.ones(self.num_envs, dtype=bool)), dtype=bool)
+        return np.where(present.reshape(-1, *[1] * (values.ndim - 1)), values, 0.0)
 
     def close(self) -> None:
         self.env.close()

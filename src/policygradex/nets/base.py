@@ -1,7 +1,7 @@
 """What the pipeline needs from a policy network (:class:`Policy`), the network registry, and flat parameter vectors.
 
 A new network is a module in this package whose class satisfies :class:`Policy` and whose constructor takes
-``(obs_dim, action_space, NetworkConfig)``; register it in :data:`NETWORKS` (or load it as ``package.module:function``
+``(obs_dim, action_space, NetworkConfig, task_dim)``; register it in :data:`NETWORKS` (or load it as ``package.module:function``
 with ``NetworkConfig.name``). The gradient features are taken over :meth:`Policy.policy_parameter_names` only.
 """
 
@@ -16,8 +16,12 @@ import torch
 from torch import nn
 
 from policygradex.common.errors import PolicyGradExError
+from policygradex.nets.care import care
 from policygradex.nets.config import NetworkConfig
 from policygradex.nets.mlp import ActorCritic
+from policygradex.nets.multihead import multihead
+from policygradex.nets.paco import paco
+from policygradex.nets.softmod import soft_modularization
 
 
 class Policy(Protocol):
@@ -41,24 +45,39 @@ class Policy(Protocol):
         """(action, sampled if None; log pi(action | obs); entropy; V(obs)) as PPO uses them."""
         ...
 
+    # Optional, for networks that mask tasks in the loss (PaCo; PPO calls them when present):
+    # task_loss_mask(obs, sample_loss) -> (batch,) weights of the transitions in this minibatch's loss, and
+    # reset_masked_tasks(optimizer) after the optimizer step.
 
-NetworkFactory = Callable[[int, gym.Space, NetworkConfig], nn.Module]
 
-NETWORKS: dict[str, NetworkFactory] = {"mlp": ActorCritic}
+NetworkFactory = Callable[[int, gym.Space, NetworkConfig, int], nn.Module]
+"""(obs_dim, action_space, config, task_dim) -> the network. ``task_dim`` is the length of the one-hot task id at
+the end of every observation (0 without a task id)."""
+
+NETWORKS: dict[str, NetworkFactory] = {
+    "mlp": ActorCritic,
+    "multihead": multihead,
+    "softmod": soft_modularization,
+    "care": care,
+    "paco": paco,
+}
 """Network factories by name."""
 
+TASK_ROUTED = ("multihead", "softmod", "care", "paco")
+"""The networks that route by the task id, and so need one."""
 
-def make_network(obs_dim: int, action_space: gym.Space, config: NetworkConfig) -> nn.Module:
+
+def make_network(obs_dim: int, action_space: gym.Space, config: NetworkConfig, task_dim: int = 0) -> nn.Module:
     """The network named by ``config.name``: a registered name or ``package.module:function``."""
     if config.name in NETWORKS:
-        return NETWORKS[config.name](obs_dim, action_space, config)
+        return NETWORKS[config.name](obs_dim, action_space, config, task_dim)
     if ":" in config.name:
         module_name, _, attr = config.name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise PolicyGradExError(f"network {config.name!r} cannot be loaded: {exc}") from None
-        return factory(obs_dim, action_space, config)
+        return factory(obs_dim, action_space, config, task_dim)
     raise PolicyGradExError(f"unknown network {config.name!r}; known: {sorted(NETWORKS)} or package.module:function")
 
 

@@ -1,6 +1,14 @@
-"""The MLP actor-critic (CleanRL's PPO network): orthogonal initialisation, categorical or diagonal-Gaussian policy."""
+"""The actor-critic of every network (CleanRL's PPO layout: separate actor and critic, orthogonal initialisation,
+categorical or diagonal-Gaussian policy) and its plain MLP body.
+
+A network differs only in its *body*, the module that maps an observation (with the one-hot task id as its last
+``task_dim`` entries, when the run has one) to the actor's outputs or the critic's value. The multitask networks in
+this package (multi-head, Soft Modularization, CARE, PaCo) are bodies too.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -29,12 +37,50 @@ def mlp(sizes: list[int], activation: str, out_std: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs (CleanRL's layout): with three hidden layers, each is a 4-layer MLP."""
+Body = Callable[[int, int, int, NetworkConfig, float], nn.Module]
+"""(obs_dim, out_dim, task_dim, config, out_std) -> a module mapping observations (..., obs_dim) to (..., out_dim)."""
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, config: NetworkConfig) -> None:
+
+def mlp_body(obs_dim: int, out_dim: int, task_dim: int, config: NetworkConfig, out_std: float) -> nn.Module:
+    """The plain MLP: the one-hot task id, if any, is just more input."""
+    return mlp([obs_dim, *config.hidden_sizes, out_dim], config.activation, out_std=out_std)
+
+
+def hidden_layers(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers with the activation after every one (orthogonal init, gain sqrt 2): a feature extractor."""
+    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [layer_init(nn.Linear(a, b)), act()]
+    return nn.Sequential(*layers)
+
+
+def stacked_linear(count: int, fan_in: int, fan_out: int, std: float) -> tuple[nn.Parameter, nn.Parameter]:
+    """``count`` independent linear maps as one (count, fan_in, fan_out) weight and (count, fan_out) bias, each
+    initialised like :func:`layer_init`: the modules, heads, encoders and parameter sets of the multitask bodies."""
+    weight = torch.empty(count, fan_out, fan_in)
+    for w in weight:
+        torch.nn.init.orthogonal_(w, std)
+    return nn.Parameter(weight.transpose(1, 2).contiguous()), nn.Parameter(torch.zeros(count, fan_out))
+
+
+def split_task(obs: torch.Tensor, task_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(state, one-hot task id): the task id is the last ``task_dim`` entries of every observation."""
+    return obs[..., : obs.shape[-1] - task_dim], obs[..., obs.shape[-1] - task_dim :]
+
+
+def require_task_id(name: str, task_dim: int) -> None:
+    if task_dim < 1:
+        raise PolicyGradExError(f"network {name!r} routes by task and needs the task id: run with --task-id")
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic of the same body (CleanRL's layout); with the MLP body and three hidden layers,
+    each is a 4-layer MLP. The parameters PolicyGradEx adapts are the actor's (names starting with ``actor``)."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, config: NetworkConfig, task_dim: int = 0,
+                 body: Body = mlp_body) -> None:
         super().__init__()
-        hidden = list(config.hidden_sizes)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:
             self.action_dim = int(action_space.n)
@@ -42,8 +88,9 @@ class ActorCritic(nn.Module):
             self.action_dim = int(np.prod(action_space.shape))
         else:
             raise PolicyGradExError(f"unsupported action space {action_space}")
-        self.critic = mlp([obs_dim, *hidden, 1], config.activation, out_std=1.0)
-        self.actor = mlp([obs_dim, *hidden, self.action_dim], config.activation, out_std=0.01)
+        self.task_dim = task_dim
+        self.critic = body(obs_dim, 1, task_dim, config, 1.0)
+        self.actor = body(obs_dim, self.action_dim, task_dim, config, 0.01)
         if not self.discrete:
             self.actor_logstd = nn.Parameter(torch.zeros(1, self.action_dim))
 

@@ -77,7 +77,7 @@ def collect_transitions(
                 actions=take(rollout.actions),
                 advantages=take(rollout.advantages).numpy().astype(np.float64),
                 returns=take(rollout.returns).numpy().astype(np.float64),
-                episode_returns=[r for k, r, _ in episodes if k == i],
+                episode_returns=[e.ret for e in episodes if e.task == i],
             )
         )
     return out

@@ -2,12 +2,14 @@
 stages of :mod:`policygradex.pipeline.stages` in order, write report.md and the plots.
 
 ``config.json`` pins the configuration: resuming with a different one is an error, except for clustering options,
-which recluster without retraining.
+which recluster without retraining. It holds the configuration the run really uses, family defaults applied
+(:func:`with_family_defaults`), so every later command that rebuilds PPO from it uses the same values.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from policygradex.common.errors import PolicyGradExError
 from policygradex.common.threads import thread_limit
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.registry import load_family
+from policygradex.nets.base import NETWORKS, TASK_ROUTED
 from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.partitions import EXACT_MAX_N
 from policygradex.pipeline.report import write_report
@@ -30,6 +33,7 @@ from policygradex.pipeline.stages import (
     stage_meta_train,
     stage_surrogate,
 )
+from policygradex.rl.config import PPOConfig
 
 
 def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, threads: int = 1) -> RunState:
@@ -41,6 +45,7 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
         raise PolicyGradExError(f"--threads must be >= 1, got {threads}")
     console = console or Console(stderr=True)
     family = load_family(cfg.family)
+    cfg = with_family_defaults(cfg, family)
     _validate(cfg, family)
     rd = open_run_dir(out, cfg, family)
     with run_lock(rd), thread_limit(threads):
@@ -56,6 +61,25 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
     return st
 
 
+def with_family_defaults(cfg: RunConfig, family: TaskFamily) -> RunConfig:
+    """``cfg`` with the family's defaults where the run did not choose: the configuration the run records and uses.
+
+    - ``NetworkConfig.task_id`` left at None becomes ``TaskFamily.default_task_id`` (on for ``mt10``).
+    - ``TaskFamily.default_gamma`` (0.8 for ``highway``) replaces gamma when ``cfg`` keeps PPOConfig's 0.99. The
+      CLI has no gamma option, so a command line always keeps it. Through the Python API an explicit 0.99 cannot
+      be told from the default: for 0.99 on such a family, give a family with ``default_gamma=None``.
+
+    Resolving here, before config.json is written, records the values used. Every later command that rebuilds
+    PPO from config.json (``compare``, ``ground-truth``, ...) uses them, and rerunning the same command resolves
+    to the same configuration, so it resumes.
+    """
+    if cfg.network.task_id is None:  # not chosen: the family's default (on for Meta-World)
+        cfg = replace(cfg, network=replace(cfg.network, task_id=family.default_task_id))
+    if family.default_gamma is None or cfg.ppo.gamma != PPOConfig().gamma:
+        return cfg
+    return replace(cfg, ppo=replace(cfg.ppo, gamma=family.default_gamma))
+
+
 def _validate(cfg: RunConfig, family: TaskFamily) -> None:
     n = family.n
     k = cfg.cluster.k
@@ -65,6 +89,11 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError("give either --k or --lam, not both")
     if cfg.cluster.lam is not None and not (math.isfinite(cfg.cluster.lam) and cfg.cluster.lam >= 0):
         raise PolicyGradExError(f"--lam must be a finite number >= 0, got {cfg.cluster.lam}")
+    net = cfg.network.name
+    if net not in NETWORKS and ":" not in net:
+        raise PolicyGradExError(f"unknown network {net!r}; known: {', '.join(NETWORKS)} or package.module:function")
+    if net in TASK_ROUTED and not cfg.network.task_id:
+        raise PolicyGradExError(f"--network {net} routes by task and needs the task id: drop --no-task-id")
     if not 0 <= cfg.seed < 2**32:
         raise PolicyGradExError(f"--seed must be an integer in [0, 2^32), got {cfg.seed}")
     if not cfg.ppo.learning_rate > 0:

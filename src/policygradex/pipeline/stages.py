@@ -39,7 +39,7 @@ from policygradex.common.errors import PolicyGradExError
 from policygradex.common.progress import make_progress, status
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.vector import family_spaces
-from policygradex.nets.base import flat_params, make_network
+from policygradex.nets.base import flat_params
 from policygradex.pipeline.affinity import affinity_matrix, split_half_reliability
 from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.confidence import GRADIENT_MIN, bootstrap_groups, gradient_reliability, verdict
@@ -55,7 +55,7 @@ from policygradex.pipeline.features import (
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
 from policygradex.pipeline.rundir import RunDir
 from policygradex.pipeline.surrogate import default_num_subsets, default_subset_size, run_surrogate, sample_subsets
-from policygradex.rl.ppo import train_ppo
+from policygradex.rl.ppo import network_for, train_ppo
 
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
 BOOTSTRAP_REPS = 200
@@ -98,7 +98,7 @@ class RunState:
 # ----------------------------------------------------------------------------------------------- stages
 def make_model(cfg: RunConfig, family: TaskFamily) -> nn.Module:
     """A fresh network of the run's configuration for this family (load theta_star into it to get the run's)."""
-    return make_network(*family_spaces(family, cfg.network.task_id), cfg.network)
+    return network_for(family, cfg.network)
 
 
 def stage_meta_train(st: RunState) -> None:

@@ -23,12 +23,19 @@ from torch import nn
 
 from policygradex.common.artifacts import atomic_torch_save, load_torch
 from policygradex.envs.base import TaskFamily
-from policygradex.envs.vector import MultiTaskVectorEnv
+from policygradex.envs.vector import MultiTaskVectorEnv, family_spaces
 from policygradex.nets.base import make_network
 from policygradex.nets.config import NetworkConfig
 from policygradex.rl.config import PPOConfig
 from policygradex.rl.gae import add_advantages
 from policygradex.rl.rollout import EpisodeTracker, Rollout, collect_rollout
+
+
+def network_for(family: TaskFamily, net_cfg: NetworkConfig) -> nn.Module:
+    """A fresh network for this family's observations (with the family-wide one-hot task id when configured) and
+    actions."""
+    obs_dim, action_space = family_spaces(family, net_cfg.task_id)
+    return make_network(obs_dim, action_space, net_cfg, family.n if net_cfg.task_id else 0)
 
 
 def ppo_update(
@@ -41,7 +48,9 @@ def ppo_update(
 ) -> dict[str, float]:
     """CleanRL's clipped PPO update over the valid transitions of one rollout.
 
-    ``after_step(model)`` is called after every optimizer step; when it returns True the update stops at once and the
+    A network with the optional hooks ``task_loss_mask`` / ``reset_masked_tasks`` (PaCo) weighs each transition in
+    the loss by the mask and resets the masked tasks after the step. ``after_step(model)`` is called after every
+    optimizer step; when it returns True the update stops at once and the
     returned stats hold ``stopped = 1`` (used to watch the parameters move away from theta_star step by step)."""
     mask = rollout.valid.reshape(-1)
     b_obs = rollout.obs.reshape(-1, rollout.obs.shape[-1])[mask]
@@ -51,6 +60,7 @@ def ppo_update(
     b_returns = rollout.returns.reshape(-1)[mask]
     b_values = rollout.values.reshape(-1)[mask]
     batch = b_obs.shape[0]
+    masks_tasks = hasattr(model, "task_loss_mask")  # the optional hooks of nets.base.Policy
     stats: dict[str, float] = {}
     for _ in range(cfg.update_epochs):
         perm = torch.randperm(batch, generator=generator)
@@ -67,18 +77,26 @@ def ppo_update(
             adv = b_adv[idx]
             if cfg.norm_adv and len(idx) > 1:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            pg_loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+            pg_terms = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef))
             if cfg.clip_vloss:
                 v_unclipped = (newvalue - b_returns[idx]) ** 2
                 v_clipped = b_values[idx] + torch.clamp(newvalue - b_values[idx], -cfg.clip_coef, cfg.clip_coef)
-                v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[idx]) ** 2).mean()
+                v_terms = torch.max(v_unclipped, (v_clipped - b_returns[idx]) ** 2)
             else:
-                v_loss = 0.5 * ((newvalue - b_returns[idx]) ** 2).mean()
-            loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
+                v_terms = (newvalue - b_returns[idx]) ** 2
+            reduce = torch.mean
+            if masks_tasks:  # e.g. PaCo: tasks whose loss exploded drop out of this minibatch's loss
+                sample_loss = (pg_terms - cfg.ent_coef * entropy + cfg.vf_coef * 0.5 * v_terms).detach()
+                keep = model.task_loss_mask(b_obs[idx], sample_loss)
+                reduce = lambda x: (x * keep).sum() / keep.sum().clamp_min(1.0)  # noqa: E731
+            pg_loss, v_loss = reduce(pg_terms), 0.5 * reduce(v_terms)
+            loss = pg_loss - cfg.ent_coef * reduce(entropy) + cfg.vf_coef * v_loss
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
+            if masks_tasks:
+                model.reset_masked_tasks(optimizer)
             stats = {"pg_loss": pg_loss.item(), "v_loss": v_loss.item(), "entropy": entropy.mean().item()}
             if after_step is not None and after_step(model):
                 stats["stopped"] = 1.0
@@ -126,7 +144,7 @@ def train_ppo(
     steps_per_iteration = cfg.envs_per_task * cfg.num_steps  # per task
     iterations = max(1, cfg.steps_per_task // steps_per_iteration)
     probe = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed, net_cfg.task_id)
-    model = make_network(probe.obs_dim, probe.single_action_space, net_cfg)
+    model = make_network(probe.obs_dim, probe.single_action_space, net_cfg, family.n if net_cfg.task_id else 0)
     if init_state is not None:
         model.load_state_dict(init_state)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-5)
@@ -151,7 +169,7 @@ def train_ppo(
             if env is not None:
                 env.close()
             env = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * it, net_cfg.task_id)
-            tracker = EpisodeTracker(env.env_task)
+            tracker = EpisodeTracker(env.env_task, family.metrics)
             obs = env.reset()
         if cfg.anneal_lr:
             optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
@@ -162,10 +180,14 @@ def train_ppo(
         stats = ppo_update(model, optimizer, rollout, cfg, generator, after_step)
         episodes = tracker.pop()
         row: dict[str, Any] = {"iteration": it + 1, "env_steps_per_task": (it + 1) * steps_per_iteration}
-        row["mean_return"] = float(np.mean([r for _, r, _ in episodes])) if episodes else float("nan")
+        row["mean_return"] = float(np.mean([e.ret for e in episodes])) if episodes else float("nan")
         for task in task_ids:
-            rets = [r for k, r, _ in episodes if k == task]
+            rets = [e.ret for e in episodes if e.task == task]
             row[f"return/{family.tasks[task].name}"] = float(np.mean(rets)) if rets else float("nan")
+        for m in family.metrics:
+            if m.scalar:  # e.g. the success rate of the episodes that ended in this iteration
+                values = [e.metrics[m.name] for e in episodes if m.name in e.metrics]
+                row[f"mean_{m.name}"] = float(np.mean(values)) if values else float("nan")
         row.update(stats)
         row["seconds"] = time.perf_counter() - t0
         curve.append(row)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
+from policygradex.envs.base import EpisodeMetric
 from policygradex.envs.vector import MultiTaskVectorEnv
 
 
@@ -30,24 +33,49 @@ class Rollout:
     returns: torch.Tensor = field(default_factory=lambda: torch.empty(0))
 
 
-class EpisodeTracker:
-    """Accumulates episodic returns per sub-env; finished episodes are reported with their task id."""
+class Episode(NamedTuple):
+    """One finished episode of a sub-env."""
 
-    def __init__(self, env_task: np.ndarray) -> None:
+    task: int
+    ret: float
+    length: int
+    metrics: dict[str, Any]
+    """The family's episode metrics (e.g. Meta-World's success, an MO family's vector return)."""
+
+
+class EpisodeTracker:
+    """Accumulates episodic returns (and the family's episode metrics) per sub-env; finished episodes are reported
+    with their task id."""
+
+    def __init__(self, env_task: np.ndarray, metrics: Sequence[EpisodeMetric] = ()) -> None:
         self.env_task = env_task
+        self.metrics = tuple(metrics)
         self.ret = np.zeros(len(env_task))
         self.length = np.zeros(len(env_task), dtype=np.int64)
-        self.finished: list[tuple[int, float, int]] = []
+        self.acc: dict[str, np.ndarray] = {}
+        self.finished: list[Episode] = []
 
-    def update(self, rewards: np.ndarray, done: np.ndarray, valid: np.ndarray) -> None:
+    def update(self, rewards: np.ndarray, done: np.ndarray, valid: np.ndarray,
+               env: MultiTaskVectorEnv | None = None) -> None:
+        """One step; ``env`` (whose last step this is) gives the metrics' info values."""
         self.ret += np.where(valid, rewards, 0.0)
         self.length += valid
+        for m in self.metrics:
+            values = env.info_values(m.info_key) if env is not None else None
+            if values is None:
+                continue
+            values = np.where(valid.reshape(-1, *[1] * (values.ndim - 1)), values, 0.0)
+            acc = self.acc.setdefault(m.name, np.zeros_like(values))
+            self.acc[m.name] = acc + values if m.reduce == "sum" else np.maximum(acc, values)
         for j in np.flatnonzero(done):
-            self.finished.append((int(self.env_task[j]), float(self.ret[j]), int(self.length[j])))
+            metrics = {name: acc[j].tolist() for name, acc in self.acc.items()}
+            self.finished.append(Episode(int(self.env_task[j]), float(self.ret[j]), int(self.length[j]), metrics))
             self.ret[j] = 0.0
             self.length[j] = 0
+            for acc in self.acc.values():
+                acc[j] = 0.0
 
-    def pop(self) -> list[tuple[int, float, int]]:
+    def pop(self) -> list[Episode]:
         out, self.finished = self.finished, []
         return out
 
@@ -90,7 +118,7 @@ def collect_rollout(
         trunc_buf[t] = torch.as_tensor(truncated)
         valid_buf[t] = torch.as_tensor(~reset_mask)
         if tracker is not None:
-            tracker.update(rewards, terminated | truncated, ~reset_mask)
+            tracker.update(rewards, terminated | truncated, ~reset_mask, env)
     next_value = model.get_value(torch.as_tensor(obs))
     rollout = Rollout(
         obs_buf, torch.stack(act_buf), logp_buf, rew_buf, val_buf, term_buf, trunc_buf, valid_buf, next_value

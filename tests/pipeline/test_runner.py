@@ -1,0 +1,40 @@
+"""The runner's family defaults: what config.json records when a family brings its own gamma or task id."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from policygradex.envs.registry import load_family
+from policygradex.nets.config import NetworkConfig
+from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.runner import with_family_defaults
+from policygradex.rl.config import PPOConfig
+
+RESOLVED = replace(RunConfig(), network=replace(NetworkConfig(), task_id=False))
+"""RunConfig() on a family without defaults: only the unchosen task id is settled (off)."""
+
+
+def test_family_gamma_replaces_only_the_default():
+    """A family's default_gamma replaces PPOConfig's 0.99, but not a gamma the configuration chose; no default: no
+    change."""
+    cartpole = load_family("cartpole")
+    assert cartpole.default_gamma is None
+    assert with_family_defaults(RunConfig(), cartpole) == RESOLVED
+    family = replace(cartpole, default_gamma=0.8)
+    resolved = with_family_defaults(RunConfig(), family)
+    assert resolved.ppo == replace(PPOConfig(), gamma=0.8)
+    assert replace(resolved, ppo=PPOConfig()) == RESOLVED  # nothing else changed
+    chosen = replace(RESOLVED, ppo=replace(PPOConfig(), gamma=0.95))
+    assert with_family_defaults(chosen, family) == chosen
+
+
+def test_family_task_id_applies_only_when_the_run_does_not_choose():
+    """A family that wants the task id (Meta-World) gets it when the configuration leaves task_id at None; an explicit
+    choice either way is kept, and a resolved configuration resolves to itself (so a rerun resumes)."""
+    family = replace(load_family("cartpole"), default_task_id=True)
+    assert with_family_defaults(RunConfig(), family).network.task_id is True
+    for chosen in (False, True):
+        cfg = replace(RunConfig(), network=replace(NetworkConfig(), task_id=chosen))
+        assert with_family_defaults(cfg, family) == cfg
+    once = with_family_defaults(RunConfig(), family)
+    assert with_family_defaults(once, family) == once
