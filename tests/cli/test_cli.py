@@ -199,11 +199,22 @@ def test_out_dir_that_is_not_a_run_is_refused(tmp_path, cli):
 
 
 # ----------------------------------------------------------------------------------------------- other commands
-def test_families_lists_builtins(cli):
-    """`policygradex families` lists the built-in families."""
+def test_families_lists_builtins(cli, monkeypatch):
+    """`policygradex families` lists the built-in families and the MO-Gymnasium adapter, also without the extras
+    that some of them need (nothing is imported until an environment is made)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_extras(name, *args, **kwargs):
+        if name.split(".")[0] in ("highway_env", "metaworld", "mo_gymnasium", "mujoco"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_extras)
     rc, out, _ = cli("families")
     assert rc == 0
-    for name in ("cartpole", "lunarlander", "pendulum"):
+    for name in ("cartpole", "lunarlander", "pendulum", "planted", "highway", "mt10", "mo:ENV_ID"):
         assert name in out
 
 

@@ -97,6 +97,8 @@ def cmd_families(console: Console) -> None:
     for name, factory in sorted(FAMILIES.items()):
         fam = factory()
         table.add_row(name, str(fam.n), fam.description)
+    table.add_row("mo:ENV_ID", "n weights", "any MO-Gymnasium environment, one task per preference weight vector "
+                  "(--weights CSV, or 'mo:ENV_ID(weights=N)'; the mo extra)")
     console.print(table)
     console.print("Your own: `policygradex run package.module:function`, a function returning a "
                   "policygradex.envs.TaskFamily; parameters: `policygradex run 'planted(n=12,groups=4)'`")
