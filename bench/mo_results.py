@@ -4,7 +4,7 @@
     for s in 0 1 2; do
       policygradex run mo:mo-lunar-lander-v3 --weights $W --preset demo --k 3 --seed $s --out runs/mo-ll-s$s
     done
-    policygradex compare runs/mo-ll-s0 --seeds 3
+    policygradex compare runs/mo-ll-s0 --seeds 5
     python bench/mo_results.py runs/mo-ll-s0 runs/mo-ll-s1 runs/mo-ll-s2 --out results/mo-lunar-lander.md
 """
 
@@ -106,8 +106,9 @@ def main() -> None:
         shutil.copyfile(first / "compare" / "learning_curves.png", args.out.parent / "mo-lunar-lander-curves.png")
         record = json.loads((first / "compare" / "compare.json").read_text())
         lines += ["## Do the groups beat one policy for all weights?", "",
-                  "`compare` trains one policy per group from scratch, 3 seeds, with the run's budget (100k steps "
-                  "per task) for every grouping. The scalar return of a task is its own weighted return w . r.", ""]
+                  f"`compare` trains one policy per group from scratch, {record['config']['seeds']} seeds, with the "
+                  "run's budget (100k steps per task) for every grouping. The scalar return of a task is its own "
+                  "weighted return w . r.", ""]
         lines += summary(record) + ["", "Copied from compare.md:"]
         lines += [line.replace("learning_curves.png", "mo-lunar-lander-curves.png") for line in body]
     args.out.write_text("\n".join(lines).rstrip() + "\n")

@@ -85,6 +85,8 @@ def test_mo_lunar_lander_tasks_are_its_weights(tmp_path: Path, cli) -> None:
     _, reward, _, _, info = env.step(0)
     assert reward == pytest.approx(float(np.dot(info["vector_reward"], [0, 0.5, 0.5, 0])))
     env.close()
+    rc, _, err = cli(*tiny_run_args(tmp_path / "bad", "mo:mo-lunar-lander-v3(weights=[[1,0,0]])"))
+    assert_one_line_error(rc, err, "4 objectives", "3 columns")
     out = tmp_path / "run"
     rc, _, err = cli(*tiny_run_args(out, "mo:mo-lunar-lander-v3(weights=3)"), "--k", "1")
     assert rc == 0, err

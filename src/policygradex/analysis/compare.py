@@ -42,7 +42,7 @@ from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import save_figure
 from policygradex.common.progress import status
-from policygradex.nets.base import NETWORKS, TASK_ROUTED
+from policygradex.nets.base import check_network_name, with_network
 from policygradex.pipeline.affinity import subset_affinity
 from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.features import feature_arrays, feature_set, projection_for
@@ -150,12 +150,6 @@ def quiet_nanmean(stack: np.ndarray) -> np.ndarray:
         return np.nanmean(stack, axis=0)
 
 
-def network_changes(name: str, run_task_id: bool) -> dict[str, Any]:
-    """The NetworkConfig changes that train with network ``name``: a network that routes by task gets the task id
-    (its policies train from scratch, so theta_star's choice does not bind them)."""
-    return {"name": name, "task_id": True if name in TASK_ROUTED else run_task_id}
-
-
 def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
     ctx = load_context(run_dir, need=("groups", "affinity", "subsets"))
     n, names = ctx.family.n, ctx.names
@@ -169,8 +163,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
         if d < 1:
             raise PolicyGradExError(f"--ablate-d values must be >= 1, got {d}")
     for net in (cc.group_network, *cc.network_rows):
-        if net is not None and net not in NETWORKS and ":" not in net:
-            raise PolicyGradExError(f"unknown network {net!r}; known: {sorted(NETWORKS)} or package.module:function")
+        if net is not None:
+            check_network_name(net)
     extra = {}  # bad input fails before any work
     for name, path in cc.extra_groups:
         if name in BUILT_IN or name.startswith("policygradex ") or name in extra:
@@ -218,7 +212,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     keys: dict[str, list[list[tuple[Any, ...]]]] = {}  # method -> per seed -> per group: its job
     for method, per_seed in methods.items():
         net = network[method]
-        changes = network_changes(net, ctx.cfg.network.task_id) if net else {}
+        # another network trains from scratch, so theta_star's choice of task id does not bind it
+        changes = {} if net is None else {"name": net, "task_id": with_network(ctx.cfg.network, net).task_id}
         keys[method] = []
         for s, groups in enumerate(per_seed):
             keys[method].append([])

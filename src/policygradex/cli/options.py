@@ -12,7 +12,7 @@ import numpy as np
 
 from policygradex.analysis.launcher import LauncherConfig
 from policygradex.common.errors import PolicyGradExError
-from policygradex.nets.base import TASK_ROUTED
+from policygradex.nets.base import with_network
 from policygradex.pipeline.config import RunConfig, apply_preset
 
 
@@ -119,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.hidden is not None:
         net = replace(net, hidden_sizes=args.hidden)
     if args.network is not None:
-        net = replace(net, name=args.network, task_id=args.network in TASK_ROUTED or net.task_id)
+        net = with_network(net, args.network)
     if args.task_id is not None:
         net = replace(net, task_id=args.task_id)
     if args.steps_per_task is not None:

@@ -83,6 +83,8 @@ def mo_family(env_id: str, weights: int | Sequence[Sequence[float]] | None = Non
             raise PolicyGradExError(f"weights must be an n x r matrix, got shape {W.shape}")
         if (W < 0).any() or not (W.sum(axis=1) > 0).all():
             raise PolicyGradExError("every weight vector must be >= 0 with a positive sum")
+        if W.shape[1] != (r := reward_dim(env_id)):
+            raise PolicyGradExError(f"{env_id} has {r} objectives, but the weights have {W.shape[1]} columns")
         W = W / W.sum(axis=1, keepdims=True)
     if len({tuple(np.round(w, 6)) for w in W}) < len(W):
         raise PolicyGradExError("the weight vectors must differ: two tasks would be the same")

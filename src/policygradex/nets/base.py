@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import gymnasium as gym
@@ -65,6 +66,17 @@ NETWORKS: dict[str, NetworkFactory] = {
 
 TASK_ROUTED = ("multihead", "softmod", "care", "paco")
 """The networks that route by the task id, and so need one."""
+
+
+def check_network_name(name: str) -> None:
+    """One clear error for a network that is neither registered nor ``package.module:function``."""
+    if name not in NETWORKS and ":" not in name:
+        raise PolicyGradExError(f"unknown network {name!r}; known: {', '.join(NETWORKS)} or package.module:function")
+
+
+def with_network(config: NetworkConfig, name: str) -> NetworkConfig:
+    """``config`` for network ``name``: a network that routes by task gets the task id, others keep the choice."""
+    return replace(config, name=name, task_id=True if name in TASK_ROUTED else config.task_id)
 
 
 def make_network(obs_dim: int, action_space: gym.Space, config: NetworkConfig, task_dim: int = 0) -> nn.Module:

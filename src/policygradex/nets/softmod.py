@@ -47,11 +47,12 @@ class SoftModularBody(nn.Module):
             self.module_bias.append(b)
         self.out = layer_init(nn.Linear(width, out_dim), std=out_std)
 
-    def routing(self, obs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def routing(self, obs: torch.Tensor, encoded: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The routing probabilities: per layer transition (..., n, n) (rows: target module, summing to 1 over
-        the source modules), and the final mix (..., n)."""
+        the source modules), and the final mix (..., n). ``encoded``: f(s), if already computed."""
         state, task = split_task(obs, self.task_dim)
-        gate = self.gating(self.act(self.base(state) * self.task_embedding(task)))
+        encoded = self.base(state) if encoded is None else encoded
+        gate = self.gating(self.act(encoded * self.task_embedding(task)))
         probs: list[torch.Tensor] = []
         for route in self.route:
             cond = gate if not probs else gate * self.cascade[len(probs) - 1](probs[-1].flatten(-2))
@@ -61,8 +62,9 @@ class SoftModularBody(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         state, _ = split_task(obs, self.task_dim)
-        probs, final = self.routing(obs)
-        x = self.base(state).unsqueeze(-2).expand(*state.shape[:-1], self.n, -1)  # every layer-0 module sees f(s)
+        encoded = self.base(state)
+        probs, final = self.routing(obs, encoded)
+        x = encoded.unsqueeze(-2).expand(*state.shape[:-1], self.n, -1)  # every layer-0 module sees f(s)
         for layer in range(self.layers):
             if layer > 0:
                 x = torch.einsum("...ji,...id->...jd", probs[layer - 1], x)

@@ -20,7 +20,7 @@ from policygradex.common.errors import PolicyGradExError
 from policygradex.common.threads import thread_limit
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.registry import load_family
-from policygradex.nets.base import NETWORKS, TASK_ROUTED
+from policygradex.nets.base import TASK_ROUTED, check_network_name
 from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.partitions import EXACT_MAX_N
 from policygradex.pipeline.report import write_report
@@ -90,8 +90,7 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
     if cfg.cluster.lam is not None and not (math.isfinite(cfg.cluster.lam) and cfg.cluster.lam >= 0):
         raise PolicyGradExError(f"--lam must be a finite number >= 0, got {cfg.cluster.lam}")
     net = cfg.network.name
-    if net not in NETWORKS and ":" not in net:
-        raise PolicyGradExError(f"unknown network {net!r}; known: {', '.join(NETWORKS)} or package.module:function")
+    check_network_name(net)
     if net in TASK_ROUTED and not cfg.network.task_id:
         raise PolicyGradExError(f"--network {net} routes by task and needs the task id: drop --no-task-id")
     if not 0 <= cfg.seed < 2**32:
