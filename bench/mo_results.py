@@ -68,7 +68,9 @@ def summary(record: dict) -> list[str]:
         diff, se = row.get("policygradex_difference"), row.get("difference_stderr")
         if diff is None or se is None:
             continue
-        resolved = "resolved" if abs(diff) > 2 * se else "not resolved at 2 standard errors"
+        ratio = abs(diff) / se if se > 0 else float("inf")
+        resolved = f"{ratio:.1f} standard errors: " + ("resolved, barely" if 2 < ratio < 3 else "resolved"
+                                                       if ratio >= 3 else "not resolved at 2 standard errors")
         if row["groups"] == record["methods"]["policygradex"]["groups"]:
             resolved = "the same groups, so the same trainings"
         out.append(f"- PolicyGradEx groups - {method}: {diff:+.1f} ± {se:.1f} ({resolved}).")
