@@ -38,3 +38,22 @@ def test_family_task_id_applies_only_when_the_run_does_not_choose():
         assert with_family_defaults(cfg, family) == cfg
     once = with_family_defaults(RunConfig(), family)
     assert with_family_defaults(once, family) == once
+
+
+def test_a_run_made_before_new_options_existed_still_resumes(tiny_run, tmp_path, cli):
+    """A config.json without options added later (they default to the earlier behaviour) is the same configuration:
+    the same command resumes it instead of refusing it as different."""
+    import json
+    import shutil
+
+    from ..helpers import tiny_run_args
+
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    record = json.loads((run / "config.json").read_text())
+    for key in ("num_modules", "num_module_layers", "num_encoders", "num_parameter_sets", "paco_loss_threshold"):
+        del record["config"]["network"][key]  # as written before the multitask networks existed
+    (run / "config.json").write_text(json.dumps(record))
+    rc, _, err = cli(*tiny_run_args(run))
+    assert rc == 0, err
+    assert "stage meta_train: loaded from disk" in err and "computed" not in err.split("stage cluster")[0]

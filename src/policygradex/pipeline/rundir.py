@@ -82,8 +82,12 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
         old = load_json(rd.config)
         if not isinstance(old, dict) or "config" not in old:
             raise PolicyGradExError(f"{rd.config} is not a policygradex config; use another --out or delete the directory")
-        # compare configs only, not the version: resuming across patch releases is allowed
-        diffs = _diff(old.get("config"), record["config"]) + _diff(old.get("family"), record["family"])
+        # compare configs only, not the version: resuming across patch releases is allowed. Options added since the
+        # run was made take their defaults (which keep the earlier behaviour), so an older run directory resumes.
+        old_config = old.get("config")
+        if isinstance(old_config, dict):
+            old_config = RunConfig.from_dict(old_config).to_dict()
+        diffs = _diff(old_config, record["config"]) + _diff(old.get("family"), record["family"])
         if diffs and all(d.startswith("cluster.") for d in diffs):
             # only clustering options changed: every earlier stage is reused; the affinity and cluster stages see
             # the options they were computed with in their own artifacts and recompute what depends on them.
