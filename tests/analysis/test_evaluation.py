@@ -39,6 +39,8 @@ def _strip_timing(result: dict) -> dict:
 def test_job_key_depends_on_fn_args_and_seed_not_label() -> None:
     a = JobSpec("m:f", {"x": 1, "y": [1, 2]}, seed=3, label="one")
     assert a.key() == JobSpec("m:f", {"y": [1, 2], "x": 1}, seed=3, label="other").key()
+    # where the inputs are is not what the job is: a run directory that moves keeps its cache
+    assert a.key() == JobSpec("m:f", {"x": 1, "y": [1, 2]}, seed=3, paths={"run_dir": "/moved/run"}).key()
     assert a.key() != JobSpec("m:f", {"x": 1, "y": [1, 2]}, seed=4).key()
     assert a.key() != JobSpec("m:f", {"x": 2, "y": [1, 2]}, seed=3).key()
     assert a.key() != JobSpec("m:g", {"x": 1, "y": [1, 2]}, seed=3).key()
@@ -69,12 +71,13 @@ def test_launcher_caches_results_and_resumes_only_missing_jobs(tmp_path: Path) -
 def _train_specs(run_dir: Path) -> list[JobSpec]:
     ctx = load_context(run_dir)
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=256)
-    common = {"run_dir": str(run_dir), "config": ctx.cfg.to_dict(), "ppo": ppo, "eval_episodes": 2,
-              "init": "theta_star"}
-    specs = [JobSpec("policygradex.analysis.context:train_job", {**common, "task_ids": s}, seed=7 + j)
+    common = {"config": ctx.cfg.to_dict(), "ppo": ppo, "eval_episodes": 2, "init": "theta_star"}
+    paths = {"run_dir": str(run_dir)}
+    specs = [JobSpec("policygradex.analysis.context:train_job", {**common, "task_ids": s}, seed=7 + j, paths=paths)
              for j, s in enumerate([[0, 3], [1, 2, 5]])]
     # training from scratch (as `compare` does) must not depend on the process either
-    return specs + [JobSpec("policygradex.analysis.context:train_job", {**common, "init": "scratch", "task_ids": [4]}, seed=3)]
+    return specs + [JobSpec("policygradex.analysis.context:train_job", {**common, "init": "scratch", "task_ids": [4]},
+                            seed=3, paths=paths)]
 
 
 def test_process_pool_gives_the_same_results_as_sequential(tiny_run: Path, tmp_path: Path) -> None:

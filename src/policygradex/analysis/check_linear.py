@@ -73,9 +73,10 @@ def check_linear(run_dir: Path, cc: CheckLinearConfig, launcher: LauncherConfig,
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=cc.max_steps_per_task, anneal_lr=False,
                    learning_rate=cc.learning_rate or ctx.cfg.ppo.learning_rate)
     specs = [JobSpec("policygradex.analysis.check_linear:linear_check_job",
-                     {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha,
-                      "transitions": str(transitions), "task_ids": s, "ppo": ppo, "distances": list(cc.distances)},
-                     seed=job_seed("check-linear", cc.seed, tuple(s)), label=f"subset {j}")
+                     {"config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha, "task_ids": s, "ppo": ppo,
+                      "distances": list(cc.distances)},
+                     seed=job_seed("check-linear", cc.seed, tuple(s)), label=f"subset {j}",
+                     paths={"run_dir": str(ctx.rd.path), "transitions": str(transitions)})
              for j, s in enumerate(subsets)]
     results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console, "first-order check (PPO fine-tuning)")
     table = []

@@ -206,8 +206,7 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
 
     steps = cc.steps_per_task or ctx.cfg.ppo.steps_per_task
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=steps)
-    common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "ppo": ppo, "init": "scratch",
-              "eval_episodes": eval_episodes}
+    common = {"config": ctx.cfg.to_dict(), "ppo": ppo, "init": "scratch", "eval_episodes": eval_episodes}
     jobs: dict[tuple[Any, ...], tuple[JobSpec, int]] = {}
     keys: dict[str, list[list[tuple[Any, ...]]]] = {}  # method -> per seed -> per group: its job
     for method, per_seed in methods.items():
@@ -225,7 +224,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
                     spec = JobSpec("policygradex.analysis.context:train_job", args,
                                    seed=job_seed("compare", cc.seed, s, tuple(sorted(g))),
                                    label=f"seed {s}{f' ({net})' if net else ''}: "
-                                         f"{','.join(names[i] for i in sorted(g))}")
+                                         f"{','.join(names[i] for i in sorted(g))}",
+                                   paths={"run_dir": str(ctx.rd.path)})
                     jobs[key] = (spec, len(jobs))
     specs = [spec for spec, _ in jobs.values()]
     results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,

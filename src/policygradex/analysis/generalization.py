@@ -236,13 +236,14 @@ def hessian_analysis(run_dir: Path, hc: HessianConfig, launcher: LauncherConfig,
     # constant learning rate: with annealing the last updates vanish and so, trivially, does the gap
     ppo = ppo_dict(ctx.cfg.ppo, envs_per_task=hc.envs_per_task, num_steps=hc.num_steps, anneal_lr=False,
                    steps_per_task=hc.iterations * hc.envs_per_task * hc.num_steps)
-    common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "ppo": ppo, "init": hc.init,
+    common = {"config": ctx.cfg.to_dict(), "ppo": ppo, "init": hc.init,
               "every": hc.every, "probes": hc.probes, "estimator": hc.estimator, "eigenvalue": hc.eigenvalue,
               "slq_probes": hc.slq_probes, "slq_steps": hc.slq_steps, "quad_steps": hc.quad_steps,
               "block_len": hc.block_len, "version": JOB_VERSION}
     all_sets = list(configs.values()) + list(alpha_configs.values())
     specs = [JobSpec("policygradex.analysis.generalization:hessian_job", {**common, "task_ids": s},
-                     seed=job_seed("hessian", hc.seed, tuple(s)), label=",".join(names[i] for i in s)) for s in all_sets]
+                     seed=job_seed("hessian", hc.seed, tuple(s)), label=",".join(names[i] for i in s),
+                     paths={"run_dir": str(ctx.rd.path)}) for s in all_sets]
     results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console, "hessian: train and measure")
     by_set = {tuple(r["task_ids"]): r["rows"] for r in results}
     for rows in by_set.values():  # the bound that is plotted and judged; all three stay in "bounds"

@@ -160,15 +160,16 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     transitions = ensure_transitions(ctx, console)
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=gt.steps_per_task,
                    learning_rate=gt.learning_rate or ctx.cfg.ppo.learning_rate)
-    common = {"run_dir": str(ctx.rd.path), "config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha,
-              "transitions": str(transitions), "ppo": ppo, "eval_episodes": gt.eval_episodes, "objectives": True,
-              "init": "theta_star"}
+    common = {"config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha, "ppo": ppo, "eval_episodes": gt.eval_episodes,
+              "objectives": True, "init": "theta_star"}
+    paths = {"run_dir": str(ctx.rd.path), "transitions": str(transitions)}
     # replicate r of subset S: replicate 0 keeps the seed of single-replicate runs, so their cache stays valid
     def seed_of(s: list[int], r: int) -> int:
         return job_seed("ground-truth", gt.seed, tuple(s)) if r == 0 else job_seed("ground-truth", gt.seed, tuple(s), r)
 
     specs = [JobSpec("policygradex.analysis.context:train_job", {**common, "task_ids": s}, seed=seed_of(s, r),
-                     label=",".join(names[i] for i in s)) for r in range(gt.seeds_per_subset) for s in subsets]
+                     label=",".join(names[i] for i in s), paths=paths)
+             for r in range(gt.seeds_per_subset) for s in subsets]
     flat = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
                     f"ground truth: fine-tune {m} subsets x {gt.seeds_per_subset} seeds")
     replicates = [flat[r * m:(r + 1) * m] for r in range(gt.seeds_per_subset)]

@@ -51,6 +51,10 @@ class JobSpec:
     """The job's own seed (derive it from the master seed and the job's identity, never from its position)."""
     label: str = ""
     """Human-readable name for progress bars and tables; not part of the cache key."""
+    paths: dict[str, str] = field(default_factory=dict)
+    """Where the job finds its inputs (the run directory, saved transitions), passed to the function together with
+    ``args`` but not part of the cache key: a run directory that moves keeps its cached jobs. What the inputs hold
+    must be pinned in ``args`` (a configuration, theta_star's sha256)."""
 
     def key(self) -> str:
         """sha256 of (fn, args, seed): the cache key."""
@@ -87,7 +91,7 @@ def execute(spec: JobSpec, threads: int = 1) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     with thread_limit(threads):
-        result = _resolve(spec.fn)(spec.args, spec.seed)
+        result = _resolve(spec.fn)({**spec.args, **spec.paths}, spec.seed)
     result = dict(result)
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -95,7 +99,8 @@ def execute(spec: JobSpec, threads: int = 1) -> dict[str, Any]:
 
 def _execute_to_cache(spec: JobSpec, threads: int, path: str) -> dict[str, Any]:
     result = execute(spec, threads)
-    atomic_write_json(Path(path), {"spec": {"fn": spec.fn, "args": spec.args, "seed": spec.seed}, "result": result})
+    atomic_write_json(Path(path), {"spec": {"fn": spec.fn, "args": spec.args, "seed": spec.seed, "paths": spec.paths},
+                                  "result": result})
     return result
 
 

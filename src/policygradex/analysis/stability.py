@@ -136,10 +136,10 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     subsets = [s["tasks"] for s in record_s["subsets"]]
     groups_run = load_json(ctx.rd.groups)
     k = int(groups_run["k"])
-    common = {"run_dir": str(ctx.rd.path), "config": cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
+    common = {"config": cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
               "transitions_per_task": N, "version": JOB_VERSION}
     specs = [JobSpec("policygradex.analysis.stability:resample_job", common, seed=job_seed("stability", sc.seed, r),
-                     label=f"resample {r}") for r in range(sc.resamples)]
+                     label=f"resample {r}", paths={"run_dir": str(ctx.rd.path)}) for r in range(sc.resamples)]
     results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
                        f"stability: {sc.resamples} fresh samples of {N} transitions per task")
 
