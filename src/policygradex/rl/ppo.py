@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -31,10 +32,11 @@ from policygradex.rl.gae import add_advantages
 from policygradex.rl.rollout import EpisodeTracker, Rollout, collect_rollout
 
 
-def network_for(family: TaskFamily, net_cfg: NetworkConfig) -> nn.Module:
+def network_for(family: TaskFamily, net_cfg: NetworkConfig,
+                spaces: tuple[int, gym.Space] | None = None) -> nn.Module:
     """A fresh network for this family's observations (with the family-wide one-hot task id when configured) and
-    actions."""
-    obs_dim, action_space = family_spaces(family, net_cfg.task_id)
+    actions; ``spaces``: (obs_dim, action_space) of an env already at hand, else probed."""
+    obs_dim, action_space = spaces or family_spaces(family, net_cfg.task_id)
     return make_network(obs_dim, action_space, net_cfg, family.n if net_cfg.task_id else 0)
 
 
@@ -144,7 +146,7 @@ def train_ppo(
     steps_per_iteration = cfg.envs_per_task * cfg.num_steps  # per task
     iterations = max(1, cfg.steps_per_task // steps_per_iteration)
     probe = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed, net_cfg.task_id)
-    model = make_network(probe.obs_dim, probe.single_action_space, net_cfg, family.n if net_cfg.task_id else 0)
+    model = network_for(family, net_cfg, (probe.obs_dim, probe.single_action_space))
     if init_state is not None:
         model.load_state_dict(init_state)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-5)
