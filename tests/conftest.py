@@ -13,8 +13,17 @@ if str(ROOT) not in sys.path:  # so that `tests.plugin_families:...` imports as 
     sys.path.insert(0, str(ROOT))
 
 from policygradex.cli.main import main
+from policygradex.common.threads import thread_limit
 
 from .helpers import tiny_run_args  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> object:
+    """Library functions called directly run with one torch / BLAS thread, as every command does: two threads on a
+    loaded 2-core machine spin against each other (MAML's toy test: 1.6 s on one thread, 29 s on two)."""
+    with thread_limit(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -175,3 +175,49 @@ def test_planted_family_rotates_each_groups_observations():
     venv.close()
     plain = load_family("planted(n=6,groups=3,conflict=0)")
     assert all(t.params["angle"] == 0.0 for t in plain.tasks)
+
+
+# ----------------------------------------------------------------------------------------------- unseen tasks
+@pytest.mark.parametrize("spec,param,low,high", [
+    ("cartpole", "half_length", 0.1, 2.5),
+    ("lunarlander", "gravity", -11.0, -2.0),
+    ("pendulum", "gravity", 2.0, 20.0),
+    ("planted", "half_length", 0.4, 0.8),
+])
+def test_unseen_tasks_are_drawn_from_the_range_and_disjoint_from_the_sources(spec, param, low, high) -> None:
+    from policygradex.envs.base import unseen_tasks
+
+    family = load_family(spec)
+    unseen = unseen_tasks(family, 50, seed=3)
+    values = [t.params[param] for t in unseen.tasks]
+    assert unseen.n == 50 and all(low <= v <= high for v in values)
+    assert len(set(values)) == 50 and not set(values) & {t.params[param] for t in family.tasks}
+    assert len(set(unseen.task_names)) == 50 and not set(unseen.task_names) & set(family.task_names)
+    assert unseen.planted_groups is None
+    assert [t.params for t in unseen_tasks(family, 50, seed=3).tasks] == [t.params for t in unseen.tasks]
+    assert [t.params for t in unseen_tasks(family, 50, seed=4).tasks] != [t.params for t in unseen.tasks]
+    # spread over the range, not bunched: both halves of it (log scale for lengths) are drawn
+    mid = np.sqrt(low * high) if low > 0 else (low + high) / 2
+    assert 10 < sum(v < mid for v in values) < 40
+
+
+def test_unseen_tasks_run_with_their_own_parameters() -> None:
+    from policygradex.envs.base import unseen_tasks
+
+    unseen = unseen_tasks(load_family("cartpole"), 3, seed=0)
+    env = MultiTaskVectorEnv(unseen, [0, 1, 2], 1, seed=0, task_id=False)  # the family's vector fast path
+    np.testing.assert_allclose(env.env.length, [t.params["half_length"] for t in unseen.tasks])
+    env.close()
+    single = unseen.tasks[1].make_env()
+    assert single.unwrapped.length == unseen.tasks[1].params["half_length"]
+    single.close()
+    planted_unseen = unseen_tasks(load_family("planted"), 20, seed=0)
+    angles = {t.params["group"]: t.params["angle"] for t in load_family("planted").tasks}
+    assert all(t.params["angle"] == angles[t.params["group"]] for t in planted_unseen.tasks)  # the groups' rotations
+
+
+def test_a_family_without_a_range_has_no_unseen_tasks() -> None:
+    from policygradex.envs.base import unseen_tasks
+
+    with pytest.raises(PolicyGradExError, match="no parameter range"):
+        unseen_tasks(load_family("tests.plugin_families:good_family"), 5, seed=0)

@@ -161,3 +161,15 @@ def test_pygame_is_still_pygame_ce(highway_env):
     with pytest.raises(PackageNotFoundError):
         distribution("pygame")
     assert any(r.startswith("pygame-ce") for r in requires("highway-env"))
+
+
+def test_unseen_densities_lie_in_the_family_range(highway_env) -> None:
+    from policygradex.envs.base import unseen_tasks
+
+    unseen = unseen_tasks(highway(), 20, seed=0)
+    values = [t.params["vehicles_density"] for t in unseen.tasks]
+    assert all(HIGHWAY_DENSITIES[0] <= v <= HIGHWAY_DENSITIES[-1] for v in values)
+    assert not set(values) & set(HIGHWAY_DENSITIES)
+    env = unseen.tasks[0].make_env()
+    assert env.unwrapped.config["vehicles_density"] == values[0]
+    env.close()

@@ -92,3 +92,14 @@ def test_mo_lunar_lander_tasks_are_its_weights(tmp_path: Path, cli) -> None:
     assert rc == 0, err
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["family"] == "mo:mo-lunar-lander-v3(weights=3)" and len(record["family"]["tasks"]) == 3
+
+
+def test_unseen_weights_are_on_the_simplex() -> None:
+    pytest.importorskip("mo_gymnasium")
+    from policygradex.envs.base import unseen_tasks
+    from policygradex.envs.registry import load_family
+
+    unseen = unseen_tasks(load_family("mo:mo-lunar-lander-v3(weights=3)"), 30, seed=0)
+    W = np.array([[t.params[f"w{k}"] for k in range(4)] for t in unseen.tasks])
+    assert (W >= 0).all() and np.allclose(W.sum(axis=1), 1.0, atol=1e-3)
+    assert W.std(axis=0).min() > 0.1  # spread over the simplex, every objective varies

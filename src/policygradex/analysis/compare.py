@@ -207,7 +207,7 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     steps = cc.steps_per_task or ctx.cfg.ppo.steps_per_task
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=steps)
     common = {"config": ctx.cfg.to_dict(), "ppo": ppo, "init": "scratch", "eval_episodes": eval_episodes}
-    jobs: dict[tuple[Any, ...], tuple[JobSpec, int]] = {}
+    jobs: dict[tuple[Any, ...], JobSpec] = {}  # groupings that share a group share its training
     keys: dict[str, list[list[tuple[Any, ...]]]] = {}  # method -> per seed -> per group: its job
     for method, per_seed in methods.items():
         net = network[method]
@@ -219,18 +219,15 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
             for g in groups:
                 key = (net, s, *sorted(g))
                 keys[method][-1].append(key)
-                if key not in jobs:
-                    args = {**common, "task_ids": sorted(g), **({"network": changes} if changes else {})}
-                    spec = JobSpec("policygradex.analysis.context:train_job", args,
-                                   seed=job_seed("compare", cc.seed, s, tuple(sorted(g))),
-                                   label=f"seed {s}{f' ({net})' if net else ''}: "
-                                         f"{','.join(names[i] for i in sorted(g))}",
-                                   paths={"run_dir": str(ctx.rd.path)})
-                    jobs[key] = (spec, len(jobs))
-    specs = [spec for spec, _ in jobs.values()]
-    results = run_jobs(specs, ctx.rd.path / "jobs", launcher, console,
-                       f"compare: {len(specs)} trainings ({steps} steps per task)")
-    by_key = {key: results[j] for key, (_, j) in jobs.items()}
+                args = {**common, "task_ids": sorted(g), **({"network": changes} if changes else {})}
+                jobs[key] = JobSpec("policygradex.analysis.context:train_job", args,
+                                    seed=job_seed("compare", cc.seed, s, tuple(sorted(g))),
+                                    label=f"seed {s}{f' ({net})' if net else ''}: "
+                                          f"{','.join(names[i] for i in sorted(g))}",
+                                    paths={"run_dir": str(ctx.rd.path)})
+    results = run_jobs(list(jobs.values()), ctx.rd.path / "jobs", launcher, console,
+                       f"compare: {len(jobs)} trainings ({steps} steps per task)")
+    by_key = dict(zip(jobs, results))
 
     metric = ctx.family.headline  # what the table scores: the return, or e.g. Meta-World's success rate
     vector_metrics = [m.name for m in ctx.family.metrics if not m.scalar]

@@ -56,6 +56,18 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
     _evaluate(args, console, compare, markdown, cc, "compare")
 
 
+def cmd_meta(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.meta import MetaConfig, markdown, meta
+    from policygradex.rl.config import MAMLConfig
+
+    maml = MAMLConfig(iterations=args.iterations, meta_batch=args.meta_batch, trajectories=args.trajectories,
+                      inner_steps=args.inner_steps, inner_lr=args.inner_lr, first_order=args.first_order,
+                      outer_lr=args.outer_lr, outer_epochs=args.outer_epochs)
+    mc = MetaConfig(seeds=args.seeds, unseen_tasks=args.unseen_tasks, unseen_seed=args.unseen_seed,
+                    adapt_steps=args.adapt_steps, representatives=args.representatives, maml=maml, seed=args.seed)
+    _evaluate(args, console, meta, markdown, mc, "meta")
+
+
 def cmd_stability(args: argparse.Namespace, console: Console) -> None:
     from policygradex.analysis.stability import StabilityConfig, markdown, stability
 
@@ -132,7 +144,7 @@ def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
 
 
 COMMANDS = {"run": cmd_run, "adapt": cmd_adapt, "check-linear": cmd_check_linear, "ground-truth": cmd_ground_truth,
-            "compare": cmd_compare, "hessian": cmd_hessian, "stability": cmd_stability}
+            "compare": cmd_compare, "hessian": cmd_hessian, "meta": cmd_meta, "stability": cmd_stability}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,6 +130,25 @@ def _add_run_dir_commands(sub: argparse._SubParsersAction) -> None:
                     help="also one network of each kind on all tasks, e.g. softmod,care,paco (the paper's baselines)")
     finish_evaluation_command(cp)
 
+    mt = add_run_dir_command(sub, "meta", "meta-RL: MAML on one representative per group, adapted to unseen tasks "
+                                          "(Table 2, control environments)")
+    mt.add_argument("--seeds", type=int, default=5, help="seeds per row (default 5)")
+    mt.add_argument("--unseen-tasks", type=int, default=50, help="target tasks from the family's range (default 50)")
+    mt.add_argument("--unseen-seed", type=int, default=0, help="seed of the target tasks' draw (default 0)")
+    mt.add_argument("--adapt-steps", type=int, default=200, help="adaptation steps on each target (default 200)")
+    mt.add_argument("--representatives", choices=["random", "medoid"], default="random",
+                    help="a random member per group and seed (the paper, default) or the medoid by affinity")
+    mg = mt.add_argument_group("MAML (training and adaptation)")
+    mg.add_argument("--iterations", type=int, default=100, help="meta-iterations (default 100)")
+    mg.add_argument("--meta-batch", type=int, default=10, help="task slots per meta-iteration (default 10)")
+    mg.add_argument("--trajectories", type=int, default=10, help="episodes per task slot per step (default 10)")
+    mg.add_argument("--inner-steps", type=int, default=1, help="inner policy-gradient steps (default 1)")
+    mg.add_argument("--inner-lr", type=float, default=0.1, help="inner step size (default 0.1)")
+    mg.add_argument("--first-order", action="store_true", help="first-order MAML (no second derivatives)")
+    mg.add_argument("--outer-lr", type=float, default=1e-3, help="Adam learning rate of the meta-update (default 1e-3)")
+    mg.add_argument("--outer-epochs", type=int, default=5, help="clipped outer steps per meta-batch (default 5)")
+    finish_evaluation_command(mt)
+
     st = add_run_dir_command(sub, "stability", "would the groups come out the same from fresh transitions? "
                                           "(U and groups over resampled transitions, co-clustering, pooled groups)")
     st.add_argument("--resamples", type=int, default=5, help="fresh transition samples (default 5)")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import gymnasium as gym
+import numpy as np
 
 from policygradex.common.errors import PolicyGradExError
 
@@ -70,6 +71,9 @@ class TaskFamily:
     """PPO's discount for this family when the run does not choose one (``policygradex.pipeline.runner`` puts it
     in config.json in place of PPOConfig's 0.99), e.g. 0.8 for ``highway`` as highway-env's own training scripts
     use. None: PPOConfig's default."""
+    sample_task: Callable[[np.random.Generator], Task] | None = None
+    """Draws one task from the family's parameter range (a pole length, a gravity, a traffic density), for the
+    meta-RL setting's unseen target tasks (:func:`unseen_tasks`). None: the family has no range to draw from."""
 
     @property
     def n(self) -> int:
@@ -135,3 +139,26 @@ def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
 def describe_family(family: TaskFamily) -> str:
     params = ", ".join(t.name for t in family.tasks)
     return f"{family.name}: {family.n} tasks ({params})"
+
+
+def unseen_tasks(family: TaskFamily, count: int, seed: int) -> TaskFamily:
+    """``count`` tasks drawn with ``seed`` from the family's parameter range (``TaskFamily.sample_task``), none
+    with the parameters of a source task nor of another drawn task, as a family of their own (same spaces, vector
+    env and metrics; no planted groups). Task i is named ``unseen-i:NAME``."""
+    if family.sample_task is None:
+        raise PolicyGradExError(f"family {family.name!r} has no parameter range to draw unseen tasks from")
+    if count < 1:
+        raise PolicyGradExError(f"the number of unseen tasks must be >= 1, got {count}")
+    rng = np.random.default_rng(seed)
+    seen = {tuple(sorted(t.params.items())) for t in family.tasks}
+    tasks: list[Task] = []
+    for _ in range(100 * count):
+        task = family.sample_task(rng)
+        key = tuple(sorted(task.params.items()))
+        if key not in seen:
+            seen.add(key)
+            tasks.append(replace(task, name=f"unseen-{len(tasks)}:{task.name}"))
+            if len(tasks) == count:
+                return replace(family, name=f"{family.name}[unseen {count}, seed {seed}]", tasks=tuple(tasks),
+                               planted_groups=None)
+    raise PolicyGradExError(f"family {family.name!r}: could not draw {count} distinct unseen tasks")

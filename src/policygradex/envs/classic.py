@@ -48,12 +48,21 @@ def _cartpole_vector(tasks: Sequence[Task]) -> gym.vector.VectorEnv:
     return env
 
 
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A draw from the log-uniform distribution on [low, high], rounded to 4 decimals (the task's parameter)."""
+    return float(np.round(np.exp(rng.uniform(np.log(low), np.log(high))), 4))
+
+
+def _cartpole_task(h: float) -> Task:
+    return Task(f"len={2 * h:.2f}", _cartpole_env(h), {"half_length": h, "pole_length": 2 * h})
+
+
 def cartpole() -> TaskFamily:
-    tasks = tuple(
-        Task(f"len={2 * h:.2f}", _cartpole_env(h), {"half_length": h, "pole_length": 2 * h})
-        for h in CARTPOLE_HALF_LENGTHS
-    )
-    return TaskFamily("cartpole", tasks, "CartPole-v1 with 10 pole lengths 0.2-5.0 m (discrete actions)", _cartpole_vector)
+    tasks = tuple(_cartpole_task(h) for h in CARTPOLE_HALF_LENGTHS)
+    return TaskFamily("cartpole", tasks, "CartPole-v1 with 10 pole lengths 0.2-5.0 m (discrete actions)",
+                      _cartpole_vector,
+                      sample_task=lambda rng: _cartpole_task(log_uniform(rng, CARTPOLE_HALF_LENGTHS[0],
+                                                                         CARTPOLE_HALF_LENGTHS[-1])))
 
 
 def _lunar_env(gravity: float, continuous: bool) -> Callable[[], gym.Env]:
@@ -63,14 +72,25 @@ def _lunar_env(gravity: float, continuous: bool) -> Callable[[], gym.Env]:
     return make
 
 
+def uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A draw from the uniform distribution on [low, high], rounded to 4 decimals (the task's parameter)."""
+    return float(np.round(rng.uniform(low, high), 4))
+
+
+def _lunar_task(g: float, continuous: bool) -> Task:
+    return Task(f"g={g:.0f}" if g == round(g) else f"g={g:.2f}", _lunar_env(g, continuous), {"gravity": g})
+
+
 def lunarlander() -> TaskFamily:
-    tasks = tuple(Task(f"g={g:.0f}", _lunar_env(g, False), {"gravity": g}) for g in LUNAR_GRAVITIES)
-    return TaskFamily("lunarlander", tasks, "LunarLander-v3 with 10 gravities -11..-2 (discrete actions)")
+    tasks = tuple(_lunar_task(g, False) for g in LUNAR_GRAVITIES)
+    return TaskFamily("lunarlander", tasks, "LunarLander-v3 with 10 gravities -11..-2 (discrete actions)",
+                      sample_task=lambda rng: _lunar_task(uniform(rng, LUNAR_GRAVITIES[0], LUNAR_GRAVITIES[-1]), False))
 
 
 def lunarlander_continuous() -> TaskFamily:
-    tasks = tuple(Task(f"g={g:.0f}", _lunar_env(g, True), {"gravity": g}) for g in LUNAR_GRAVITIES)
-    return TaskFamily("lunarlander-continuous", tasks, "LunarLander-v3 continuous, 10 gravities -11..-2 (Gaussian)")
+    tasks = tuple(_lunar_task(g, True) for g in LUNAR_GRAVITIES)
+    return TaskFamily("lunarlander-continuous", tasks, "LunarLander-v3 continuous, 10 gravities -11..-2 (Gaussian)",
+                      sample_task=lambda rng: _lunar_task(uniform(rng, LUNAR_GRAVITIES[0], LUNAR_GRAVITIES[-1]), True))
 
 
 def _pendulum_env(g: float) -> Callable[[], gym.Env]:
@@ -80,6 +100,11 @@ def _pendulum_env(g: float) -> Callable[[], gym.Env]:
     return make
 
 
+def _pendulum_task(g: float) -> Task:
+    return Task(f"g={g:.0f}" if g == round(g) else f"g={g:.2f}", _pendulum_env(g), {"gravity": g})
+
+
 def pendulum() -> TaskFamily:
-    tasks = tuple(Task(f"g={g:.0f}", _pendulum_env(g), {"gravity": g}) for g in PENDULUM_GRAVITIES)
-    return TaskFamily("pendulum", tasks, "Pendulum-v1 with 10 gravities 2..20 (continuous actions)")
+    tasks = tuple(_pendulum_task(g) for g in PENDULUM_GRAVITIES)
+    return TaskFamily("pendulum", tasks, "Pendulum-v1 with 10 gravities 2..20 (continuous actions)",
+                      sample_task=lambda rng: _pendulum_task(uniform(rng, PENDULUM_GRAVITIES[0], PENDULUM_GRAVITIES[-1])))

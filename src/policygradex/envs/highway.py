@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 
 from policygradex.envs.base import Task, TaskFamily, import_extra
+from policygradex.envs.classic import log_uniform
 
 HIGHWAY_DENSITIES = tuple(float(x) for x in np.round(np.geomspace(0.25, 2.0, 10), 3))
 """``vehicles_density`` of the 10 tasks: geometric from 0.25 (sparse) to 2.0 (dense); highway-env's default is 1."""
@@ -72,8 +73,13 @@ def _subprocess_vector(tasks: Sequence[Task]) -> gym.vector.VectorEnv:
     return gym.vector.AsyncVectorEnv([t.make_env for t in tasks], context="fork")
 
 
+def _highway_task(density: float) -> Task:
+    return Task(f"density={density:.2f}", _highway_env(density), {"vehicles_density": density})
+
+
 def highway() -> TaskFamily:
-    tasks = tuple(Task(f"density={d:.2f}", _highway_env(d), {"vehicles_density": d}) for d in HIGHWAY_DENSITIES)
+    tasks = tuple(_highway_task(d) for d in HIGHWAY_DENSITIES)
     return TaskFamily("highway", tasks,
                       "highway-fast-v0 with 10 traffic densities 0.25-2.0 (discrete actions; the highway extra)",
-                      _subprocess_vector, default_gamma=HIGHWAY_GAMMA)
+                      _subprocess_vector, default_gamma=HIGHWAY_GAMMA,
+                      sample_task=lambda rng: _highway_task(log_uniform(rng, HIGHWAY_DENSITIES[0], HIGHWAY_DENSITIES[-1])))

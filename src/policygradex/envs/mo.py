@@ -89,8 +89,15 @@ def mo_family(env_id: str, weights: int | Sequence[Sequence[float]] | None = Non
     if len({tuple(np.round(w, 6)) for w in W}) < len(W):
         raise PolicyGradExError("the weight vectors must differ: two tasks would be the same")
     digits = 2 if len({tuple(np.round(w, 2)) for w in W}) == len(W) else 4  # names must differ too
-    tasks = tuple(Task("w=(" + ",".join(f"{x:.{digits}f}" for x in w) + ")", _mo_env(env_id, w.copy()),
-                       {f"w{k}": float(x) for k, x in enumerate(w)}) for w in W)
+
+    def task(w: np.ndarray, digits: int) -> Task:
+        return Task("w=(" + ",".join(f"{x:.{digits}f}" for x in w) + ")", _mo_env(env_id, w.copy()),
+                    {f"w{k}": float(x) for k, x in enumerate(w)})
+
+    tasks = tuple(task(w, digits) for w in W)
+    # an unseen task: a weight vector uniform on the simplex (Dirichlet(1, ..., 1)), rounded to 4 decimals
+    sample = lambda rng: task(np.round(rng.dirichlet(np.ones(W.shape[1])), 4), 4)  # noqa: E731
     return TaskFamily(f"mo:{env_id}", tasks, f"{env_id} scalarised by {len(W)} weight vectors over {W.shape[1]} "
                       "objectives (the mo extra)",
-                      metrics=(EpisodeMetric("vector_return", "vector_reward", "sum", scalar=False),))
+                      metrics=(EpisodeMetric("vector_return", "vector_reward", "sum", scalar=False),),
+                      sample_task=sample)

@@ -84,15 +84,23 @@ def planted(n: int = 10, groups: int = 3, conflict: float = 1.0) -> TaskFamily:
     if not (math.isfinite(conflict) and 0.0 <= conflict <= 1.0):
         raise PolicyGradExError(f"planted family: conflict={conflict} must be in [0, 1]")
     members = [[i for i in range(n) if i % groups == g] for g in range(groups)]
+
+    def task(g: int, half: float) -> Task:
+        angle = conflict * 2.0 * math.pi * g / groups
+        return Task(f"g{g}-len={2 * half:.2f}", _make_env(half, rotation(angle)),
+                    {"group": g, "half_length": half, "angle": angle})
+
+    def sample(rng: np.random.Generator) -> Task:
+        # an unseen task: a group at random, and a half length log-uniform on the groups' 0.4 .. 0.8
+        g = int(rng.integers(groups))
+        return task(g, float(np.round(np.exp(rng.uniform(np.log(0.4), np.log(0.8))), 4)))
+
     tasks = []
     for i in range(n):
         g, j = i % groups, i // groups
         size = len(members[g])
-        half = float(np.round(0.4 * 2.0 ** (j / max(1, size - 1)), 3))  # 0.4 .. 0.8 within each group
-        angle = conflict * 2.0 * math.pi * g / groups
-        tasks.append(Task(f"g{g}-len={2 * half:.2f}", _make_env(half, rotation(angle)),
-                          {"group": g, "half_length": half, "angle": angle}))
+        tasks.append(task(g, float(np.round(0.4 * 2.0 ** (j / max(1, size - 1)), 3))))  # 0.4 .. 0.8 in each group
     return TaskFamily(
         "planted", tuple(tasks),
         f"CartPole, {n} tasks in {groups} planted groups (observations rotated per group, conflict {conflict:g})",
-        _vector, planted_groups=tuple(tuple(m) for m in members))
+        _vector, planted_groups=tuple(tuple(m) for m in members), sample_task=sample)

@@ -44,3 +44,43 @@ class PPOConfig:
     """Stop an update's epochs early when the approximate KL exceeds this (None: never)."""
     checkpoint_every: int = 10
     """Save a resumable checkpoint every this many PPO iterations (0: never)."""
+
+
+@dataclass(frozen=True)
+class MAMLConfig:
+    """MAML for RL (Finn et al. 2017) with a PPO outer loop as in ProMP (Rothfuss et al. 2019); the defaults are the
+    common MAML-RL settings (inner learning rate 0.1, one inner step, 10-20 trajectories per task, a linear feature
+    baseline, several clipped outer steps per batch)."""
+
+    iterations: int = 100
+    """Meta-iterations: each samples a meta-batch, adapts to every task in it, and updates the initialisation."""
+    meta_batch: int = 10
+    """Task slots per meta-iteration. Slot j of iteration i runs training task (i * meta_batch + j) mod n_train, so a
+    few training tasks (k representatives) fill the batch with fresh trajectories of each, and every row of
+    ``policygradex meta`` spends the same environment steps whatever its number of training tasks."""
+    trajectories: int = 10
+    """Episodes per task slot for each inner step, for the outer (post-adaptation) batch, and for each adaptation
+    step at evaluation."""
+    inner_steps: int = 1
+    """Policy-gradient steps of the inner loop, each on fresh episodes of the current fast weights."""
+    inner_lr: float = 0.1
+    """Step size of the inner policy-gradient steps (plain gradient descent on the fast weights)."""
+    first_order: bool = False
+    """First-order MAML: the inner gradients are treated as constants in the meta-gradient (no second derivatives)."""
+    outer_lr: float = 1e-3
+    """Adam learning rate of the meta-update."""
+    outer_epochs: int = 5
+    """Clipped-objective steps over each meta-batch (ProMP's PPO outer loop), the adapted weights recomputed
+    through the inner loop at every step."""
+    clip_coef: float = 0.2
+    """Clipping of the outer objective's likelihood ratio."""
+    gamma: float = 0.99
+    """Discount of the advantages (the family's ``default_gamma`` when the run kept PPO's default)."""
+    gae_lambda: float = 1.0
+    """GAE lambda over the linear baseline's values; 1.0: discounted return-to-go minus the baseline."""
+    baseline_reg: float = 1e-5
+    """Ridge coefficient of the linear feature baseline (raised tenfold while the fit is ill-conditioned)."""
+    max_grad_norm: float | None = None
+    """Clip the meta-gradient's global norm (None: no clipping, as ProMP)."""
+    max_episode_steps: int = 10_000
+    """Safety cap on an episode's length when collecting (every built-in family's time limit is lower)."""
