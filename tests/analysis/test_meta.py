@@ -10,7 +10,7 @@ import numpy as np
 
 from policygradex.analysis.meta import medoid, representatives
 
-from ..helpers import assert_one_line_error
+from ..helpers import assert_one_line_error, tiny_run_args
 
 TINY_META = ("--seeds", "2", "--unseen-tasks", "3", "--adapt-steps", "2", "--iterations", "2", "--meta-batch", "3",
              "--trajectories", "2")
@@ -57,6 +57,10 @@ def test_meta_bad_input_is_one_line(tiny_run: Path, tmp_path: Path, cli) -> None
     rc, _, err = cli("meta", tmp_path / "nothing")
     assert_one_line_error(rc, err, "not a directory")
     assert not (tiny_run / "meta").exists()
+    plugin = tmp_path / "plugin"  # a family of the user's that declares no parameter range
+    assert cli(*tiny_run_args(plugin, "tests.plugin_families:good_family", "--k", "2"))[0] == 0
+    rc, _, err = cli("meta", plugin)
+    assert_one_line_error(rc, err, "no parameter range")
 
 
 def test_representatives_by_hand() -> None:
@@ -87,3 +91,46 @@ def test_meta_jobs_give_the_same_result_in_this_process_and_in_a_worker(tiny_run
         a.pop("seconds"), b.pop("seconds")
         a.pop("train_seconds", None), b.pop("train_seconds", None)
         assert a == b
+
+
+def test_kill_stops_the_worker_processes_and_keeps_finished_jobs(tiny_run: Path, tmp_path: Path) -> None:
+    # SIGTERM (kill PID) is handled as Ctrl-C: the process pool's workers stop with the command (they used to run
+    # on, orphaned, computing jobs nobody would collect), exit status 143
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs Linux /proc to list child processes")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    argv = [sys.executable, "-m", "policygradex.cli.main", "meta", str(run), "--seeds", "4", "--unseen-tasks", "3",
+            "--adapt-steps", "3", "--iterations", "200", "--meta-batch", "3", "--trajectories", "2", "--workers", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: set[int] = set()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(children) < 2:
+        time.sleep(0.5)
+        children = {int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()} if proc.poll() is None else set()
+    assert len(children) >= 2, "the pool's workers never started"
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in err, err[-500:]
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+    deadline = time.time() + 20
+    while time.time() < deadline and any(alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in children), "worker processes outlived the command"

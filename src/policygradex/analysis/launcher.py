@@ -177,9 +177,14 @@ def _run_process(specs: list[JobSpec], cache_dir: Path, cfg: LauncherConfig,
         for fut in cf.as_completed(futures):
             done(futures[fut], _unwrap(fut, specs[futures[fut]]))
     except BaseException:
+        # the workers must be read before shutdown(), which drops the executor's list of them: reading it after
+        # terminated nothing, and the workers of an interrupted command ran on, orphaned
+        procs = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
         raise
     pool.shutdown()
 

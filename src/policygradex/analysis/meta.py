@@ -112,10 +112,10 @@ def meta(run_dir: Path, mc: MetaConfig, launcher: LauncherConfig, console: Conso
         raise PolicyGradExError("--iterations, --meta-batch, --trajectories and --inner-steps must be >= 1")
     if mc.representatives not in ("random", "medoid"):
         raise PolicyGradExError(f"--representatives must be random or medoid, got {mc.representatives!r}")
+    unseen_tasks(family, mc.unseen_tasks, mc.unseen_seed)  # a family without a parameter range fails here
     if ctx.cfg.network.task_id:
         raise PolicyGradExError("meta adapts to unseen tasks, which have no task id: give a run made without "
                                 "--task-id")
-    unseen_tasks(family, mc.unseen_tasks, mc.unseen_seed)  # a family without a parameter range fails here
     groups_run = load_json(ctx.rd.groups)
     k = int(groups_run["k"])
     U = load_npy(ctx.rd.affinity)

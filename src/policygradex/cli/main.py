@@ -7,6 +7,7 @@ the same command resumes from the finished stages.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -147,9 +148,19 @@ COMMANDS = {"run": cmd_run, "adapt": cmd_adapt, "check-linear": cmd_check_linear
             "compare": cmd_compare, "hessian": cmd_hessian, "meta": cmd_meta, "stability": cmd_stability}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), handled as Ctrl-C is: the launcher stops its worker processes and the finished jobs
+    stay cached. Without it the workers of a killed command ran on, orphaned."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser().parse_args(argv)
         if args.command == "families":
@@ -166,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"policygradex: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("policygradex: interrupted; finished stages and jobs are saved, rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"policygradex: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; finished stages and "
+              "jobs are saved, rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
