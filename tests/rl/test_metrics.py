@@ -43,6 +43,29 @@ def test_evaluation_reports_return_success_and_vector_return_per_task(action: in
         assert out[task]["vector_return"] == [action * length, (1 - action) * length]
 
 
+def test_evaluation_holds_at_most_max_eval_envs_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many episodes of many tasks are evaluated a few tasks at a time, and every task is still scored."""
+    import policygradex.rl.evaluate as evaluate
+
+    sizes = []
+    real = evaluate.MultiTaskVectorEnv
+
+    def recording(*args, **kwargs):
+        env = real(*args, **kwargs)
+        sizes.append(env.num_envs)
+        return env
+
+    monkeypatch.setattr(evaluate, "MultiTaskVectorEnv", recording)
+    monkeypatch.setattr(evaluate, "MAX_EVAL_ENVS", 5)
+    family = load_family("tests.plugin_families:counting_family")
+    out = evaluate_episodes(family, [0, 1], Always(1), episodes=2, seed=0, task_id=False)
+    assert sizes == [4] and out[0]["return"] == 5  # 2 tasks x 2 episodes fit: one env, as before
+    sizes.clear()
+    out = evaluate_episodes(family, [0, 1], Always(1), episodes=3, seed=0, task_id=False)
+    assert sizes == [3, 3]  # one task at a time
+    assert (out[0]["return"], out[1]["return"]) == (5, 4) and out[1]["success"] == 1.0
+
+
 def test_training_curves_track_the_scalar_metrics() -> None:
     family = load_family("tests.plugin_families:counting_family")
     ppo = PPOConfig(steps_per_task=64, envs_per_task=2, num_steps=32, num_minibatches=2, update_epochs=1)

@@ -14,6 +14,12 @@ from policygradex.rl.rollout import Episode, EpisodeTracker, env_action
 
 
 # ----------------------------------------------------------------------------------------------- measuring a policy
+MAX_EVAL_ENVS = 128
+"""Sub-environments alive at once when evaluating. Beyond it the tasks are evaluated a few at a time: 50 Meta-World
+episodes for each of 10 tasks were 500 MuJoCo environments, 11.5 GB in one process (two of them were killed for
+memory on a 24 GB machine)."""
+
+
 @torch.no_grad()
 def evaluate_episodes(family: TaskFamily, task_ids: list[int], model: nn.Module, episodes: int, seed: int,
                       task_id: bool = True) -> dict[int, dict[str, Any]]:
@@ -21,7 +27,17 @@ def evaluate_episodes(family: TaskFamily, task_ids: list[int], model: nn.Module,
     the undiscounted return (``"return"``) and of each of the family's episode metrics (e.g. ``"success"``).
 
     A family whose sub-envs cycle through goal variants (Meta-World: the j-th sub-env of a task starts at goal j)
-    thus scores one episode per goal."""
+    thus scores one episode per goal. When ``len(task_ids) * episodes`` exceeds :data:`MAX_EVAL_ENVS`, the tasks
+    are evaluated in chunks of as many as fit (at least one), chunk c with seed ``seed + 100_003 * c``."""
+    per_chunk = len(task_ids) if len(task_ids) * episodes <= MAX_EVAL_ENVS else max(1, MAX_EVAL_ENVS // episodes)
+    out: dict[int, dict[str, Any]] = {}
+    for c, lo in enumerate(range(0, len(task_ids), per_chunk)):
+        out.update(_evaluate_chunk(family, task_ids[lo:lo + per_chunk], model, episodes, seed + 100_003 * c, task_id))
+    return out
+
+
+def _evaluate_chunk(family: TaskFamily, task_ids: list[int], model: nn.Module, episodes: int, seed: int,
+                    task_id: bool) -> dict[int, dict[str, Any]]:
     env = MultiTaskVectorEnv(family, task_ids, episodes, seed, task_id)
     tracker = EpisodeTracker(env.env_task, family.metrics)
     obs = env.reset()
