@@ -1,7 +1,7 @@
 """Regenerate results/mt10.md from an MT10 run and its comparison, beside the paper's Table 2 (Meta-World column).
 
     policygradex run mt10 --k 3 --network softmod --steps-per-task 50000 --out runs/mt10-s0
-    policygradex compare runs/mt10-s0 --seeds 3 --group-network softmod --network-rows mlp,softmod,care,paco
+    policygradex compare runs/mt10-s0 --seeds 3 --steps-per-task 40000 --group-network softmod --network-rows mlp,softmod,care,paco
     python bench/mt10_results.py runs/mt10-s0 --out results/mt10.md
 """
 

@@ -112,7 +112,7 @@ def meta(run_dir: Path, mc: MetaConfig, launcher: LauncherConfig, console: Conso
         raise PolicyGradExError("--iterations, --meta-batch, --trajectories and --inner-steps must be >= 1")
     if mc.representatives not in ("random", "medoid"):
         raise PolicyGradExError(f"--representatives must be random or medoid, got {mc.representatives!r}")
-    unseen_tasks(family, mc.unseen_tasks, mc.unseen_seed)  # a family without a parameter range fails here
+    targets = unseen_tasks(family, mc.unseen_tasks, mc.unseen_seed)  # a family without a range fails here
     if ctx.cfg.network.task_id:
         raise PolicyGradExError("meta adapts to unseen tasks, which have no task id: give a run made without "
                                 "--task-id")
@@ -179,7 +179,7 @@ def meta(run_dir: Path, mc: MetaConfig, launcher: LauncherConfig, console: Conso
     env_steps = by_key[keys["policygradex"][0]]["train_curve"][-1][0]
     record = {"family": family.name, "task_names": names, "k": k, "config": asdict(mc), "maml": asdict(maml),
               "meta_train_env_steps": env_steps, "theta_star_env_steps": n * ctx.cfg.ppo.steps_per_task,
-              "unseen": unseen_tasks(family, mc.unseen_tasks, mc.unseen_seed).task_names, "rows": table}
+              "unseen": targets.task_names, "rows": table}
     out_dir = ctx.rd.path / "meta"
     atomic_write_json(out_dir / "meta.json", record)
     plot_adaptation(record, out_dir / "adaptation_curves.png")

@@ -24,7 +24,7 @@ import numpy as np
 
 from policygradex.common.errors import PolicyGradExError
 from policygradex.envs.base import Task, TaskFamily
-from policygradex.envs.classic import set_cartpole_length
+from policygradex.envs.classic import log_uniform, set_cartpole_length
 
 
 def rotation(phi: float) -> np.ndarray:
@@ -93,7 +93,7 @@ def planted(n: int = 10, groups: int = 3, conflict: float = 1.0) -> TaskFamily:
     def sample(rng: np.random.Generator) -> Task:
         # an unseen task: a group at random, and a half length log-uniform on the groups' 0.4 .. 0.8
         g = int(rng.integers(groups))
-        return task(g, float(np.round(np.exp(rng.uniform(np.log(0.4), np.log(0.8))), 4)))
+        return task(g, log_uniform(rng, 0.4, 0.8))
 
     tasks = []
     for i in range(n):

@@ -12,7 +12,6 @@ from policygradex.envs.base import TaskFamily
 from policygradex.envs.vector import MultiTaskVectorEnv
 from policygradex.rl.rollout import Episode, EpisodeTracker, env_action
 
-
 # ----------------------------------------------------------------------------------------------- measuring a policy
 MAX_EVAL_ENVS = 128
 """Sub-environments alive at once when evaluating. Beyond it the tasks are evaluated a few at a time: 50 Meta-World

@@ -47,6 +47,7 @@ from policygradex.nets.config import NetworkConfig
 from policygradex.nets.mlp import ActorCritic
 from policygradex.rl.baseline import fit_linear_baseline
 from policygradex.rl.config import MAMLConfig
+from policygradex.rl.gae import compute_gae
 from policygradex.rl.ppo import network_for
 from policygradex.rl.rollout import env_action
 
@@ -180,30 +181,26 @@ def collect_episodes(family: TaskFamily, slot_tasks: Sequence[int], model: nn.Mo
     return EpisodeBatch(obs_t, actions, rewards, mask, logp_old, advantages)
 
 
+def episode_ends(mask: torch.Tensor) -> torch.Tensor:
+    """True at the last step of each (T, E) time-major episode that starts at t = 0 (``mask`` one run of ones)."""
+    return mask - torch.cat([mask[1:], torch.zeros_like(mask[:1])]) > 0
+
+
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Discounted return-to-go within each episode, (T, E) time-major; 0 after an episode's end."""
-    T = rewards.shape[0]
-    returns = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in reversed(range(T)):
-        running = (rewards[t] + gamma * running * (mask[t + 1] if t + 1 < T else 0.0)) * mask[t]
-        returns[t] = running
-    return returns
+    """Discounted return-to-go within each episode, (T, E) time-major; 0 after an episode's end (GAE with V = 0
+    and lambda = 1, no bootstrap past the end)."""
+    ends, zeros = episode_ends(mask), torch.zeros_like(rewards)
+    return compute_gae(rewards * mask, zeros, zeros[0], ends, torch.zeros_like(ends), gamma, 1.0) * mask
 
 
 def episode_advantages(obs: torch.Tensor, rewards: torch.Tensor, mask: torch.Tensor, cfg: MAMLConfig) -> torch.Tensor:
     """GAE(gamma, lambda) over the linear baseline for (T, E) episodes that start at t = 0, normalised over the
-    valid steps; with lambda = 1 this is the discounted return-to-go minus the baseline."""
-    T = rewards.shape[0]
+    valid steps; with lambda = 1 this is the discounted return-to-go minus the baseline. Episodes end without a
+    bootstrap, the baseline's time features having learnt the return near a time limit."""
     values = fit_linear_baseline(obs, discounted_returns(rewards, mask, cfg.gamma), mask, cfg.baseline_reg)
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
-    for t in reversed(range(T)):
-        next_mask = mask[t + 1] if t + 1 < T else torch.zeros_like(mask[t])
-        next_value = values[t + 1] if t + 1 < T else torch.zeros_like(values[t])
-        delta = rewards[t] + cfg.gamma * next_value * next_mask - values[t]
-        last = delta + cfg.gamma * cfg.gae_lambda * next_mask * last
-        adv[t] = last * mask[t]
+    ends = episode_ends(mask)
+    adv = compute_gae(rewards, values, torch.zeros_like(values[0]), ends, torch.zeros_like(ends), cfg.gamma,
+                      cfg.gae_lambda) * mask
     valid = adv[mask.bool()]
     if valid.numel() > 1:
         adv = (adv - valid.mean()) / (valid.std() + 1e-8) * mask
