@@ -227,3 +227,10 @@ def test_maml_learns_an_initialisation_that_adapts_in_one_step(first_order: bool
     assert curve[1] >= curve[0] + 3.0, curve
     assert curve[1] >= fresh_curve[1] + 2.0, (curve, fresh_curve)
     assert trained.curve[-1]["env_steps"] == 20 * 2 * 4 * 10 * 10  # iterations x (inner + outer) x slots x episodes x 10
+
+
+def test_an_env_step_budget_ends_meta_training_after_the_iteration_that_reaches_it() -> None:
+    # the bandit's episodes are 10 steps: an iteration takes (inner + outer) x 4 slots x 10 episodes x 10 = 800
+    cfg = MAMLConfig(iterations=50, meta_batch=4, trajectories=10, env_steps=1000)
+    trained = meta_train(bandit_family(), [0, 1], NetworkConfig(hidden_sizes=(8,)), cfg, seed=0)
+    assert [row["env_steps"] for row in trained.curve] == [800, 1600]

@@ -108,8 +108,9 @@ def meta(run_dir: Path, mc: MetaConfig, launcher: LauncherConfig, console: Conso
     family, n, names = ctx.family, ctx.family.n, ctx.names
     if mc.seeds < 1 or mc.unseen_tasks < 1 or mc.adapt_steps < 0:
         raise PolicyGradExError("--seeds and --unseen-tasks must be >= 1, --adapt-steps >= 0")
-    if mc.maml.iterations < 1 or mc.maml.meta_batch < 1 or mc.maml.trajectories < 1 or mc.maml.inner_steps < 1:
-        raise PolicyGradExError("--iterations, --meta-batch, --trajectories and --inner-steps must be >= 1")
+    if min(mc.maml.iterations, mc.maml.meta_batch, mc.maml.trajectories, mc.maml.inner_steps,
+           mc.maml.env_steps or 1) < 1:
+        raise PolicyGradExError("--iterations, --env-steps, --meta-batch, --trajectories and --inner-steps must be >= 1")
     if mc.representatives not in ("random", "medoid"):
         raise PolicyGradExError(f"--representatives must be random or medoid, got {mc.representatives!r}")
     targets = unseen_tasks(family, mc.unseen_tasks, mc.unseen_seed)  # a family without a range fails here
@@ -212,7 +213,9 @@ def markdown(record: dict[str, Any]) -> str:
     mc, maml = record["config"], record["maml"]
     lines = [f"# Meta-RL: {record['family']}", "",
              f"MAML ({'first' if maml['first_order'] else 'second'}-order, ProMP-style PPO outer loop) on each row's "
-             f"training tasks: {maml['iterations']} meta-iterations of {maml['meta_batch']} task slots, "
+             f"training tasks: {maml['iterations']} meta-iterations"
+             + (f" at most, stopping at {maml['env_steps']:,} environment steps," if maml.get("env_steps") else "")
+             + f" of {maml['meta_batch']} task slots, "
              f"{maml['trajectories']} episodes per slot per step, {maml['inner_steps']} inner step(s) of size "
              f"{maml['inner_lr']}; {record['meta_train_env_steps']} environment steps per MAML training. "
              f"`multitask` is the run's theta_star (PPO on all {len(record['task_names'])} tasks, "

@@ -61,7 +61,8 @@ def cmd_meta(args: argparse.Namespace, console: Console) -> None:
     from policygradex.analysis.meta import MetaConfig, markdown, meta
     from policygradex.rl.config import MAMLConfig
 
-    maml = MAMLConfig(iterations=args.iterations, meta_batch=args.meta_batch, trajectories=args.trajectories,
+    maml = MAMLConfig(iterations=args.iterations, env_steps=args.env_steps, meta_batch=args.meta_batch,
+                      trajectories=args.trajectories,
                       inner_steps=args.inner_steps, inner_lr=args.inner_lr, first_order=args.first_order,
                       outer_lr=args.outer_lr, outer_epochs=args.outer_epochs)
     mc = MetaConfig(seeds=args.seeds, unseen_tasks=args.unseen_tasks, unseen_seed=args.unseen_seed,

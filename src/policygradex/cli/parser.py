@@ -140,6 +140,9 @@ def _add_run_dir_commands(sub: argparse._SubParsersAction) -> None:
                     help="a random member per group and seed (the paper, default) or the medoid by affinity")
     mg = mt.add_argument_group("MAML (training and adaptation)")
     mg.add_argument("--iterations", type=int, default=100, help="meta-iterations (default 100)")
+    mg.add_argument("--env-steps", type=int,
+                    help="stop each MAML training once it has taken this many environment steps, e.g. theta_star's "
+                         "budget (n x steps per task); --iterations stays the cap (default: no limit)")
     mg.add_argument("--meta-batch", type=int, default=10, help="task slots per meta-iteration (default 10)")
     mg.add_argument("--trajectories", type=int, default=10, help="episodes per task slot per step (default 10)")
     mg.add_argument("--inner-steps", type=int, default=1, help="inner policy-gradient steps (default 1)")

@@ -54,6 +54,10 @@ class MAMLConfig:
 
     iterations: int = 100
     """Meta-iterations: each samples a meta-batch, adapts to every task in it, and updates the initialisation."""
+    env_steps: int | None = None
+    """Stop meta-training after the meta-iteration in which this many environment steps (inner and outer episodes)
+    have been taken, so that MAML can be given another learner's budget; ``iterations`` stays the cap. None: run
+    all ``iterations``."""
     meta_batch: int = 10
     """Task slots per meta-iteration. Slot j of iteration i runs training task (i * meta_batch + j) mod n_train, so a
     few training tasks (k representatives) fill the batch with fresh trajectories of each, and every row of

@@ -259,6 +259,8 @@ def meta_train(family: TaskFamily, task_ids: Sequence[int], net_cfg: NetworkConf
         curve.append(row)
         if on_iteration is not None:
             on_iteration(it + 1, cfg.iterations, row)
+        if cfg.env_steps is not None and env_steps >= cfg.env_steps:
+            break
     return MetaTrainResult(model, curve, time.perf_counter() - t0)
 
 
