@@ -77,8 +77,13 @@ def uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.round(rng.uniform(low, high), 4))
 
 
+def gravity_name(g: float) -> str:
+    """``g=-10`` for the source tasks' whole gravities, ``g=-5.27`` for a drawn one."""
+    return f"g={g:.0f}" if g == round(g) else f"g={g:.2f}"
+
+
 def _lunar_task(g: float, continuous: bool) -> Task:
-    return Task(f"g={g:.0f}" if g == round(g) else f"g={g:.2f}", _lunar_env(g, continuous), {"gravity": g})
+    return Task(gravity_name(g), _lunar_env(g, continuous), {"gravity": g})
 
 
 def lunarlander() -> TaskFamily:
@@ -101,7 +106,7 @@ def _pendulum_env(g: float) -> Callable[[], gym.Env]:
 
 
 def _pendulum_task(g: float) -> Task:
-    return Task(f"g={g:.0f}" if g == round(g) else f"g={g:.2f}", _pendulum_env(g), {"gravity": g})
+    return Task(gravity_name(g), _pendulum_env(g), {"gravity": g})
 
 
 def pendulum() -> TaskFamily:
