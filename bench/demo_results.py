@@ -39,6 +39,15 @@ def versions() -> str:
             f"{platform.python_version()}")
 
 
+def difference_cell(diff: float | None, se: float | None, scale: float = 1.0) -> str:
+    """'PolicyGradEx - row ± SE (r SE, resolved or not)', a difference within 2 standard errors being unresolved."""
+    if diff is None or se is None:
+        return ""
+    ratio = abs(diff) / se if se > 0 else float("inf")
+    word = "resolved" if ratio >= 2 else "not resolved"
+    return f"{scale * diff:+.1f} ± {scale * se:.1f} ({ratio:.1f} SE, {word})"
+
+
 def section(run: Path, out_dir: Path) -> list[str]:
     record = json.loads((run / "config.json").read_text())
     family = record["family"]["name"]

@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from demo_results import versions
+from demo_results import difference_cell, versions
 
 PAPER = {  # Table 2, meta-RL columns: mean +- std over 5 runs (return after 200 adaptation steps on 50 unseen tasks)
     "cartpole": {"multitask": "145.9 ± 9.0", "random": "144.1 ± 10.1", "gradient_similarity": "142.0 ± 8.2",
@@ -57,15 +57,6 @@ def commands(run: Path, record: dict) -> str:
             f"{maml['trajectories']}" + (f" --env-steps {maml['env_steps']}" if maml.get("env_steps") else ""))
 
 
-def verdict(entry: dict) -> str:
-    diff, se = entry["policygradex_difference"], entry["difference_stderr"]
-    if diff is None:
-        return ""
-    ratio = abs(diff) / se if se else float("inf")
-    word = "resolved" if ratio >= 2 else "not resolved"
-    return f"{diff:+.1f} ± {se:.1f} ({ratio:.1f} SE, {word})"
-
-
 def section(run: Path, out_dir: Path) -> list[str]:
     record = json.loads((run / "meta" / "meta.json").read_text())
     family = record["family"].split("(")[0]
@@ -88,8 +79,9 @@ def section(run: Path, out_dir: Path) -> list[str]:
              "| row | before adaptation | after adaptation | PolicyGradEx - row | paper (after 200 steps) |",
              "|---|---|---|---|---|"]
     for row, e in record["rows"].items():
+        cell = difference_cell(e["policygradex_difference"], e["difference_stderr"])
         lines.append(f"| {row} | {e['before_mean']:.1f} ± {e['before_std']:.1f} | {e['after_mean']:.1f} ± "
-                     f"{e['after_std']:.1f} | {verdict(e)} | {paper.get(row, '—')} |")
+                     f"{e['after_std']:.1f} | {cell} | {paper.get(row, '—')} |")
     share = record["meta_train_env_steps"] / record["theta_star_env_steps"]
     if share < 0.9:
         lines += ["", f"The `multitask` row is not budget-matched: each MAML training took {share:.0%} of the environment "

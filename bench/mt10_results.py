@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from demo_results import versions
+from demo_results import difference_cell, versions
 
 PAPER = {  # Table 2, Meta-World: mean success rate +- std over 5 runs (k = 3, groups trained with Soft Modularization)
     "all tasks (mlp)": ("Multi-task training", "71.3 ± 1.2"),
@@ -70,11 +70,7 @@ def main() -> None:
         if key not in rows:
             continue
         row = rows[key]
-        diff, se = row.get("policygradex_difference"), row.get("difference_stderr")
-        cell = ""
-        if diff is not None and se is not None:
-            ratio = abs(diff) / se if se > 0 else float("inf")
-            cell = f"{100 * diff:+.1f} ± {100 * se:.1f} ({ratio:.1f} SE{', not resolved' if ratio < 2 else ''})"
+        cell = difference_cell(row.get("policygradex_difference"), row.get("difference_stderr"), scale=100)
         name, paper = PAPER[key]
         lines.append(f"| {name} (`{key}`) | {paper}% | {100 * row['overall_mean']:.1f} ± {100 * row['overall_std']:.1f}% "
                      f"| {cell} |")

@@ -135,9 +135,9 @@ def test_subprocess_envs_match_in_process_envs(highway_env):
         np.testing.assert_array_equal(x, y)
 
 
-def test_tiny_run_uses_gamma_0_8(highway_env, cli, tmp_path, monkeypatch):
+def test_tiny_run_uses_gamma_0_8_and_meta_runs(highway_env, cli, tmp_path, monkeypatch):
     """A tiny `policygradex run highway` finishes, and config.json records the family's gamma 0.8; the same command
-    resumes (its configuration resolves to the same one)."""
+    resumes (its configuration resolves to the same one); `meta` runs on it."""
     tiny = PRESETS["tiny"]
     # highway steps at ~50/s per core: one 16-step rollout per sub-env keeps the run to seconds
     monkeypatch.setitem(PRESETS, "tiny", lambda cfg: replace(tiny(cfg), ppo=replace(tiny(cfg).ppo, num_steps=16)))
@@ -151,6 +151,13 @@ def test_tiny_run_uses_gamma_0_8(highway_env, cli, tmp_path, monkeypatch):
     rc, _, err = cli(*argv)
     assert rc == 0, err
     assert "loaded from disk" in err
+    # `meta` on Highway: MAML on the representatives, adapted to unseen densities (whole episodes of <= 30 steps)
+    rc, _, err = cli("meta", out, "--seeds", "1", "--unseen-tasks", "2", "--adapt-steps", "1", "--iterations", "1",
+                     "--meta-batch", "2", "--trajectories", "1", "--backend", "sequential")
+    assert rc == 0, err
+    record = json.loads((out / "meta" / "meta.json").read_text())
+    assert all(HIGHWAY_DENSITIES[0] <= float(n.split("=")[-1]) <= HIGHWAY_DENSITIES[-1] for n in record["unseen"])
+    assert all(len(row["curve"]) == 2 and np.isfinite(row["curve"]).all() for row in record["rows"].values())
 
 
 def test_pygame_is_still_pygame_ce(highway_env):
