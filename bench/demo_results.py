@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 HEADER = """# Demo runs: groups found by `policygradex run`
@@ -46,6 +47,42 @@ def difference_cell(diff: float | None, se: float | None, scale: float = 1.0) ->
     ratio = abs(diff) / se if se > 0 else float("inf")
     word = "resolved" if ratio >= 2 else "not resolved"
     return f"{scale * diff:+.1f} ± {scale * se:.1f} ({ratio:.1f} SE, {word})"
+
+
+def load_comparison(doc: str, default_out: str) -> tuple[argparse.Namespace, dict, dict, dict]:
+    """Parse RUN [--out FILE] for a results script of a compared run; returns (args, the run's config, its
+    compare/compare.json, its groups.json)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("run", type=Path, help="the run directory, with compare/compare.json")
+    ap.add_argument("--out", type=Path, default=Path(default_out))
+    args = ap.parse_args()
+    cfg = json.loads((args.run / "config.json").read_text())["config"]
+    record = json.loads((args.run / "compare" / "compare.json").read_text())
+    return args, cfg, record, json.loads((args.run / "groups.json").read_text())
+
+
+def groups_bullet(groups: dict) -> str:
+    """'- Groups: {a, b}; {c}. Confidence: ...' from a run's groups.json."""
+    conf = groups.get("confidence", {})
+    return ("- Groups: " + "; ".join("{" + ", ".join(g) + "}" for g in groups["groups"]) + "."
+            + (f" Confidence: {conf['verdict']}" if conf.get("verdict") else ""))
+
+
+def per_task_table(rows: dict, keys: list[str], names: list[str], short: Callable[[str], str], fmt: str) -> list[str]:
+    """Markdown lines: one row per compared grouping in ``keys``, one column per task, its mean over seeds."""
+    lines = ["| row | " + " | ".join(short(n) for n in names) + " |", "|---|" + "---|" * len(names)]
+    return lines + [f"| `{key}` | " + " | ".join(format(x, fmt) for x in rows[key]["per_task_mean"]) + " |"
+                    for key in keys if key in rows]
+
+
+def resolution(rows: dict) -> str:
+    """Which of PolicyGradEx's differences from the other rows are resolved at 2 standard errors."""
+    ratios = {key: abs(r["policygradex_difference"]) / r["difference_stderr"] for key, r in rows.items()
+              if r.get("difference_stderr")}
+    head = ("No difference between PolicyGradEx and another row is resolved at 2 standard errors"
+            if all(r < 2 for r in ratios.values()) else
+            "Resolved at 2 standard errors: " + ", ".join(f"`{k}`" for k, r in ratios.items() if r >= 2))
+    return f"{head} (largest: {max(ratios.values()):.1f} SE)."
 
 
 def section(run: Path, out_dir: Path) -> list[str]:
