@@ -492,3 +492,32 @@ def test_planted_family_is_recovered_at_a_tiny_budget(tmp_path, cli):
     groups = _groups(run_dir)
     assert groups["group_indices"] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]] and groups["nmi_planted"] == 1.0
     assert "NMI with the family's planted groups: 1.00" in (run_dir / "report.md").read_text()
+
+
+def test_sigterm_ends_a_forked_subprocess_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process forked from the command (a vector env's subprocess) inherits its SIGTERM handler. When a scheduler
+    or `pkill -f` signals every process of the command, such a process must end as SIGTERM's default does, not raise
+    the command's Terminated and print a traceback (exit code 1); the command itself still raises Terminated."""
+    import multiprocessing as mp
+    import os
+    import signal
+    import time
+
+    from policygradex.cli import main as cli_main
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs the fork start method")
+    monkeypatch.setattr(cli_main, "_MAIN_PID", os.getpid())
+    previous = signal.signal(signal.SIGTERM, cli_main._terminate)
+    try:
+        child = mp.get_context("fork").Process(target=time.sleep, args=(60,))
+        child.start()
+        time.sleep(0.5)
+        os.kill(child.pid, signal.SIGTERM)
+        child.join(timeout=20)
+        assert child.exitcode == -signal.SIGTERM
+        with pytest.raises(cli_main.Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -7,6 +7,7 @@ the same command resumes from the finished stages.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import textwrap
@@ -154,13 +155,26 @@ class Terminated(KeyboardInterrupt):
     stay cached. Without it the workers of a killed command ran on, orphaned."""
 
 
+_MAIN_PID: int | None = None
+"""The process that installed :func:`_terminate`: the command itself."""
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    if os.getpid() != _MAIN_PID:
+        # A process forked from the command (a vector env's subprocess) inherits this handler. Raised there, the
+        # Terminated surfaced as a traceback per subprocess when a scheduler or `pkill -f` signals every process of
+        # the command. Such a process ends as SIGTERM's default does, quietly; the command itself cleans up.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser().parse_args(argv)
