@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import shutil
@@ -59,6 +60,12 @@ def load_comparison(doc: str, default_out: str) -> tuple[argparse.Namespace, dic
     cfg = json.loads((args.run / "config.json").read_text())["config"]
     record = json.loads((args.run / "compare" / "compare.json").read_text())
     return args, cfg, record, json.loads((args.run / "groups.json").read_text())
+
+
+def final_return(run: Path) -> float:
+    """theta_star's mean episodic return over the source tasks in the last iteration of meta-training."""
+    with (run / "meta_train_curve.csv").open() as f:
+        return float(list(csv.DictReader(f))[-1]["mean_return"])
 
 
 def groups_bullet(groups: dict) -> str:
