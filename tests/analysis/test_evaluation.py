@@ -68,6 +68,73 @@ def test_launcher_caches_results_and_resumes_only_missing_jobs(tmp_path: Path) -
     assert (markers / "j0.1").exists()
 
 
+_STOPPABLE_COMMAND = """
+import signal, sys
+from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+def stop(signum, frame):
+    raise KeyboardInterrupt  # as the CLI does: the launcher stops its workers
+signal.signal(signal.SIGTERM, stop)
+specs = [JobSpec("tests.job_helpers:step_vector_env_until_stopped", {"dir": sys.argv[1], "seconds": 120}, seed=s)
+         for s in range(2)]
+try:
+    run_jobs(specs, sys.argv[2], LauncherConfig(backend="process", workers=2))
+except KeyboardInterrupt:
+    sys.exit(143)
+"""
+
+
+def test_stopping_the_pool_ends_the_jobs_own_subprocesses_quietly(tmp_path: Path) -> None:
+    # A job may own processes (the highway family's subprocess vector env). When a stopped command terminated its
+    # pool workers, those processes found their pipe closed and each printed a BrokenPipeError traceback.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs Linux /proc to list child processes")
+
+    def children(pid: int) -> set[int]:
+        try:
+            return {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
+        except OSError:  # the process ended meanwhile
+            return set()
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        except OSError:
+            return False
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", _STOPPABLE_COMMAND, str(markers), str(tmp_path / "cache")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    descendants: set[int] = set()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(markers.iterdir())) < 2 and proc.poll() is None:
+            time.sleep(0.2)
+        assert len(list(markers.iterdir())) == 2, "the jobs never started their vector envs"
+        workers = children(proc.pid)
+        descendants = workers | {g for w in workers for g in children(w)}
+        assert len(descendants) >= 2 + 4, "expected 2 workers with 2 env subprocesses each"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err[-800:]
+        assert "Traceback" not in err and "Error" not in err, err[-800:]
+        deadline = time.time() + 20
+        while time.time() < deadline and any(alive(p) for p in descendants):
+            time.sleep(0.2)
+        assert not any(alive(p) for p in descendants), "a worker or env subprocess outlived the command"
+    finally:  # nothing left behind to burn the CPU of the tests after it
+        for pid in [proc.pid, *descendants]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _train_specs(run_dir: Path) -> list[JobSpec]:
     ctx = load_context(run_dir)
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=256)

@@ -13,6 +13,9 @@ recomputed. Three backends run the jobs that are not cached yet:
 Every job runs with ``threads_per_job`` torch and BLAS threads (1 by default; ``threads.thread_limit``) whatever the
 backend, so that a job's floating-point results do not depend on where it ran: the same spec gives the same result
 in all three.
+
+A stopped command (Ctrl-C, SIGTERM) terminates its pool workers; each worker first ends the processes its job
+started (a subprocess vector env's), so nothing runs on and nothing prints a traceback. Finished jobs stay cached.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import importlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +108,31 @@ def _execute_to_cache(spec: JobSpec, threads: int, path: str) -> dict[str, Any]:
     return result
 
 
+_WORKER_PID: int | None = None
+"""The pool worker that installed :func:`_end_worker` (None outside a pool worker)."""
+
+
+def _init_worker() -> None:
+    """Pool-worker set-up: SIGTERM (the launcher stopping its pool) ends the worker and the processes it started."""
+    global _WORKER_PID
+    _WORKER_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _end_worker)
+
+
+def _end_worker(signum: int, frame: Any) -> None:
+    if os.getpid() == _WORKER_PID:
+        # A job may own processes (a subprocess vector env's). Left behind by a worker that died at once, each found
+        # its pipe to the worker closed and printed a BrokenPipeError traceback. They end first, by the same signal.
+        children = mp.active_children()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(timeout=5)
+    # Here and in a forked child (which inherits this handler): end as SIGTERM's default action does, quietly.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def cache_path(cache_dir: Path, spec: JobSpec) -> Path:
     return Path(cache_dir) / f"{spec.key()}.json"
 
@@ -170,7 +199,7 @@ def _run_process(specs: list[JobSpec], cache_dir: Path, cfg: LauncherConfig,
     if workers == 1:
         _run_sequential(specs, cache_dir, cfg, done)
         return
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
     try:
         futures = {pool.submit(_execute_to_cache, s, cfg.threads_per_job, str(cache_path(cache_dir, s))): j
                    for j, s in enumerate(specs)}
