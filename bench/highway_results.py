@@ -19,17 +19,11 @@ from demo_results import (
     resolution,
     versions,
 )
+from paper_table2 import paper_rows
 
-# Table 2, Highway column: mean return +- std over 5 runs. These are returns after 200 MAML adaptation steps on 50
-# unseen densities (the meta-RL setting), on a return scale the paper does not define; shown for the rows' order only.
-PAPER = {
-    "multitask": ("Multi-task training", "140.0 ± 4.6"),
-    "all tasks (softmod)": ("Soft Modularization", "141.3 ± 3.5"),
-    "all tasks (paco)": ("PaCo", "136.6 ± 6.4"),
-    "random": ("Random groups", "143.4 ± 5.4"),
-    "gradient_similarity": ("Gradient-similarity groups", "135.6 ± 7.6"),
-    "policygradex": ("Algorithm 2 (PolicyGradEx)", "153.5 ± 7.8"),
-}
+PAPER = paper_rows("highway", {"softmod": "all tasks (softmod)", "paco": "all tasks (paco)"})
+"""Table 2, Highway column: mean return ± std over 5 runs. These are returns after 200 MAML adaptation steps on 50
+unseen densities (the meta-RL setting), on a return scale the paper does not define; shown for the rows' order only."""
 
 
 def package_versions() -> str:

@@ -18,16 +18,11 @@ import shutil
 from pathlib import Path
 
 from demo_results import difference_cell, final_return, versions
+from paper_table2 import TABLE2
 
-PAPER = {  # Table 2, meta-RL columns: mean +- std over 5 runs (return after 200 adaptation steps on 50 unseen tasks)
-    "cartpole": {"multitask": "145.9 ± 9.0", "random": "144.1 ± 10.1", "gradient_similarity": "142.0 ± 8.2",
-                 "policygradex": "159.2 ± 3.8"},
-    "highway": {"multitask": "140.0 ± 4.6", "random": "143.4 ± 5.4", "gradient_similarity": "135.6 ± 7.6",
-                "policygradex": "153.5 ± 7.8"},
-    "lunarlander": {"multitask": "53.8 ± 14.6", "random": "73.1 ± 11.7", "gradient_similarity": "80.8 ± 6.9",
-                    "policygradex": "82.8 ± 6.9"},
-}
-"""The paper's rows that have a counterpart here (its Soft Modularization and PaCo meta-RL rows have none)."""
+FAMILIES = ("cartpole", "highway", "lunarlander")
+"""The paper's meta-RL columns (Table 2), each a family here. Its Soft Modularization and PaCo rows have no
+counterpart in `meta`; the other rows share their keys with it."""
 
 NOT_RUN = {
     "highway": "highway-env steps at about 55 env-steps/s per core, and MAML needs whole episodes (up to 30 steps) "
@@ -72,7 +67,7 @@ def section(run: Path, out_dir: Path) -> list[str]:
     record = json.loads((run / "meta" / "meta.json").read_text())
     family = record["family"].split("(")[0]
     mc, maml = record["config"], record["maml"]
-    paper = PAPER.get(family, {})
+    paper = TABLE2.get(family, {})
     png = f"meta-rl-{family}.png"
     shutil.copyfile(run / "meta" / "adaptation_curves.png", out_dir / png)
     groups = json.loads((run / "groups.json").read_text())["groups"]
@@ -124,7 +119,7 @@ def main() -> None:
     for run in args.runs:
         lines += [""] + section(run, args.out.parent)
         done.add(json.loads((run / "config.json").read_text())["config"]["family"])
-    for name in PAPER:
+    for name in FAMILIES:
         if name not in done:
             lines += ["", f"## {name}", "", f"Not run: {NOT_RUN.get(name, 'no run was given.')}"]
     args.out.write_text("\n".join(lines).rstrip() + "\n")

@@ -12,16 +12,11 @@ import textwrap
 
 import numpy as np
 from demo_results import difference_cell, groups_bullet, load_comparison, per_task_table, resolution, versions
+from paper_table2 import paper_rows
 
-PAPER = {  # Table 2, Meta-World: mean success rate +- std over 5 runs (k = 3, groups trained with Soft Modularization)
-    "all tasks (mlp)": ("Multi-task training", "71.3 ± 1.2"),
-    "all tasks (softmod)": ("Soft Modularization", "82.0 ± 1.1"),
-    "all tasks (paco)": ("PaCo", "73.1 ± 1.1"),
-    "all tasks (care)": ("CARE", "84.0 ± 1.8"),
-    "random": ("Random groups", "58.2 ± 6.2"),
-    "gradient_similarity": ("Gradient-similarity groups", "69.6 ± 1.9"),
-    "policygradex": ("Algorithm 2 (PolicyGradEx)", "94.0 ± 2.8"),
-}
+PAPER = paper_rows("metaworld", {"multitask": "all tasks (mlp)", "softmod": "all tasks (softmod)",
+                                 "paco": "all tasks (paco)", "care": "all tasks (care)"})
+"""Table 2, Meta-World: mean success rate (%) ± std over 5 runs (k = 3, groups trained with Soft Modularization)."""
 ORDER = list(PAPER)
 
 
