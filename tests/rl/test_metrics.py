@@ -89,3 +89,5 @@ def test_compare_scores_by_the_family_s_headline_metric(tmp_path: Path, cli) -> 
         assert row["per_task_mean"] == [1.0, 1.0]  # success rates, not returns
         assert all(len(v) == 2 and sum(v) == length for v, length in zip(row["per_task_vector_return"], (5, 4)))
     assert "| grouping | mean success |" in stdout and "Mean vector_return per task" in stdout
+    # one seed has no spread to show: the cell is the mean alone, not "1.000 ± 0.000"
+    assert "| multitask | 1.000 |" in stdout and "one seed (no spread)" in stdout

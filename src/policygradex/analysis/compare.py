@@ -38,6 +38,7 @@ from policygradex.analysis.context import (
     write_markdown,
 )
 from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.analysis.scores import mean_spread, seeds_phrase
 from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import save_figure
@@ -337,7 +338,7 @@ def markdown(record: dict[str, Any]) -> str:
              f"network, {record['steps_per_task']} environment steps per task for every grouping (same total budget)"
              + ("; `all tasks (NAME)`: one NAME network on all tasks" if any(m.startswith("all tasks (")
                                                                          for m in record["methods"]) else "")
-             + f". k = {record['k']}; mean ± std over {seeds} seeds of the mean {metric} over all tasks, from "
+             + f". k = {record['k']}; {seeds_phrase(seeds)} of the mean {metric} over all tasks, from "
              f"{record.get('eval_episodes', 10)} evaluation episodes per task.",
              "",
              f"PolicyGradEx - it: the difference of the mean {metric}s ± its standard error (seeds independent); "
@@ -351,8 +352,8 @@ def markdown(record: dict[str, Any]) -> str:
         diff, se = row.get("policygradex_difference"), row.get("difference_stderr")
         diff_s = "" if diff is None else f"{diff:+.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
         per_task = " | ".join(f"{x:.{digits}f}" for x in row["per_task_mean"])
-        lines.append(f"| {method} | {row['overall_mean']:.{digits}f} ± {row['overall_std']:.{digits}f} | {imp_s} | "
-                     f"{diff_s} | {per_task} |")
+        overall = mean_spread(row["overall_mean"], row["overall_std"], seeds, digits)
+        lines.append(f"| {method} | {overall} | {imp_s} | {diff_s} | {per_task} |")
     for m in record.get("vector_metrics", []):  # e.g. an MO family: each objective's return, beside the scalar one
         lines += ["", f"Mean {m} per task (one entry per objective, mean over seeds):", "",
                   "| grouping | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

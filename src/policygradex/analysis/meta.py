@@ -38,6 +38,7 @@ from policygradex.analysis.context import (
     write_markdown,
 )
 from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.analysis.scores import mean_spread, seeds_phrase
 from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import save_figure
@@ -221,8 +222,8 @@ def markdown(record: dict[str, Any]) -> str:
              f"`multitask` is the run's theta_star (PPO on all {len(record['task_names'])} tasks, "
              f"{record['theta_star_env_steps']} steps), adapted the same way. Each policy is adapted to "
              f"{len(record['unseen'])} unseen tasks (drawn with seed {mc['unseen_seed']}) for {mc['adapt_steps']} "
-             f"steps; k = {record['k']}; representatives: {mc['representatives']}. Mean ± std over {mc['seeds']} "
-             "seeds of the mean return over the unseen tasks.", "",
+             f"steps; k = {record['k']}; representatives: {mc['representatives']}. "
+             f"{seeds_phrase(mc['seeds']).capitalize()} of the mean return over the unseen tasks.", "",
              "PolicyGradEx - it: the difference of the mean returns after adaptation ± its standard error (seeds "
              "independent); a difference within 2 standard errors is not resolved by these seeds.", "",
              "| row | before adaptation | after adaptation | PolicyGradEx - it | training tasks (seed 0) |",
@@ -231,7 +232,7 @@ def markdown(record: dict[str, Any]) -> str:
         diff, se = e["policygradex_difference"], e["difference_stderr"]
         diff_s = "" if diff is None else f"{diff:+.1f}" + ("" if se is None else f" ± {se:.1f}")
         tasks = ", ".join(e["training_tasks"][0]) if e["training_tasks"][0] else "(theta_star)"
-        lines.append(f"| {row} | {e['before_mean']:.1f} ± {e['before_std']:.1f} | {e['after_mean']:.1f} ± "
-                     f"{e['after_std']:.1f} | {diff_s} | {tasks} |")
+        lines.append(f"| {row} | {mean_spread(e['before_mean'], e['before_std'], mc['seeds'])} | "
+                     f"{mean_spread(e['after_mean'], e['after_std'], mc['seeds'])} | {diff_s} | {tasks} |")
     lines += ["", "![adaptation curves](adaptation_curves.png)"]
     return "\n".join(lines)

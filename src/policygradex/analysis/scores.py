@@ -11,6 +11,16 @@ from policygradex.pipeline.affinity import additive_residuals, subset_affinity
 from policygradex.pipeline.clustering import cluster, standardize, standardized_corr
 
 
+def mean_spread(mean: float, std: float, seeds: int, digits: int = 1, scale: float = 1.0) -> str:
+    """A table cell "mean ± std" over seeds; the mean alone for one seed, where there is no spread to show."""
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if seeds > 1 else "")
+
+
+def seeds_phrase(seeds: int) -> str:
+    """How a table's caption names its cells: "mean ± std over N seeds", or "one seed"."""
+    return f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed (no spread)"
+
+
 def random_nmi(reference: np.ndarray, sizes: list[int], draws: int, seed: int) -> tuple[float, float]:
     """Mean and std of NMI between ``reference`` and random partitions with the given group sizes."""
     rng = np.random.default_rng(seed)
