@@ -135,9 +135,9 @@ def test_subprocess_envs_match_in_process_envs(highway_env):
         np.testing.assert_array_equal(x, y)
 
 
-def test_tiny_run_uses_gamma_0_8_and_meta_runs(highway_env, cli, tmp_path, monkeypatch):
+def test_tiny_run_uses_gamma_0_8_and_meta_and_compare_run(highway_env, cli, tmp_path, monkeypatch):
     """A tiny `policygradex run highway` finishes, and config.json records the family's gamma 0.8; the same command
-    resumes (its configuration resolves to the same one); `meta` runs on it."""
+    resumes (its configuration resolves to the same one); `meta` and `compare` run on it."""
     tiny = PRESETS["tiny"]
     # highway steps at ~50/s per core: one 16-step rollout per sub-env keeps the run to seconds
     monkeypatch.setitem(PRESETS, "tiny", lambda cfg: replace(tiny(cfg), ppo=replace(tiny(cfg).ppo, num_steps=16)))
@@ -158,6 +158,14 @@ def test_tiny_run_uses_gamma_0_8_and_meta_runs(highway_env, cli, tmp_path, monke
     record = json.loads((out / "meta" / "meta.json").read_text())
     assert all(HIGHWAY_DENSITIES[0] <= float(n.split("=")[-1]) <= HIGHWAY_DENSITIES[-1] for n in record["unseen"])
     assert all(len(row["curve"]) == 2 and np.isfinite(row["curve"]).all() for row in record["rows"].values())
+    # `compare`: every grouping trained on all 10 densities (one 16-step rollout each), scored by return <= 30
+    rc, stdout, err = cli("compare", out, "--seeds", "1", "--steps-per-task", "16", "--eval-episodes", "1",
+                          "--backend", "sequential")
+    assert rc == 0, err
+    result = json.loads((out / "compare" / "compare.json").read_text())
+    assert set(result["methods"]) >= {"multitask", "random", "gradient_similarity", "policygradex"}
+    assert all(0.0 <= x <= 30.0 for row in result["methods"].values() for x in row["per_task_mean"])
+    assert "| policygradex |" in stdout
 
 
 def test_pygame_is_still_pygame_ce(highway_env):

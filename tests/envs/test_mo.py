@@ -92,6 +92,15 @@ def test_mo_lunar_lander_tasks_are_its_weights(tmp_path: Path, cli) -> None:
     assert rc == 0, err
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["family"] == "mo:mo-lunar-lander-v3(weights=3)" and len(record["family"]["tasks"]) == 3
+    # compare reports each weight's vector return (one entry per objective) beside the scalarised one
+    rc, stdout, err = cli("compare", out, "--seeds", "1", "--steps-per-task", "64", "--eval-episodes", "1",
+                          "--backend", "sequential")
+    assert rc == 0, err
+    result = json.loads((out / "compare" / "compare.json").read_text())
+    assert result["vector_metrics"] == ["vector_return"]
+    for row in result["methods"].values():
+        assert len(row["per_task_vector_return"]) == 3 and all(len(v) == 4 for v in row["per_task_vector_return"])
+    assert "| grouping | mean return |" in stdout and "Mean vector_return per task" in stdout
 
 
 def test_unseen_weights_are_on_the_simplex() -> None:

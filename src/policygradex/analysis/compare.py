@@ -15,6 +15,10 @@ Options add the k ablation (PolicyGradEx groups re-clustered from U with k = 1..
 re-projected to d = 100..1000, the surrogate refitted on the same subsets, clustered with the run's k). Each
 policy is evaluated on fresh episodes of each of its tasks; the table gives the mean return per task and overall,
 mean ± std over seeds, and PolicyGradEx's relative improvement over each grouping.
+
+The std describes the spread of the seeds' results: numpy's population std (ddof=0), the convention of
+Stable-Baselines3's ``evaluate_policy`` and of every table in ``results/``. Whether a difference is resolved is read
+from the difference's standard error instead, which uses the sample variance (ddof=1).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ meta-batch from the training tasks in rotation):
 Each policy is adapted to ``unseen_tasks`` target tasks, drawn once from the family's parameter range with
 ``unseen_seed`` (the same tasks for every row and seed), by exactly MAML's inner loop for ``adapt_steps`` steps,
 each on fresh episodes. The table gives the mean return over the targets before and after adaptation, mean ± std
-over seeds, and PolicyGradEx minus each row with its standard error.
+over seeds (ddof=0, as in ``compare``), and PolicyGradEx minus each row with its standard error (ddof=1).
 """
 
 from __future__ import annotations
