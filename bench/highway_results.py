@@ -68,8 +68,20 @@ def main() -> None:
     lines += ["", "Return per task (mean over seeds):", "",
               *per_task_table(rows, list(PAPER), names, lambda n: n.removeprefix("density="), ".1f")]
     best = max(rows, key=lambda k: rows[k]["overall_mean"])
+    means = [row["overall_mean"] for row in rows.values()]
+    per_task = [row["per_task_mean"] for row in rows.values()]
+    sparse, dense = min(r[0] for r in per_task), max(r[0] for r in per_task)
+    crowded = (min(r[-1] for r in per_task), max(r[-1] for r in per_task))
     lines += ["", "## Reading", "",
-              f"- {resolution(rows)} Highest mean: `{best}`.",
+              f"- {resolution(rows)} Highest mean: `{best}`, but every row's mean lies between {min(means):.1f} and "
+              f"{max(means):.1f}, on returns of at most 30.",
+              f"- Density, not the grouping, sets the return: every row gets {sparse:.1f}-{dense:.1f} at density "
+              f"{names[0].removeprefix('density=')} and {crowded[0]:.1f}-{crowded[1]:.1f} at "
+              f"{names[-1].removeprefix('density=')}.",
+              "- Training return in the last iteration (the left plot: the sampling policy, over the episodes that "
+              "ended in it; mean over seeds): " + ", ".join(f"`{k}` {rows[k]['curve'][-1]:.1f}" for k in
+                                                             sorted(rows, key=lambda k: -rows[k]["curve"][-1]))
+              + ". The evaluation of the final policies above does not resolve the order it suggests.",
               f"- {steps:,} steps per task is {steps / 20000:.0%} of highway-env's own 20,000-step PPO budget for one "
               f"density. theta_star, meta-trained {cfg['ppo']['steps_per_task']:,} steps per task, had a mean "
               f"training return of {final_return(run):.1f} in its last iteration. The table shows that every row "
