@@ -4,10 +4,15 @@
     policygradex meta runs/meta-cartpole --seeds 5 --unseen-tasks 50 --adapt-steps 20 --iterations 20 --trajectories 5
     policygradex run lunarlander --preset demo --k 3 --out runs/meta-lunarlander
     policygradex meta runs/meta-lunarlander --seeds 5 --unseen-tasks 20 --adapt-steps 10 --iterations 50 --trajectories 5
-    python bench/meta_results.py runs/meta-cartpole runs/meta-lunarlander --out results/meta-rl.md
+    # MAML stopped at theta_star's budget (10 tasks x 100k steps); a copy of the run keeps theta_star and the cache
+    cp -r runs/meta-cartpole runs/meta-cartpole-matched && rm -r runs/meta-cartpole-matched/meta
+    policygradex meta runs/meta-cartpole-matched --seeds 5 --unseen-tasks 50 --adapt-steps 20 --iterations 100 --env-steps 1000000 --trajectories 5
+    cp -r runs/meta-lunarlander runs/meta-lunarlander-matched && rm -r runs/meta-lunarlander-matched/meta
+    policygradex meta runs/meta-lunarlander-matched --seeds 5 --unseen-tasks 20 --adapt-steps 10 --iterations 50 --env-steps 1000000 --trajectories 5
+    python bench/meta_results.py runs/meta-cartpole runs/meta-cartpole-matched runs/meta-lunarlander runs/meta-lunarlander-matched --out results/meta-rl.md
 
-A family's section is made from RUN/meta/meta.json; its command is read back from the record, so the table always
-states the budget it was made with.
+A section is made from RUN/meta/meta.json; its command is read back from the record, so the table always states the
+budget it was made with. A run whose MAML stops at theta_star's budget gets its own section, beside the family's.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ counterpart in `meta`; the other rows share their keys with it."""
 
 NOT_RUN = {
     "highway": "highway-env steps at about 55 env-steps/s per core, and MAML needs whole episodes (up to 30 steps) "
-               "for every inner and outer step. At lunarlander's budget above (50 meta-iterations of 10 slots x 5 "
+               "for every inner and outer step. At the budget of the first lunarlander section (50 meta-iterations of 10 slots x 5 "
                "episodes, before and after the inner step, then 10 adaptation steps on 20 targets) one job is about "
                "3,000 env-steps per iteration, 55 minutes, and the 24 jobs of 5 seeds about 22 CPU-hours: beyond "
                "this project's 2-core sessions. The command works on Highway (`tests/envs/test_highway.py` runs it).",
@@ -48,7 +53,8 @@ The paper's "multi-task training" row does not say whether it is MAML on all tas
 adapted; it stands beside `multitask` here. Its Soft Modularization and PaCo meta-RL rows have no counterpart.
 
 MAML here is second order, with ProMP's PPO outer loop; README.md, "Meta-RL", describes it. Every MAML row spends
-the same environment steps.
+the same environment steps. A family's second section stops MAML at theta_star's budget (`--env-steps`), so that
+its `multitask` row is budget-matched; the run and its theta_star are the first section's.
 
 Package versions: {versions}.
 """
@@ -63,15 +69,19 @@ def commands(run: Path, record: dict) -> str:
             f"{maml['trajectories']}" + (f" --env-steps {maml['env_steps']}" if maml.get("env_steps") else ""))
 
 
-def section(run: Path, out_dir: Path) -> list[str]:
+def section(run: Path, out_dir: Path, earlier: dict | None = None) -> list[str]:
+    """One family's section; ``earlier``: the record of the same family's section above it, at another budget."""
     record = json.loads((run / "meta" / "meta.json").read_text())
     family = record["family"].split("(")[0]
     mc, maml = record["config"], record["maml"]
     paper = TABLE2.get(family, {})
-    png = f"meta-rl-{family}.png"
+    png = f"meta-rl-{run.name.removeprefix('meta-')}.png"  # runs/meta-cartpole -> meta-rl-cartpole.png
     shutil.copyfile(run / "meta" / "adaptation_curves.png", out_dir / png)
     groups = json.loads((run / "groups.json").read_text())["groups"]
-    lines = [f"## {family}", "", "```", commands(run, record), "```", "",
+    cap = maml.get("env_steps")
+    title = family if not cap else (f"{family}, MAML stopped at theta_star's budget" if cap == record[
+        "theta_star_env_steps"] else f"{family}, MAML stopped at {cap:,} environment steps")
+    lines = [f"## {title}", "", "```", commands(run, record), "```", "",
              f"- Groups of the run (k = {record['k']}): " + "; ".join("{" + ", ".join(g) + "}" for g in groups) + ".",
              f"- Budget: {maml['iterations']} meta-iterations"
              + (f" at most, stopping at {maml['env_steps']:,} environment steps," if maml.get("env_steps") else "")
@@ -98,7 +108,13 @@ def section(run: Path, out_dir: Path) -> list[str]:
     rows = record["rows"]
     best = max(rows, key=lambda r: rows[r]["after_mean"])
     gains = {r: e["after_mean"] - e["before_mean"] for r, e in rows.items()}
-    lines += ["", f"- Highest after adaptation: `{best}` ({rows[best]['after_mean']:.1f}).",
+    against = []
+    if earlier is not None:
+        ratio = earlier["meta_train_env_steps"] / record["meta_train_env_steps"]
+        against = [f"- Against the {family} section above, whose MAML had {ratio:.2g}x these steps, after "
+                   "adaptation: " + ", ".join(f"{r} {earlier['rows'][r]['after_mean']:.1f} -> {e['after_mean']:.1f}"
+                                              for r, e in rows.items() if r in earlier["rows"]) + "."]
+    lines += ["", *against, f"- Highest after adaptation: `{best}` ({rows[best]['after_mean']:.1f}).",
               "- Gain from adaptation (after - before): " + ", ".join(f"{r} {g:+.1f}" for r, g in gains.items()) + ".",
               "", f"![adaptation curves]({png})", ""]
     unresolved = [r for r, e in rows.items() if e["difference_stderr"] and
@@ -116,9 +132,12 @@ def main() -> None:
     args = ap.parse_args()
     lines = HEADER.format(versions=versions()).splitlines()
     done = set()
+    records: dict[str, dict] = {}
     for run in args.runs:
-        lines += [""] + section(run, args.out.parent)
-        done.add(json.loads((run / "config.json").read_text())["config"]["family"])
+        family = json.loads((run / "config.json").read_text())["config"]["family"]
+        lines += [""] + section(run, args.out.parent, records.get(family))
+        records[family] = json.loads((run / "meta" / "meta.json").read_text())
+        done.add(family)
     for name in FAMILIES:
         if name not in done:
             lines += ["", f"## {name}", "", f"Not run: {NOT_RUN.get(name, 'no run was given.')}"]
