@@ -31,10 +31,11 @@ counterpart in `meta`; the other rows share their keys with it."""
 
 NOT_RUN = {
     "highway": "highway-env steps at about 55 env-steps/s per core, and MAML needs whole episodes (up to 30 steps) "
-               "for every inner and outer step. At the budget of the first lunarlander section (50 meta-iterations of 10 slots x 5 "
-               "episodes, before and after the inner step, then 10 adaptation steps on 20 targets) one job is about "
-               "3,000 env-steps per iteration, 55 minutes, and the 24 jobs of 5 seeds about 22 CPU-hours: beyond "
-               "this project's 2-core sessions. The command works on Highway (`tests/envs/test_highway.py` runs it).",
+               "for every inner and outer step. At the budget of the first lunarlander section (50 meta-iterations of "
+               "10 slots x 5 episodes, before and after the inner step, then 10 adaptation steps on 20 targets) one "
+               "job is about 3,000 env-steps per iteration, 55 minutes, and the 24 jobs of 5 seeds about 22 "
+               "CPU-hours: beyond this project's 2-core sessions. The command works on Highway "
+               "(`tests/envs/test_highway.py` runs it).",
 }
 """Why a family of the paper's meta-RL columns has no section here."""
 
@@ -69,9 +70,9 @@ def commands(run: Path, record: dict) -> str:
             f"{maml['trajectories']}" + (f" --env-steps {maml['env_steps']}" if maml.get("env_steps") else ""))
 
 
-def section(run: Path, out_dir: Path, earlier: dict | None = None) -> list[str]:
-    """One family's section; ``earlier``: the record of the same family's section above it, at another budget."""
-    record = json.loads((run / "meta" / "meta.json").read_text())
+def section(run: Path, record: dict, out_dir: Path, earlier: dict | None = None) -> list[str]:
+    """One family's section from RUN/meta/meta.json's ``record``; ``earlier``: the record of the same family's
+    section above it, at another budget."""
     family = record["family"].split("(")[0]
     mc, maml = record["config"], record["maml"]
     paper = TABLE2.get(family, {})
@@ -131,15 +132,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/meta-rl.md"))
     args = ap.parse_args()
     lines = HEADER.format(versions=versions()).splitlines()
-    done = set()
-    records: dict[str, dict] = {}
+    records: dict[str, dict] = {}  # family -> its latest section's record
     for run in args.runs:
         family = json.loads((run / "config.json").read_text())["config"]["family"]
-        lines += [""] + section(run, args.out.parent, records.get(family))
-        records[family] = json.loads((run / "meta" / "meta.json").read_text())
-        done.add(family)
+        record = json.loads((run / "meta" / "meta.json").read_text())
+        lines += [""] + section(run, record, args.out.parent, records.get(family))
+        records[family] = record
     for name in FAMILIES:
-        if name not in done:
+        if name not in records:
             lines += ["", f"## {name}", "", f"Not run: {NOT_RUN.get(name, 'no run was given.')}"]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     print(args.out.read_text())
