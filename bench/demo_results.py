@@ -41,13 +41,18 @@ def versions() -> str:
             f"{platform.python_version()}")
 
 
+def se_ratio(ratio: float) -> str:
+    """|difference| / SE for a table: one decimal, two where one would round an unresolved 1.96 up to "2.0"."""
+    return f"{ratio:.2f}" if 1.95 <= ratio < 2 else f"{ratio:.1f}"
+
+
 def difference_cell(diff: float | None, se: float | None, scale: float = 1.0) -> str:
     """'PolicyGradEx - row ± SE (r SE, resolved or not)', a difference within 2 standard errors being unresolved."""
     if diff is None or se is None:
         return ""
     ratio = abs(diff) / se if se > 0 else float("inf")
     word = "resolved" if ratio >= 2 else "not resolved"
-    return f"{scale * diff:+.1f} ± {scale * se:.1f} ({ratio:.1f} SE, {word})"
+    return f"{scale * diff:+.1f} ± {scale * se:.1f} ({se_ratio(ratio)} SE, {word})"
 
 
 def load_comparison(doc: str, default_out: str) -> tuple[argparse.Namespace, dict, dict, dict]:
@@ -89,7 +94,7 @@ def resolution(rows: dict) -> str:
     head = ("No difference between PolicyGradEx and another row is resolved at 2 standard errors"
             if all(r < 2 for r in ratios.values()) else
             "Resolved at 2 standard errors: " + ", ".join(f"`{k}`" for k, r in ratios.items() if r >= 2))
-    return f"{head} (largest: {max(ratios.values()):.1f} SE)."
+    return f"{head} (largest: {se_ratio(max(ratios.values()))} SE)."
 
 
 def section(run: Path, out_dir: Path) -> list[str]:
