@@ -22,3 +22,19 @@ def assert_one_line_error(rc: int, err: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def child_pids(pid: int) -> set[int]:
+    """The direct children of process ``pid`` (Linux /proc); empty once it has ended."""
+    try:
+        return {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (Linux /proc): neither gone nor a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

@@ -22,7 +22,7 @@ from policygradex.analysis.context import (
 from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.analysis.scores import random_nmi, relative_error
 
-from ..helpers import assert_one_line_error
+from ..helpers import assert_one_line_error, child_pids, process_alive
 
 
 def _copy(run_dir: Path, tmp_path: Path) -> Path:
@@ -94,19 +94,6 @@ def test_stopping_the_pool_ends_the_jobs_own_subprocesses_quietly(tmp_path: Path
 
     if not Path("/proc/self/task").exists():
         pytest.skip("needs Linux /proc to list child processes")
-
-    def children(pid: int) -> set[int]:
-        try:
-            return {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
-        except OSError:  # the process ended meanwhile
-            return set()
-
-    def alive(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-        except OSError:
-            return False
-
     markers = tmp_path / "markers"
     markers.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", _STOPPABLE_COMMAND, str(markers), str(tmp_path / "cache")],
@@ -118,20 +105,20 @@ def test_stopping_the_pool_ends_the_jobs_own_subprocesses_quietly(tmp_path: Path
         while time.time() < deadline and len(list(markers.iterdir())) < 2 and proc.poll() is None:
             time.sleep(0.2)
         assert len(list(markers.iterdir())) == 2, "the jobs never started their vector envs"
-        workers = children(proc.pid)
-        descendants = workers | {g for w in workers for g in children(w)}
+        workers = child_pids(proc.pid)
+        descendants = workers | {g for w in workers for g in child_pids(w)}
         assert len(descendants) >= 2 + 4, "expected 2 workers with 2 env subprocesses each"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err[-800:]
         assert "Traceback" not in err and "Error" not in err, err[-800:]
         deadline = time.time() + 20
-        while time.time() < deadline and any(alive(p) for p in descendants):
+        while time.time() < deadline and any(process_alive(p) for p in descendants):
             time.sleep(0.2)
-        assert not any(alive(p) for p in descendants), "a worker or env subprocess outlived the command"
+        assert not any(process_alive(p) for p in descendants), "a worker or env subprocess outlived the command"
     finally:  # nothing left behind to burn the CPU of the tests after it
         for pid in [proc.pid, *descendants]:
-            if alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

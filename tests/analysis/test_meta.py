@@ -10,7 +10,7 @@ import numpy as np
 
 from policygradex.analysis.meta import medoid, representatives
 
-from ..helpers import assert_one_line_error, tiny_run_args
+from ..helpers import assert_one_line_error, child_pids, process_alive, tiny_run_args
 
 TINY_META = ("--seeds", "2", "--unseen-tasks", "3", "--adapt-steps", "2", "--iterations", "2", "--meta-batch", "3",
              "--trajectories", "2")
@@ -110,12 +110,6 @@ def test_kill_stops_the_worker_processes_and_keeps_finished_jobs(tiny_run: Path,
     shutil.copytree(tiny_run, run)
     argv = [sys.executable, "-m", "policygradex.cli.main", "meta", str(run), "--seeds", "4", "--unseen-tasks", "3",
             "--adapt-steps", "3", "--iterations", "200", "--meta-batch", "3", "--trajectories", "2", "--workers", "2"]
-    def alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children: set[int] = set()
@@ -123,18 +117,17 @@ def test_kill_stops_the_worker_processes_and_keeps_finished_jobs(tiny_run: Path,
         deadline = time.time() + 120
         while time.time() < deadline and len(children) < 2:
             time.sleep(0.5)
-            children = {int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
-                        for c in (t / "children").read_text().split()} if proc.poll() is None else set()
+            children = child_pids(proc.pid) if proc.poll() is None else set()
         assert len(children) >= 2, "the pool's workers never started"
         time.sleep(2.0)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 143 and "terminated" in err, err[-500:]
         deadline = time.time() + 20
-        while time.time() < deadline and any(alive(pid) for pid in children):
+        while time.time() < deadline and any(process_alive(pid) for pid in children):
             time.sleep(0.2)
-        assert not any(alive(pid) for pid in children), "worker processes outlived the command"
+        assert not any(process_alive(pid) for pid in children), "worker processes outlived the command"
     finally:  # a failing run leaves nothing behind to burn the CPU of the tests after it
         for pid in [proc.pid, *children]:
-            if alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)

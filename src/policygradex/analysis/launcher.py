@@ -38,6 +38,7 @@ from rich.console import Console
 from policygradex.common.artifacts import atomic_write_json, load_json
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.progress import make_progress
+from policygradex.common.signals import end_by_default
 
 Backend = Literal["sequential", "process", "ray"]
 BACKENDS: tuple[str, ...] = ("sequential", "process", "ray")
@@ -128,9 +129,7 @@ def _end_worker(signum: int, frame: Any) -> None:
             child.terminate()
         for child in children:
             child.join(timeout=5)
-    # Here and in a forked child (which inherits this handler): end as SIGTERM's default action does, quietly.
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    end_by_default(signum)  # here, and in a forked child, which inherits this handler
 
 
 def cache_path(cache_dir: Path, spec: JobSpec) -> Path:

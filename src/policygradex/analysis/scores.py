@@ -11,9 +11,9 @@ from policygradex.pipeline.affinity import additive_residuals, subset_affinity
 from policygradex.pipeline.clustering import cluster, standardize, standardized_corr
 
 
-def mean_spread(mean: float, std: float, seeds: int, digits: int = 1, scale: float = 1.0) -> str:
+def mean_spread(mean: float, std: float, seeds: int, digits: int = 1) -> str:
     """A table cell "mean ± std" over seeds; the mean alone for one seed, where there is no spread to show."""
-    return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if seeds > 1 else "")
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if seeds > 1 else "")
 
 
 def seeds_phrase(seeds: int) -> str:

@@ -21,6 +21,7 @@ from rich.table import Table
 from policygradex.cli.options import config_from_args, launcher_config
 from policygradex.cli.parser import build_parser
 from policygradex.common.errors import PolicyGradExError
+from policygradex.common.signals import end_by_default
 from policygradex.envs.registry import FAMILIES
 
 
@@ -164,8 +165,7 @@ def _terminate(signum: int, frame: Any) -> None:
         # A process forked from the command (a vector env's subprocess) inherits this handler. Raised there, the
         # Terminated surfaced as a traceback per subprocess when a scheduler or `pkill -f` signals every process of
         # the command. Such a process ends as SIGTERM's default does, quietly; the command itself cleans up.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        end_by_default(signum)
         return
     raise Terminated()
 
