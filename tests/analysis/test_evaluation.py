@@ -69,7 +69,7 @@ def test_launcher_caches_results_and_resumes_only_missing_jobs(tmp_path: Path) -
 
 
 _STOPPABLE_COMMAND = """
-import signal, sys
+import signal, sys, threading
 from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
 def stop(signum, frame):
     raise KeyboardInterrupt  # as the CLI does: the launcher stops its workers
@@ -79,6 +79,7 @@ specs = [JobSpec("tests.job_helpers:step_vector_env_until_stopped", {"dir": sys.
 try:
     run_jobs(specs, sys.argv[2], LauncherConfig(backend="process", workers=2))
 except KeyboardInterrupt:
+    print("threads left:", ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread()))
     sys.exit(143)
 """
 
@@ -109,9 +110,12 @@ def test_stopping_the_pool_ends_the_jobs_own_subprocesses_quietly(tmp_path: Path
         descendants = workers | {g for w in workers for g in child_pids(w)}
         assert len(descendants) >= 2 + 4, "expected 2 workers with 2 env subprocesses each"
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err[-800:]
         assert "Traceback" not in err and "Error" not in err, err[-800:]
+        # A thread of the pool still running at exit raced the interpreter's exit hook: now and then an
+        # "OSError: [Errno 9] Bad file descriptor" traceback (once in CI; the pool's thread outlived 3 of 8 stops)
+        assert out.strip() == "threads left:", out
         deadline = time.time() + 20
         while time.time() < deadline and any(process_alive(p) for p in descendants):
             time.sleep(0.2)

@@ -208,11 +208,17 @@ def _run_process(specs: list[JobSpec], cache_dir: Path, cfg: LauncherConfig,
         # the workers must be read before shutdown(), which drops the executor's list of them: reading it after
         # terminated nothing, and the workers of an interrupted command ran on, orphaned
         procs = list((getattr(pool, "_processes", None) or {}).values())
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.join(timeout=10)
+        if manager is not None:
+            # The executor's manager thread closes its wake-up pipe once it sees the workers gone. Still doing so when
+            # this process exits, it raced CPython's exit hook, which writes to that pipe without the lock: an
+            # "OSError: [Errno 9] Bad file descriptor" traceback now and then (seen in CI). It finishes first.
+            manager.join(timeout=10)
         raise
     pool.shutdown()
 
