@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_gradients.py --out results/bench_gradients.md
 	$(BIN)/python bench/bench_surrogate.py --out results/bench_surrogate.md
 	$(BIN)/python bench/bench_hessian.py --out results/bench_hessian.md
+	$(BIN)/python bench/bench_scale.py --out results/bench_scale.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
