@@ -33,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import LoadMonitor, command_line, fmt_load, fmt_s, git_state, log, machine_info, table, write_report
+from common import LoadMonitor, command_line, fmt_load, fmt_s, git_state, log, machine_info, table, timed, write_report
 from sklearn.metrics import normalized_mutual_info_score
 
 from policygradex.pipeline.affinity import split_half_reliability, subset_affinity
 from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.confidence import bootstrap_groups
 from policygradex.pipeline.config import FeatureConfig, SurrogateConfig
+from policygradex.pipeline.features import fit_rows, logistic_targets
 from policygradex.pipeline.surrogate import _Batch, default_num_subsets, fit_logistic_batched, sample_subsets
 
 GROUP = 10
@@ -69,50 +70,35 @@ def planted_f_hat(subsets: list[list[int]], n: int, seed: int) -> tuple[np.ndarr
 def surrogate_seconds_per_iteration(fits: int, seed: int) -> tuple[float, int]:
     """(seconds per subset and L-BFGS iteration, iterations taken) at the default sizes, default options."""
     fc = FeatureConfig()
-    n_fit = int(round(fc.transitions_per_task * (1 - fc.holdout_fraction)))
+    n_fit = fit_rows(fc.transitions_per_task, fc.holdout_fraction)
     gen = torch.Generator().manual_seed(seed)
     tasks, d = 10, fc.projection_dim
     scale = torch.logspace(-3, 0, d)  # anisotropic, as gradient features are
     X = torch.randn(tasks, n_fit, d, generator=gen) * scale
     direction = torch.randn(tasks, d, generator=gen) / scale / math.sqrt(d)
-    A = (X @ direction[:, :, None]).squeeze(-1) + 0.5 * torch.randn(tasks, n_fit, generator=gen)
+    advantages = (X @ direction[:, :, None]).squeeze(-1) + 0.5 * torch.randn(tasks, n_fit, generator=gen)
+    y, w = (torch.from_numpy(a) for a in logistic_targets(advantages.numpy()))
     rng = np.random.default_rng(seed)
     subsets = [sorted(rng.choice(tasks, ALPHA, replace=False).tolist()) for _ in range(fits)]
-    t0 = time.perf_counter()
-    _, info = fit_logistic_batched(X, torch.sign(A), A.abs(), subsets, SurrogateConfig())
-    return (time.perf_counter() - t0) / fits / max(info.iterations, 1), info.iterations
+    (seconds,), (_, info) = timed(lambda: fit_logistic_batched(X, y, w, subsets, SurrogateConfig()))
+    return seconds / fits / max(info.iterations, 1), info.iterations
 
 
 def measure(n: int, seed: int, grid_max: int) -> dict[str, float]:
     m = default_num_subsets(n)
     row: dict[str, float] = {"n": n, "m": m}
-    t0 = time.perf_counter()
-    sample = sample_subsets(n, ALPHA, m, seed)
-    row["sample"] = time.perf_counter() - t0
+    (row["sample"],), sample = timed(lambda: sample_subsets(n, ALPHA, m, seed))
     subsets = sample.subsets
-    t0 = time.perf_counter()
-    _Batch(torch.zeros(n, 1, 1), torch.zeros(n, 1), torch.zeros(n, 1), subsets)
-    row["batch_index"] = time.perf_counter() - t0
+    (row["batch_index"],), _ = timed(lambda: _Batch(torch.zeros(n, 1, 1), torch.zeros(n, 1), torch.zeros(n, 1), subsets))
     f_hat, truth = planted_f_hat(subsets, n, seed)
-    t0 = time.perf_counter()
-    U = subset_affinity(subsets, f_hat, n)
-    row["affinity"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    split_half_reliability(subsets, f_hat, n, splits=1, seed=seed)
-    row["split_half_one"] = time.perf_counter() - t0
-    k = int(truth.max()) + 1
-    t0 = time.perf_counter()
-    res = cluster(U, k=k)
-    row["cluster_k"] = time.perf_counter() - t0
+    (row["affinity"],), U = timed(lambda: subset_affinity(subsets, f_hat, n))
+    (row["split_half_one"],), _ = timed(lambda: split_half_reliability(subsets, f_hat, n, splits=1, seed=seed))
+    (row["cluster_k"],), res = timed(lambda: cluster(U, k=int(truth.max()) + 1))
     row["nmi_k"] = float(normalized_mutual_info_score(truth, res.labels))
     row["gap"] = float(res.relaxation["gap"]) if res.relaxation else float("nan")
-    t0 = time.perf_counter()
-    bootstrap_groups(subsets, f_hat, n, res.labels, reps=1, seed=seed)
-    row["bootstrap_one"] = time.perf_counter() - t0
+    (row["bootstrap_one"],), _ = timed(lambda: bootstrap_groups(subsets, f_hat, n, res.labels, reps=1, seed=seed))
     if n <= grid_max:
-        t0 = time.perf_counter()
-        free = cluster(U)
-        row["cluster_grid"] = time.perf_counter() - t0
+        (row["cluster_grid"],), free = timed(lambda: cluster(U))
         row["nmi_grid"] = float(normalized_mutual_info_score(truth, free.labels))
         row["k_grid"] = free.k
     return row
@@ -210,7 +196,7 @@ def main() -> None:
                 f"{r['nmi_grid']:.2f} (k = {int(r['k_grid'])})" if "nmi_grid" in r else "-"] for r in rows]
     memory = [
         ("gradient features (n, N, d) float32", TARGET * N * d * 4),
-        ("surrogate: float64 copy of the fitting part of the features", TARGET * N * (1 - fc.holdout_fraction) * d * 8),
+        ("surrogate: float64 copy of the fitting part of the features", TARGET * fit_rows(N, fc.holdout_fraction) * d * 8),
         ("surrogate: V, m x d float64 (all m fits batched at once)", m_t * d * 8),
         ("surrogate: L-BFGS history S and Y, 2 x 10 x m x d float64", 2 * 10 * m_t * d * 8),
         ("surrogate: task_loss, m x n float64", m_t * TARGET * 8),
