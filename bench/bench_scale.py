@@ -67,8 +67,9 @@ def planted_f_hat(subsets: list[list[int]], n: int, seed: int) -> tuple[np.ndarr
     return effect[S].sum(1) + 0.05 * same / 2 + rng.normal(0.0, 0.05, len(S)), truth
 
 
-def surrogate_seconds_per_iteration(fits: int, seed: int) -> tuple[float, int]:
-    """(seconds per subset and L-BFGS iteration, iterations taken) at the default sizes, default options."""
+def surrogate_seconds_per_iteration(batch_sizes: list[int], seed: int) -> list[tuple[float, int]]:
+    """Per batch size: (seconds per subset and L-BFGS iteration, iterations taken), on one set of synthetic
+    features of the default sizes, default options."""
     fc = FeatureConfig()
     n_fit = fit_rows(fc.transitions_per_task, fc.holdout_fraction)
     gen = torch.Generator().manual_seed(seed)
@@ -78,10 +79,13 @@ def surrogate_seconds_per_iteration(fits: int, seed: int) -> tuple[float, int]:
     direction = torch.randn(tasks, d, generator=gen) / scale / math.sqrt(d)
     advantages = (X @ direction[:, :, None]).squeeze(-1) + 0.5 * torch.randn(tasks, n_fit, generator=gen)
     y, w = (torch.from_numpy(a) for a in logistic_targets(advantages.numpy()))
-    rng = np.random.default_rng(seed)
-    subsets = [sorted(rng.choice(tasks, ALPHA, replace=False).tolist()) for _ in range(fits)]
-    (seconds,), (_, info) = timed(lambda: fit_logistic_batched(X, y, w, subsets, SurrogateConfig()))
-    return seconds / fits / max(info.iterations, 1), info.iterations
+    out = []
+    for fits in batch_sizes:
+        rng = np.random.default_rng(seed)
+        subsets = [sorted(rng.choice(tasks, ALPHA, replace=False).tolist()) for _ in range(fits)]
+        (seconds,), (_, info) = timed(lambda: fit_logistic_batched(X, y, w, subsets, SurrogateConfig()))
+        out.append((seconds / fits / max(info.iterations, 1), info.iterations))
+    return out
 
 
 def measure(n: int, seed: int, grid_max: int) -> dict[str, float]:
@@ -149,8 +153,8 @@ def main() -> None:
     info = machine_info()
     monitor = LoadMonitor()
     log(f"surrogate: {fits} fits at the default sizes")
-    small_per_iteration, _ = surrogate_seconds_per_iteration(max(fits // 8, 1), args.seed)
-    per_iteration, iters = surrogate_seconds_per_iteration(fits, args.seed)
+    (small_per_iteration, _), (per_iteration, iters) = surrogate_seconds_per_iteration([max(fits // 8, 1), fits],
+                                                                                      args.seed)
     per_fit = per_iteration * ITERATIONS
     rows = []
     for n in sizes:

@@ -70,12 +70,12 @@ def main() -> None:
     best = max(rows, key=lambda k: rows[k]["overall_mean"])
     means = [row["overall_mean"] for row in rows.values()]
     per_task = [row["per_task_mean"] for row in rows.values()]
-    sparse, dense = min(r[0] for r in per_task), max(r[0] for r in per_task)
+    sparsest = (min(r[0] for r in per_task), max(r[0] for r in per_task))
     crowded = (min(r[-1] for r in per_task), max(r[-1] for r in per_task))
     lines += ["", "## Reading", "",
               f"- {resolution(rows)} Highest mean: `{best}`, but every row's mean lies between {min(means):.1f} and "
               f"{max(means):.1f}, on returns of at most 30.",
-              f"- Density, not the grouping, sets the return: every row gets {sparse:.1f}-{dense:.1f} at density "
+              f"- Density, not the grouping, sets the return: every row gets {sparsest[0]:.1f}-{sparsest[1]:.1f} at density "
               f"{names[0].removeprefix('density=')} and {crowded[0]:.1f}-{crowded[1]:.1f} at "
               f"{names[-1].removeprefix('density=')}.",
               "- Training return in the last iteration (the left plot: the sampling policy, over the episodes that "
