@@ -303,10 +303,13 @@ def test_continuous_family_end_to_end(tmp_path, cli):
         (["run", "planted(n=abc)"], ["name(key=number"]),
         (["run", "planted(colour=3)"], ["colour"]),
         (["run", "cartpole", "--threads", "0"], ["--threads"]),
+        (["run", "cartpole", "--surrogate", "closed_form", "--affinity", "per_target"], ["per_target", "--surrogate"]),
+        (["run", "cartpole", "--curvature-rows", "0"], ["--curvature-rows"]),
     ],
     ids=["unknown-family", "k-0", "k-too-big", "no-module", "no-function", "mismatched-spaces", "bad-preset",
          "k-not-int", "show-no-dir", "bad-command", "plugin-import-raises", "make-env-raises", "planted-bad-groups",
-         "planted-not-a-number", "planted-unknown-parameter", "zero-threads"],
+         "planted-not-a-number", "planted-unknown-parameter", "zero-threads", "closed-form-per-target",
+         "zero-curvature-rows"],
 )
 def test_bad_input_is_one_error_line(argv, fragments, tmp_path, cli):
     """Bad input exits 2 with exactly one `policygradex: error:` line, and creates no run directory."""
@@ -521,3 +524,51 @@ def test_sigterm_ends_a_forked_subprocess_quietly(monkeypatch: pytest.MonkeyPatc
             time.sleep(5)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_closed_form_end_to_end(tmp_path, cli):
+    """--surrogate closed_form (the default above 40 tasks): no subsets, per-task statistics streamed from the
+    feature files, confidence from blocks of transitions. A 24-task planted family at a tiny budget recovers its
+    four groups; show and the report say what was resampled; a rerun loads every stage; commands that need subsets
+    say why they cannot run."""
+    run_dir = tmp_path / "planted24"
+    argv = ["run", "planted(n=24,groups=4)", "--preset", "tiny", "--transitions", "1024", "--k", "4",
+            "--surrogate", "closed_form", "--out", run_dir]
+    rc, out, err = cli(*argv)
+    assert rc == 0, err
+    assert not (run_dir / "subsets.json").exists() and (run_dir / "statistics.npz").exists()
+    record = json.loads((run_dir / "surrogate.json").read_text())
+    assert record["method"] == "closed_form" and record["blocks"] == 32 and record["curvature"] == "shared"
+    groups = _groups(run_dir)
+    assert groups["nmi_planted"] == 1.0
+    conf = groups["confidence"]
+    assert conf["resampled"] == "transitions" and conf["reps"] == 50 and len(conf["group_jaccard"]) == 4
+    report = (run_dir / "report.md").read_text()
+    assert "Closed-form surrogate (no subsets)" in report and "reliability of the affinity over transitions" in report
+    rc, out, err = cli("show", run_dir)
+    assert rc == 0 and "resamples of the transitions" in out
+    rc, _, err = cli(*argv)
+    assert rc == 0 and err.count("loaded from disk") == 5, err
+    rc, _, err = cli("adapt", run_dir, "--subset", "0", "--output", tmp_path / "a.pt")
+    assert_one_line_error(rc, err, "closed-form surrogate", "--surrogate exact or newton")
+
+
+def test_newton_surrogate_end_to_end_matches_the_exact_groups(tiny_run, tmp_path, cli):
+    """--surrogate newton on the tiny cartpole run's own features: the same subsets, f^ from one Newton step per
+    subset, recorded as such; its f^ ranks the subsets as the exact fits do."""
+    from scipy.stats import spearmanr
+
+    out = tmp_path / "newton"
+    shutil.copytree(tiny_run, out)
+    for name in ("subsets.json", "surrogate_v.npy"):
+        (out / name).unlink()
+    record = json.loads((out / "config.json").read_text())
+    record["config"]["surrogate"]["method"] = "newton"
+    (out / "config.json").write_text(json.dumps(record))
+    rc, _, err = cli(*tiny_run_args(out, "cartpole", "--surrogate", "newton"))
+    assert rc == 0, err
+    exact = json.loads((tiny_run / "subsets.json").read_text())
+    newton = json.loads((out / "subsets.json").read_text())
+    assert newton["method"] == "newton" and [s["tasks"] for s in newton["subsets"]] == [s["tasks"] for s in exact["subsets"]]
+    rho = spearmanr([s["f_hat"] for s in exact["subsets"]], [s["f_hat"] for s in newton["subsets"]])[0]
+    assert rho > 0.99

@@ -1,4 +1,5 @@
-"""SDP clustering of the affinity matrix: planted groups are recovered exactly, no structure gives one group."""
+"""Clustering of the affinity matrix: planted groups are recovered exactly, no structure gives one group; the fast
+path (spectral starts + incremental local search) agrees with the SDP path and the exact search, and its bound holds."""
 
 from __future__ import annotations
 
@@ -6,12 +7,28 @@ import numpy as np
 import pytest
 
 from policygradex.common.errors import PolicyGradExError
-from policygradex.pipeline.clustering import best_rounding, cluster, round_solution, solve_sdp, standardize
+from sklearn.cluster import KMeans
+from sklearn.metrics import normalized_mutual_info_score
+
+from policygradex.pipeline.clustering import (
+    SDP_MAX_N,
+    best_rounding,
+    cluster,
+    fast_partition,
+    resolve_method,
+    round_solution,
+    solve_sdp,
+    spectrum,
+    standardize,
+)
 from policygradex.pipeline.partitions import (
+    EXACT_MAX_N,
     best_partitions,
     canonical,
     exhaustive_partition,
+    incremental_local_search,
     local_search,
+    merge_split_search,
     partition_objective,
 )
 
@@ -247,3 +264,241 @@ def test_bad_lambda_is_refused(lam):
     U, _ = _planted()
     with pytest.raises(PolicyGradExError, match="--lam"):
         cluster(U, lam=lam)
+
+
+# ----------------------------------------------------------------------------------------------- the fast path
+def _noisy_blocks(n, group=10, noise=1.0, seed=0):
+    """Blocks of ``group`` tasks in random order plus gaussian noise of sd noise * group / sqrt(2 n): at noise 1
+    the noise's spectral edge equals a block's eigenvalue, so one k-means rounding of the embedding misplaces tasks."""
+    rng = np.random.default_rng(seed)
+    truth = canonical((np.arange(n) // group)[rng.permutation(n)])
+    U = (truth[:, None] == truth[None, :]) + rng.normal(0.0, noise * group / np.sqrt(2 * n), (n, n))
+    return (U + U.T) / 2, truth
+
+
+def _random_symmetric(n, seed):
+    A = np.random.default_rng(seed).normal(size=(n, n))
+    A = A + A.T
+    np.fill_diagonal(A, 0.0)
+    return A
+
+
+def _assert_no_move_or_swap_improves(A, labels):
+    """Every neighbour by one move (keeping groups non-empty) or one swap, rescored from scratch, is no better."""
+    n, k = len(labels), int(labels.max()) + 1
+    val = partition_objective(A, labels)
+    for i in range(n):
+        for g in range(k):
+            if g != labels[i] and (labels == labels[i]).sum() > 1:
+                trial = labels.copy()
+                trial[i] = g
+                assert partition_objective(A, trial) <= val + 1e-9
+        for j in range(i + 1, n):
+            if labels[i] != labels[j]:
+                trial = labels.copy()
+                trial[i], trial[j] = labels[j], labels[i]
+                assert partition_objective(A, trial) <= val + 1e-9
+
+
+@pytest.mark.parametrize("search", [incremental_local_search, merge_split_search])
+@pytest.mark.parametrize("seed", range(4))
+def test_incremental_search_ends_where_no_move_or_swap_helps(seed, search):
+    """From a random start, on a random and on a noisy-block matrix, the incremental searches keep k, never lose,
+    and end where no single move and no swap improves (every neighbour rescored by partition_objective)."""
+    rng = np.random.default_rng(seed)
+    blocks = standardize(_noisy_blocks(24, group=6, noise=2.0, seed=seed)[0])
+    for A, k in ((_random_symmetric(10, seed), 3), (blocks, 4)):
+        n = A.shape[0]
+        start = canonical(np.concatenate([np.arange(k), rng.integers(0, k, n - k)]))
+        out = search(A, start)
+        assert int(out.max()) + 1 == k
+        assert partition_objective(A, out) >= partition_objective(A, start) - 1e-12
+        _assert_no_move_or_swap_improves(A, out)
+
+
+def test_incremental_search_at_a_larger_n():
+    """n = 60, k = 6: the incrementally updated sums do not drift: the end point is a local optimum of moves and swaps
+    when rescored from scratch."""
+    A = _random_symmetric(60, 11)
+    start = canonical(np.random.default_rng(0).integers(0, 6, 60))
+    _assert_no_move_or_swap_improves(A, incremental_local_search(A, start))
+
+
+def test_merge_split_repairs_two_merged_groups_and_a_split_one():
+    """Four clean blocks of 5; the start merges blocks 0 and 1 and splits block 2 in two. No move or swap helps
+    there (each task moved alone loses), so the incremental search stays; one merge-plus-split step finds the
+    blocks."""
+    truth = np.repeat(np.arange(4), 5)
+    S = standardize((truth[:, None] == truth[None, :]).astype(float))
+    start = truth.copy()
+    start[truth == 1] = 0
+    start[[10, 11]] = 1
+    np.testing.assert_array_equal(incremental_local_search(S, start), canonical(start))
+    np.testing.assert_array_equal(merge_split_search(S, start), truth)
+    assert partition_objective(S, truth) > partition_objective(S, start) + 1
+
+
+def test_merge_split_search_not_worse_than_local_search_from_the_same_starts():
+    """From one k-means rounding of the spectral embedding (the starts fast uses), on 8 random and 8 noisy-block
+    matrices, the fast path's search is at least as good as today's local_search in total. (Not per start: the
+    two take different paths, and either can end at the better local optimum.)"""
+    new = old = 0.0
+    for seed in range(16):
+        rng = np.random.default_rng(seed)
+        n, k = int(rng.integers(30, 70)), int(rng.integers(3, 7))
+        raw = _random_symmetric(n, seed) if seed % 2 else _noisy_blocks(n, group=n // k, noise=1.5, seed=seed)[0]
+        A = standardize(raw)
+        start = canonical(KMeans(n_clusters=k, n_init=1, random_state=seed).fit(spectrum(A).embedding(k)).labels_)
+        if int(start.max()) + 1 < k:
+            continue
+        new += partition_objective(A, merge_split_search(A, start))
+        old += partition_objective(A, local_search(A, start))
+    assert new >= old - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spectral_bound_is_above_the_exact_optimum(seed):
+    """For random U at n = 8-12 and every k = 2..5, the spectral bound is at least the best partition's objective
+    found by enumeration."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(8, EXACT_MAX_N + 1))
+    S = standardize(_random_symmetric(n, seed) + rng.normal(size=n)[:, None])  # an asymmetric part, symmetrised
+    spec = spectrum(S)
+    table = best_partitions(S, kmax=5)
+    for k in range(2, 6):
+        assert spec.bound(k) >= table[k][0] - 1e-9
+
+
+def test_spectral_bound_is_above_the_sdp_value():
+    """At n = 30 (random and noisy blocks), the spectral bound is at least the fixed-k SDP's value (up to SCS's
+    accuracy), as the derivation in Spectrum.bound says."""
+    for A in (standardize(_random_symmetric(30, 0)), standardize(_noisy_blocks(30, noise=1.5, seed=1)[0])):
+        spec = spectrum(A)
+        for k in (3, 5):
+            X = solve_sdp(A, k=k)
+            assert spec.bound(k) >= float(np.sum(A * X)) - 1e-4 * max(1.0, abs(spec.bound(k)))
+
+
+def test_spectral_bound_is_tight_on_clean_equal_blocks():
+    """Clean equal blocks: the top k - 1 eigenvectors of P U P span the block indicators less 1, so the planted
+    partition attains the bound (gap 0); the result reports it as the spectral bound."""
+    truth = np.repeat(np.arange(4), 6)
+    U = (truth[:, None] == truth[None, :]).astype(float)
+    res = cluster(U, k=4, method="fast")
+    np.testing.assert_array_equal(res.labels, truth)
+    assert res.relaxation["bound"] == "spectral" and abs(res.relaxation["gap"]) < 1e-9
+
+
+def test_spectrum_matches_its_definition():
+    """Spectrum's values are the eigenvalues of P U P without the one for the direction 1, its vectors are
+    orthogonal to 1, and k_at(lam) counts the eigenvalues above lam."""
+    A = _random_symmetric(15, 4) + 3.0  # 1 is no eigenvector of A
+    P = np.eye(15) - 1 / 15
+    spec = spectrum(A)
+    full = np.sort(np.linalg.eigvalsh(P @ A @ P))[::-1]
+    zero = int(np.argmin(np.abs(full)))
+    np.testing.assert_allclose(spec.values, np.delete(full, zero), atol=1e-9)
+    np.testing.assert_allclose(spec.vectors.sum(0), 0.0, atol=1e-9)
+    assert spec.mean == pytest.approx(A.sum() / 15)
+    assert spec.k_at(0.0) == 1 + int(np.sum(spec.values > 0))
+
+
+def test_fast_recovers_noisy_planted_blocks_at_n200():
+    """n = 200, 20 blocks of 10 with noise at the spectral edge: fast returns the planted groups (NMI 1)."""
+    U, truth = _noisy_blocks(200, noise=1.0, seed=3)
+    res = cluster(U, k=20, method="fast")
+    assert res.method == "fast" and res.X is None
+    assert normalized_mutual_info_score(truth, res.labels) == pytest.approx(1.0)
+    np.testing.assert_array_equal(res.labels, truth)
+    assert res.relaxation["gap"] >= -1e-9 and res.relaxation["bound"] == "spectral"
+
+
+@pytest.mark.parametrize("n", [30, 60])
+def test_fast_agrees_with_sdp_on_noisy_blocks(n):
+    """Where both run (n = 30, 60, noisy blocks, 3 seeds): fast's objective is within 1% of sdp's and the groups are
+    the same; the SDP path labels its bound "sdp"."""
+    for seed in range(3):
+        U, _ = _noisy_blocks(n, noise=1.2, seed=seed)
+        fast, sdp = cluster(U, k=n // 10, method="fast"), cluster(U, k=n // 10, method="sdp")
+        assert fast.objective >= 0.99 * sdp.objective
+        np.testing.assert_array_equal(fast.labels, sdp.labels)
+        assert sdp.relaxation["bound"] == "sdp"
+
+
+def test_fast_is_deterministic():
+    """The same input gives identical labels twice, with k given and on the lambda grid."""
+    for U in (_random_symmetric(80, 5), _noisy_blocks(80, noise=1.5, seed=5)[0]):
+        np.testing.assert_array_equal(cluster(U, k=8, method="fast").labels, cluster(U, k=8, method="fast").labels)
+    U, _ = _noisy_blocks(40, noise=0.5, seed=2)
+    a, b = cluster(U, method="fast", grid_size=6), cluster(U, method="fast", grid_size=6)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.grid == b.grid
+
+
+def test_init_is_honoured():
+    """A random 12 x 12 U on which fast's spectral starts miss the best 3-group partition (objective below the
+    exact optimum): given that optimum as ``init``, fast returns it. The SDP path takes it too."""
+    U = _random_symmetric(12, 2)
+    S = standardize(U)
+    best_val, best_labels = best_partitions(S, kmax=3, only_k=True)[3]
+    assert partition_objective(S, fast_partition(S, 3, bm_restarts=0)) < best_val - 1e-3
+    res = cluster(U, k=3, method="fast", init=best_labels)
+    np.testing.assert_array_equal(res.labels, best_labels)
+    np.testing.assert_array_equal(cluster(U, k=3, method="sdp", init=best_labels).labels, best_labels)
+
+
+def test_init_never_loses_to_the_start():
+    """fast from the SDP path's groups as init returns an objective at least as high as that start's."""
+    U = _random_symmetric(60, 7)
+    sdp = cluster(U, k=6, method="sdp", exhaustive_check=False)
+    fast = cluster(U, k=6, method="fast", init=sdp.labels)
+    assert fast.objective >= sdp.objective - 1e-9
+
+
+@pytest.mark.parametrize("bad", [{"init": np.zeros(10, dtype=int), "k": 3}, {"init": np.arange(10) % 3},
+                                 {"init": np.arange(9) % 3, "k": 3}])
+def test_bad_init_is_refused(bad):
+    U, _ = _planted()
+    with pytest.raises(PolicyGradExError, match="init"):
+        cluster(U, method="fast", **bad)
+
+
+def test_fast_lambda_grid_finds_planted_blocks():
+    """Without k under fast, k(lambda) = 1 + the number of eigenvalues above lambda; the grid rows keep their
+    format (lam, k, labels, silhouette) and the silhouette picks the planted blocks."""
+    U, truth = _noisy_blocks(60, group=15, noise=0.3, seed=1)
+    res = cluster(U, method="fast", grid_size=10)
+    np.testing.assert_array_equal(res.labels, truth)
+    spec = spectrum(standardize(U))
+    assert len(res.grid) == 10
+    for row in res.grid:
+        assert set(row) == {"lam", "k", "labels", "silhouette"}
+        assert row["k"] == min(spec.k_at(row["lam"]), 60)
+    given = cluster(U, lam=res.lam, method="fast")
+    np.testing.assert_array_equal(given.labels, truth)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_fast_finds_the_best_partition_of_the_demo(k):
+    """On the demo's U (n = 10) fast returns the exact search's best partition; its exhaustive check agrees."""
+    a, b = cluster(DEMO_U, k=k), cluster(DEMO_U, k=k, method="fast")
+    assert b.method == "fast"
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert b.check["sdp_is_optimal"]
+
+
+def test_auto_method_by_size():
+    """auto: exact up to EXACT_MAX_N, sdp up to SDP_MAX_N, fast above; exhaustive is exact."""
+    assert resolve_method("auto", EXACT_MAX_N) == "exact"
+    assert resolve_method("auto", EXACT_MAX_N + 1) == "sdp"
+    assert resolve_method("auto", SDP_MAX_N) == "sdp"
+    assert resolve_method("auto", SDP_MAX_N + 1) == "fast"
+    assert resolve_method("exhaustive", 5) == "exact" and resolve_method("sdp", 500) == "sdp"
+    U, _ = _noisy_blocks(SDP_MAX_N + 10, noise=0.5, seed=0)
+    assert cluster(U, k=(SDP_MAX_N + 10) // 10).method == "fast"
+
+
+def test_unknown_method_is_refused():
+    U, _ = _planted()
+    with pytest.raises(PolicyGradExError, match="unknown clustering method"):
+        cluster(U, k=3, method="spectral")

@@ -156,7 +156,7 @@ def quiet_nanmean(stack: np.ndarray) -> np.ndarray:
 
 
 def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
-    ctx = load_context(run_dir, need=("groups", "affinity", "subsets"))
+    ctx = load_context(run_dir, need=("groups", "affinity", *(("subsets",) if cc.ablate_d else ())))
     n, names = ctx.family.n, ctx.names
     eval_episodes = ctx.family.eval_episodes if cc.eval_episodes is None else cc.eval_episodes
     if cc.seeds < 1 or eval_episodes < 1:

@@ -136,7 +136,8 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
     if conf:
         print(textwrap.fill(f"How sure: {conf['verdict']}", width=78, subsequent_indent="  "))
         for gi, j in enumerate(conf.get("group_jaccard") or []):
-            print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf['reps']} resamples of the subsets)")
+            print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf['reps']} resamples of the "
+                  f"{conf.get('resampled', 'subsets')})")
     print()
     print(matrix_text(standardize(U), names, [i for g in groups["group_indices"] for i in g]))
 

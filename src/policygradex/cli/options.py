@@ -131,9 +131,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                              ("holdout_fraction", "holdout_fraction")]:
         if getattr(args, attr) is not None:
             feat = replace(feat, **{field_name: getattr(args, attr)})
-    for attr in ("subset_size", "num_subsets", "l2", "evaluation"):
-        if getattr(args, attr) is not None:
-            sur = replace(sur, **{attr: getattr(args, attr)})
+    for attr, field_name in [("subset_size", "subset_size"), ("num_subsets", "num_subsets"), ("l2", "l2"),
+                             ("evaluation", "evaluation"), ("surrogate", "method"),
+                             ("curvature_rows", "curvature_rows"), ("curvature", "curvature")]:
+        if getattr(args, attr, None) is not None:
+            sur = replace(sur, **{field_name: getattr(args, attr)})
     for attr, field_name in [("k", "k"), ("lam", "lam"), ("affinity", "affinity"), ("solver", "solver"),
                              ("cluster_method", "method"), ("interaction", "interaction")]:
         if getattr(args, attr) is not None:

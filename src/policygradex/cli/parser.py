@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{d.features.advantage_normalization})")
     g.add_argument("--holdout-fraction", type=float,
                    help=f"share of transitions held out for f^ (default: {d.features.holdout_fraction:g})")
+    g.add_argument("--surrogate", choices=["auto", "exact", "newton", "closed_form"],
+                   help="how f^ and U are computed: exact logistic fits on subsets, a Newton step per subset from "
+                        "per-task statistics, or the closed form with no subsets (default: auto: exact up to 12 "
+                        "tasks, newton up to 40, closed_form above)")
+    g.add_argument("--curvature", choices=["shared", "first_order"],
+                   help="closed_form: one shared curvature, or plus each task's own to first order (default: shared)")
+    g.add_argument("--curvature-rows", type=int,
+                   help="transitions per task behind closed_form's shared curvature (default: all fitting ones)")
     g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default: min(5, n // 2))")
     g.add_argument("--num-subsets", type=int, help="m: distinct subsets (default: 3 n^2, or all C(n, alpha) subsets "
                                                    "when fewer; topped up until every pair is covered)")

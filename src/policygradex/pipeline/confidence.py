@@ -10,6 +10,11 @@
   halves' standardised interactions, stepped up by Spearman-Brown. In the linear regime U's interaction is G G^T's
   (corr 0.99 at l2 >= 10 on the planted family), so near 0 the gradient signal at theta_star is below the
   sampling noise of N transitions and no clustering can recover groups from it: raise --transitions.
+- :func:`transition_bootstrap` and :func:`transition_split_half` (``--surrogate closed_form``, which has no
+  subsets): the same two checks over *transitions*, through the replicate statistics of
+  :mod:`.statistics` (each task's fitting rows in R contiguous blocks): a bootstrap that redraws each task's blocks
+  with replacement, and halves of each task's blocks. Each replicate costs one closed form (O(n d^2 + n^2 d)) and,
+  for the bootstrap, one clustering warm-started from the run's groups: no pass over the features.
 - :func:`verdict`: one plain sentence from both.
 """
 
@@ -23,6 +28,11 @@ from policygradex.common.errors import PolicyGradExError
 from policygradex.pipeline.affinity import subset_affinity
 from policygradex.pipeline.clustering import cluster, standardized_corr
 from policygradex.pipeline.partitions import groups_from_labels
+from policygradex.pipeline.closed_form import CurvatureTerms, expected_affinity
+from policygradex.pipeline.statistics import Statistics
+
+COCLUSTERING_MAX_N = 100
+"""The bootstrap's n x n co-clustering matrix is kept (in groups.json) up to this many tasks."""
 
 STABLE, PATTERN, DISSOLVED = 0.75, 0.6, 0.5
 """Hennig's reading of a group's mean Jaccard: stable, a pattern, weak, dissolved below 0.5."""
@@ -67,6 +77,83 @@ def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels
             "coclustering": (co / max(used, 1)).tolist()}
 
 
+def _group_jaccards(groups: list[set[int]], labels: np.ndarray) -> list[float]:
+    boot = [set(g) for g in groups_from_labels(labels)]
+    return [max(_jaccard(g, b) for b in boot) for g in groups]
+
+
+def transition_bootstrap(stats: Statistics, l2: float, alpha: int, labels: np.ndarray,
+                         terms: CurvatureTerms | None = None, reps: int = 50, seed: int = 0,
+                         **cluster_kwargs: Any) -> dict[str, Any]:
+    """Hennig's cluster-wise stability over transitions: ``reps`` times, every task's R blocks of fitting rows are
+    drawn R times with replacement (a block bootstrap: blocks keep the correlation of consecutive transitions), its
+    b_k recomputed from the drawn blocks, the closed-form U rebuilt and clustered with the run's k, starting from
+    the run's groups (``init``) as well as the clustering's own starts. The curvature is kept fixed (the shared one
+    and, with ``terms``, the first-order part of U computed from all transitions): the replicates resample b_k,
+    whose noise dominates. Always the in-sample closed form (replicates of the held-out rows are not kept). Returns the mean Jaccard per group, ``reps`` and, for
+    n <= COCLUSTERING_MAX_N, the co-clustering matrix."""
+    rng = np.random.default_rng(seed)
+    groups = [set(g) for g in groups_from_labels(labels)]
+    n, R, k = stats.n, stats.blocks, len(groups)
+    keep_co = n <= COCLUSTERING_MAX_N
+    co = np.zeros((n, n)) if keep_co else None
+    jac = np.zeros((reps, k))
+    for r in range(reps):
+        counts = np.stack([np.bincount(rng.integers(0, R, R), minlength=R) for _ in range(n)]).astype(np.float64)
+        b = np.einsum("kr,krd->kd", counts, stats.block_sums) / (counts @ stats.block_rows)[:, None]
+        U = expected_affinity(stats, l2, alpha, terms, b=b)
+        lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, init=labels, **cluster_kwargs).labels
+        if co is not None:
+            co += lab[:, None] == lab[None, :]
+        jac[r] = _group_jaccards(groups, lab)
+    out: dict[str, Any] = {"reps": reps, "group_jaccard": jac.mean(0).tolist(), "resampled": "transitions"}
+    if co is not None:
+        out["coclustering"] = (co / max(reps, 1)).tolist()
+    return out
+
+
+def transition_split_half(stats: Statistics, l2: float, alpha: int, splits: int = 50,
+                          seed: int = 0) -> dict[str, Any] | None:
+    """Split-half reliability of the closed-form U over transitions: each task's blocks split at random in two
+    halves, U from each (the shared-curvature part: a first-order part computed from all transitions would be
+    common to both halves and inflate r), Pearson r of their standardised off-diagonal entries averaged over ``splits`` halvings,
+    stepped up by Spearman-Brown (2r / (1 + r)). The same keys as :func:`.affinity.split_half_reliability` where
+    they apply, with ``blocks`` instead of subsets. None with fewer than 2 blocks or 3 tasks."""
+    n, R = stats.n, stats.blocks
+    if R < 2 or n < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(splits):
+        side = np.argsort(rng.random((n, R)), axis=1) < R // 2  # each task: a uniform half of its blocks
+        halves = []
+        for mask in (side, ~side):
+            w = mask.astype(np.float64)
+            b = np.einsum("kr,krd->kd", w, stats.block_sums) / (w @ stats.block_rows)[:, None]
+            halves.append(expected_affinity(stats, l2, alpha, b=b))
+        r = standardized_corr(halves[0], halves[1])
+        if not np.isnan(r):
+            rs.append(r)
+    if not rs:
+        return None
+    r = float(np.mean(rs))
+    return {"reliability": 2 * r / (1 + r) if r > -1 else r, "r_mean": r, "r_sd": float(np.std(rs)),
+            "splits": len(rs), "blocks": R, "resampled": "transitions"}
+
+
+def gradient_reliability_from_blocks(stats: Statistics) -> float | None:
+    """:func:`gradient_reliability` from the replicate statistics: the first and second half (in time) of each task's
+    blocks give the two G's."""
+    n, R = stats.n, stats.blocks
+    if R < 2 or n < 3:
+        return None
+    halves = [stats.block_sums[:, sl].sum(1) for sl in (slice(0, R // 2), slice(R // 2, R))]
+    r = standardized_corr(halves[0] @ halves[0].T, halves[1] @ halves[1].T)
+    if np.isnan(r):
+        return None
+    return float(2 * r / (1 + r)) if r > -1 else float(r)
+
+
 def gradient_reliability(features: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float | None:
     """Split-half (in time) reliability of the gradient interaction G G^T, stepped up by Spearman-Brown.
 
@@ -82,8 +169,10 @@ def gradient_reliability(features: np.ndarray, labels: np.ndarray, weights: np.n
     return float(2 * r / (1 + r)) if r > -1 else float(r)
 
 
-def verdict(group_jaccard: list[float], split_half: float | None, gradient: float | None) -> str:
-    """A plain-language sentence on whether the groups stand out from noise."""
+def verdict(group_jaccard: list[float], split_half: float | None, gradient: float | None,
+            resampled: str = "subsets") -> str:
+    """A plain-language sentence on whether the groups stand out from noise; ``resampled``: what the bootstrap and
+    the split halves resampled (``subsets`` or ``transitions``)."""
     worst = min(group_jaccard) if group_jaccard else float("nan")
     mean = float(np.mean(group_jaccard)) if group_jaccard else float("nan")
     noise = []
@@ -91,12 +180,13 @@ def verdict(group_jaccard: list[float], split_half: float | None, gradient: floa
         noise.append(f"the gradient signal at theta_star is mostly sampling noise (split-half reliability "
                      f"{gradient:.2f} over transitions: raise --transitions)")
     if split_half is not None and split_half < 0.3:
-        noise.append(f"U is not reproducible across halves of the subsets (reliability {split_half:.2f}: raise "
-                     "--num-subsets)")
+        fix = "--num-subsets" if resampled == "subsets" else "--transitions"
+        noise.append(f"U is not reproducible across halves of the {resampled} (reliability {split_half:.2f}: raise "
+                     f"{fix})")
     if mean < DISSOLVED or noise:
-        return ("Not distinguishable from noise: " + "; ".join(noise or [f"the groups dissolve when the subsets are "
-                f"resampled (mean Jaccard {mean:.2f})"]) + ". Treat these groups as a guess.")
+        return ("Not distinguishable from noise: " + "; ".join(noise or [f"the groups dissolve when the {resampled} "
+                f"are resampled (mean Jaccard {mean:.2f})"]) + ". Treat these groups as a guess.")
     if worst >= STABLE:
-        return f"Stable: every group survives resampling of the subsets (Jaccard >= {worst:.2f})."
+        return f"Stable: every group survives resampling of the {resampled} (Jaccard >= {worst:.2f})."
     return (f"Partly stable: mean Jaccard {mean:.2f}; groups below {PATTERN} are patterns at best, those below "
-            f"{DISSOLVED} dissolve when the subsets are resampled.")
+            f"{DISSOLVED} dissolve when the {resampled} are resampled.")

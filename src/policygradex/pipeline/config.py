@@ -59,6 +59,29 @@ class FeatureConfig:
 class SurrogateConfig:
     """Subset sampling and the weighted logistic-regression surrogate (paper eq. 3-4)."""
 
+    method: Literal["auto", "exact", "newton", "closed_form"] = "auto"
+    """How f^ and the affinity are computed (:mod:`policygradex.pipeline.statistics` derives the fast ones).
+    ``exact``: the paper's m weighted logistic fits (batched L-BFGS) on sampled subsets, O(m) fits with m = 3 n^2.
+    ``newton``: the same subsets, each f^ from one Newton step on per-task sufficient statistics (the quadratic
+    model of the loss at theta_star): one d x d solve per subset and no pass over the transitions. ``closed_form``:
+    no subsets; U is the limit of the subset average over all subsets under a curvature shared by every subset,
+    from per-task statistics alone (O(n d^2 + n^2 d)); the confidence then resamples blocks of transitions.
+    ``auto`` (default): ``exact`` up to 12 tasks, ``newton`` up to 40, ``closed_form`` above
+    (:data:`policygradex.pipeline.surrogate.AUTO_NEWTON_MAX_N`; results/surrogate-reduction.md measures the
+    agreement behind it: Newton 1.000 with the exact fits on six families, the closed form 0.50-0.999)."""
+    curvature: Literal["shared", "first_order"] = "shared"
+    """``closed_form`` only: how the per-task curvatures H_k enter U. ``shared`` (default): one mean curvature for
+    every subset, U quadratic in the per-task b_k. ``first_order``: plus the first-order term of each task's own
+    H_k - mean H (:mod:`policygradex.pipeline.closed_form`; one more pass over the features). Measured against the
+    exact fits on 10-task runs (results/surrogate-reduction.md), the first-order term raised U's agreement on
+    cartpole (0.94 -> 0.99), lunarlander and mt10 and broke it on highway (0.98 -> 0.33), where the curvature series
+    needs its second-order term (0.998 by brute force): not a default until that is in."""
+    blocks: int = 32
+    """Contiguous blocks in time of each task's fitting transitions whose gradient sums are kept (statistics.npz):
+    the replicates behind the bootstrap and the split-half reliability over transitions."""
+    curvature_rows: int | None = None
+    """Transitions per task (evenly spaced in time) the shared curvature of ``closed_form`` averages over; None: all
+    fitting transitions. The curvature costs O(rows d^2) per task, the rest O(rows d)."""
     subset_size: int | None = None
     """alpha: tasks per sampled subset. None: min(5, max(2, n // 2)), i.e. 5 for the paper's 10-task families."""
     num_subsets: int | None = None

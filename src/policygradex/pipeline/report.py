@@ -75,7 +75,8 @@ def confidence_lines(groups: dict[str, Any], names: list[str]) -> list[str]:
         out.append(f"NMI with the family's planted groups: {groups['nmi_planted']:.2f}.")
     jac = conf.get("group_jaccard")
     if jac:
-        out += ["", f"| group | tasks | stays together (Jaccard over {conf['reps']} resamples of the subsets) |",
+        out += ["", f"| group | tasks | stays together (Jaccard over {conf['reps']} resamples of the "
+                    f"{conf.get('resampled', 'subsets')}) |",
                 "|---|---|---|"]
         for gi, (g, j) in enumerate(zip(groups["group_indices"], jac)):
             out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({stability_word(j)}) |")
@@ -92,8 +93,6 @@ def write_report(st: "RunState") -> None:
     plot_affinity(st.U, names, groups_idx, rd.heatmap, f"{fam.name}: affinity, {len(groups_idx)} groups")
     plot_curve(st.curve, names, rd.curve_png, f"{fam.name}: meta-training (theta_star)")
     sur = st.surrogate
-    dists = [s["relative_distance"] for s in sur["subsets"]]
-    f_hat = np.array([s["f_hat"] for s in sur["subsets"]])
     last = st.curve[-1] if st.curve else {}
     lines = [
         f"# PolicyGradEx run: {fam.name}",
@@ -113,7 +112,14 @@ def write_report(st: "RunState") -> None:
     lines += ["", *confidence_lines(st.groups, names)]
     stats_path = rd.affinity_stats
     split = json.loads(stats_path.read_text()).get("split_half") if stats_path.exists() else None
-    if split is not None:
+    if split is not None and split.get("resampled") == "transitions":
+        rel = split["reliability"]
+        hint = "groups are mostly noise: raise the budget or N" if rel < 0.3 else (
+            "moderate" if rel < 0.7 else "reproducible over transitions")
+        lines += ["", f"Split-half reliability of the affinity over transitions: {rel:.2f} ({hint}). Mean over "
+                  f"{split['splits']} random halvings of each task's {split['blocks']} blocks of transitions (r = "
+                  f"{split['r_mean']:.2f} +- {split['r_sd']:.2f} between halves, stepped up by Spearman-Brown)."]
+    elif split is not None:
         rel = split["reliability"]
         hint = "groups are mostly noise: raise the budget, N or m" if rel < 0.3 else (
             "moderate" if rel < 0.7 else "reproducible over subsets")
@@ -147,15 +153,7 @@ def write_report(st: "RunState") -> None:
         f"N = {cfg.features.transitions_per_task} transitions per task (p = {st.feature_meta.get('p', '?')}, "
         f"d = {cfg.features.projection_dim}), advantages normalised {cfg.features.advantage_normalization}, "
         f"{cfg.features.holdout_fraction:.0%} held out.",
-        f"m = {sur['num_subsets']} distinct subsets of size alpha = {sur['subset_size']} "
-        + (f"(all C(n, alpha) = {sur['possible_subsets']} possible subsets, each once: {sur['requested_subsets']} were "
-           "asked for)" if sur.get("all_subsets") else
-           f"(of {sur.get('possible_subsets', '?')} possible; {sur['topped_up']} added to cover all pairs)")
-        + f"; l2 = {cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}.",
-        f"Batched L-BFGS: {sur['solver']['iterations']} iterations, {sur['solver']['converged']}/{sur['num_subsets']} "
-        f"converged (max |grad| {sur['solver']['max_grad_inf_norm']:.2e}).",
-        f"f^ range {f_hat.min():.4f} .. {f_hat.max():.4f}; adapted theta distance ||P v|| / ||theta_star||: "
-        f"median {np.median(dists):.2%}, max {np.max(dists):.2%}.",
+        *surrogate_lines(cfg, sur),
         "",
         "## Affinity matrix",
         "",
@@ -163,6 +161,37 @@ def write_report(st: "RunState") -> None:
         "",
     ]
     atomic_write_text(rd.report, "\n".join(lines))
+
+
+def surrogate_lines(cfg: Any, sur: dict[str, Any]) -> list[str]:
+    """The report's account of the surrogate: the subsets and their fits, or the closed form's statistics."""
+    if sur.get("method") == "closed_form":
+        rd_ = sur["relative_distance"]
+        return [
+            f"Closed-form surrogate (no subsets): per-task statistics b_k and a shared curvature over "
+            f"{sur['curvature_rows_per_task']} of each task's {sur['rows_per_task']} fitting transitions; l2 = "
+            f"{cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}; confidence from {sur['blocks']} blocks of "
+            "transitions per task.",
+            f"Adapted theta distance ||P v|| / ||theta_star|| of the Newton step: one task alone median "
+            f"{rd_['single_task_median']:.2%}, max {rd_['single_task_max']:.2%}; all tasks together "
+            f"{rd_['all_tasks']:.2%}.",
+        ]
+    dists = [s["relative_distance"] for s in sur["subsets"]]
+    f_hat = np.array([s["f_hat"] for s in sur["subsets"]])
+    method = sur.get("method", "exact")
+    solver = (f"Batched L-BFGS: {sur['solver']['iterations']} iterations, {sur['solver']['converged']}/"
+              f"{sur['num_subsets']} converged (max |grad| {sur['solver']['max_grad_inf_norm']:.2e})."
+              if method == "exact" else "Newton-step surrogate: one Newton step per subset on per-task statistics.")
+    return [
+        f"m = {sur['num_subsets']} distinct subsets of size alpha = {sur['subset_size']} "
+        + (f"(all C(n, alpha) = {sur['possible_subsets']} possible subsets, each once: {sur['requested_subsets']} were "
+           "asked for)" if sur.get("all_subsets") else
+           f"(of {sur.get('possible_subsets', '?')} possible; {sur['topped_up']} added to cover all pairs)")
+        + f"; l2 = {cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}.",
+        solver,
+        f"f^ range {f_hat.min():.4f} .. {f_hat.max():.4f}; adapted theta distance ||P v|| / ||theta_star||: "
+        f"median {np.median(dists):.2%}, max {np.max(dists):.2%}.",
+    ]
 
 
 def matrix_text(U: np.ndarray, names: list[str], order: list[int], width: int = 80) -> str:

@@ -38,6 +38,8 @@ class RunDir:
     features_dir = property(lambda self: self.path / "features")
     subsets = property(lambda self: self.path / "subsets.json")
     surrogate_v = property(lambda self: self.path / "surrogate_v.npy")
+    statistics = property(lambda self: self.path / "statistics.npz")
+    surrogate_record = property(lambda self: self.path / "surrogate.json")
     affinity = property(lambda self: self.path / "affinity.npy")
     affinity_csv = property(lambda self: self.path / "affinity.csv")
     affinity_directed = property(lambda self: self.path / "affinity_directed.npy")

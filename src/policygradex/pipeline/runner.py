@@ -33,6 +33,7 @@ from policygradex.pipeline.stages import (
     stage_meta_train,
     stage_surrogate,
 )
+from policygradex.pipeline.surrogate import resolve_surrogate
 from policygradex.rl.config import PPOConfig
 
 
@@ -104,6 +105,13 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--subset-size {a} must be between 2 and the number of tasks ({n})")
     if cfg.surrogate.num_subsets is not None and cfg.surrogate.num_subsets < 1:
         raise PolicyGradExError(f"--num-subsets must be >= 1, got {cfg.surrogate.num_subsets}")
+    method = resolve_surrogate(cfg.surrogate.method, n)
+    if method == "closed_form" and cfg.cluster.affinity == "per_target":
+        raise PolicyGradExError("--affinity per_target needs the subsets: use --surrogate exact or newton")
+    if cfg.surrogate.blocks < 2:
+        raise PolicyGradExError(f"surrogate.blocks must be >= 2, got {cfg.surrogate.blocks}")
+    if cfg.surrogate.curvature_rows is not None and cfg.surrogate.curvature_rows < 1:
+        raise PolicyGradExError(f"--curvature-rows must be >= 1, got {cfg.surrogate.curvature_rows}")
     if cfg.cluster.method in ("exact", "exhaustive") and n > EXACT_MAX_N:
         raise PolicyGradExError(f"--cluster-method {cfg.cluster.method} needs n <= {EXACT_MAX_N} tasks, family has {n}")
     if not 0.0 <= cfg.features.holdout_fraction < 1.0:

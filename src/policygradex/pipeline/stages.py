@@ -42,7 +42,15 @@ from policygradex.envs.vector import family_spaces
 from policygradex.nets.base import flat_params
 from policygradex.pipeline.affinity import affinity_matrix, split_half_reliability
 from policygradex.pipeline.clustering import cluster
-from policygradex.pipeline.confidence import GRADIENT_MIN, bootstrap_groups, gradient_reliability, verdict
+from policygradex.pipeline.confidence import (
+    GRADIENT_MIN,
+    bootstrap_groups,
+    gradient_reliability,
+    gradient_reliability_from_blocks,
+    transition_bootstrap,
+    transition_split_half,
+    verdict,
+)
 from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.features import (
     FeatureSet,
@@ -54,7 +62,16 @@ from policygradex.pipeline.features import (
 )
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
 from policygradex.pipeline.rundir import RunDir
-from policygradex.pipeline.surrogate import default_num_subsets, default_subset_size, run_surrogate, sample_subsets
+from policygradex.pipeline.closed_form import CurvatureTerms, affinity, curvature_terms
+from policygradex.pipeline.statistics import Statistics, rows_of_files, statistics_of_files
+from policygradex.pipeline.surrogate import (
+    default_num_subsets,
+    default_subset_size,
+    resolve_surrogate,
+    run_newton,
+    run_surrogate,
+    sample_subsets,
+)
 from policygradex.rl.ppo import network_for, train_ppo
 
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
@@ -75,10 +92,37 @@ class RunState:
     model: torch.nn.Module | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
     features: FeatureSet | None = None
+    """All tasks' features stacked (n, N, d): built on first use by :meth:`feature_data`, only by the exact surrogate
+    and its confidence; the statistics-based surrogates stream the feature files instead."""
+    feature_paths: list[Path] = field(default_factory=list)
     feature_meta: dict[str, Any] = field(default_factory=dict)
+    stats: Statistics | None = None
+    """Per-task sufficient statistics (``closed_form``), loaded from or written to statistics.npz."""
+    terms: CurvatureTerms | None = None
+    """``closed_form`` with ``curvature = first_order``: the per-task curvature terms (also in statistics.npz)."""
     surrogate: dict[str, Any] = field(default_factory=dict)
     U: np.ndarray | None = None
     groups: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def surrogate_method(self) -> str:
+        """The surrogate this run uses (``auto`` resolved by the number of tasks)."""
+        return resolve_surrogate(self.cfg.surrogate.method, self.family.n)
+
+    def feature_data(self) -> FeatureSet:
+        """The stacked features of every task (loaded once; O(n N d) memory)."""
+        if self.features is None:
+            self.features = feature_set([load_npz(p) for p in self.feature_paths], self.cfg.features.holdout_fraction,
+                                        self.feature_paths)
+        return self.features
+
+    def statistics(self, per_task: bool = False) -> Statistics:
+        """The statistics of the feature files, streamed task by task; ``per_task`` (Newton) keeps every H_k."""
+        sc = self.cfg.surrogate
+        if self.stats is None or (per_task and self.stats.H is None):
+            self.stats = statistics_of_files(self.feature_paths, self.cfg.features.holdout_fraction, sc.blocks,
+                                             sc.curvature_rows, per_task)
+        return self.stats
 
     def stale(self, stage: str, *paths: Path) -> bool:
         """True when the stage must run: an artifact is missing or an earlier stage was recomputed."""
@@ -152,9 +196,8 @@ def stage_features(st: RunState) -> None:
     cfg, rd, n = st.cfg, st.rd, st.family.n
     fc = cfg.features
     paths = [rd.task_features(i) for i in range(n)]
+    st.feature_paths = paths
     if not st.stale("features", *paths):
-        arrays = [load_npz(p) for p in paths]
-        st.features = feature_set(arrays, fc.holdout_fraction, paths)
         st.feature_meta = load_json(rd.features_meta) if (rd.features_meta).exists() else {}
         st.done("features", computed=False)
         return
@@ -179,11 +222,13 @@ def stage_features(st: RunState) -> None:
                                     else None for i, t in enumerate(transitions)}}
     atomic_write_json(rd.features_meta, meta)
     st.feature_meta = meta
-    st.features = feature_set([load_npz(p) for p in paths], fc.holdout_fraction, paths)
     st.done("features", computed=True, seconds=time.perf_counter() - t0)
 
 
 def stage_surrogate(st: RunState) -> None:
+    if st.surrogate_method == "closed_form":
+        stage_statistics(st)
+        return
     cfg, rd, n = st.cfg, st.rd, st.family.n
     sc = cfg.surrogate
     if not st.stale("surrogate", rd.subsets, rd.surrogate_v):
@@ -192,18 +237,24 @@ def stage_surrogate(st: RunState) -> None:
             raise PolicyGradExError(f"{rd.subsets} is not a subsets file; delete it to refit the surrogate")
         st.done("surrogate", computed=False)
         return
-    assert st.features is not None and st.model is not None
+    assert st.model is not None
     t0 = time.perf_counter()
-    alpha = sc.subset_size or default_subset_size(n)
+    alpha = subset_size(cfg, n)
     m = sc.num_subsets or default_num_subsets(n)
     sample = sample_subsets(n, alpha, m, cfg.subset_seed)
     subsets, topped_up = sample.subsets, sample.topped_up
-    with status(st.console, f"fitting {len(subsets)} subset surrogates (batched L-BFGS, d={st.features.features.shape[2]})"):
-        res = run_surrogate(st.features, subsets, sc, topped_up)
-        projection = projection_for(cfg, st.model)
-        theta_star = flat_params(st.model, st.model.policy_parameter_names())
-        rel = [float(projection.lift(torch.as_tensor(v, dtype=torch.float32)).norm() / theta_star.norm()) for v in res.v]
+    d = cfg.features.projection_dim
+    if st.surrogate_method == "newton":
+        with status(st.console, f"Newton-step surrogate on {len(subsets)} subsets (per-task statistics, d={d})"):
+            res = run_newton(st.statistics(per_task=True), subsets, sc, topped_up)
+    else:
+        with status(st.console, f"fitting {len(subsets)} subset surrogates (batched L-BFGS, d={d})"):
+            res = run_surrogate(st.feature_data(), subsets, sc, topped_up)
+    projection = projection_for(cfg, st.model)
+    theta_star = flat_params(st.model, st.model.policy_parameter_names())
+    rel = [float(projection.lift(torch.as_tensor(v, dtype=torch.float32)).norm() / theta_star.norm()) for v in res.v]
     record = {
+        "method": st.surrogate_method,
         "subset_size": alpha,
         "num_subsets": len(subsets),
         "topped_up": topped_up,
@@ -227,6 +278,64 @@ def stage_surrogate(st: RunState) -> None:
     st.done("surrogate", computed=True, seconds=time.perf_counter() - t0)
 
 
+def subset_size(cfg: RunConfig, n: int) -> int:
+    """alpha: the configured subset size, or the default for n tasks."""
+    return cfg.surrogate.subset_size or default_subset_size(n)
+
+
+def first_order(cfg: RunConfig) -> bool:
+    """Whether the closed form adds the per-task curvature terms (only for the in-sample f^ they model)."""
+    return cfg.surrogate.curvature == "first_order" and cfg.surrogate.evaluation == "in_sample"
+
+
+def stage_statistics(st: RunState) -> None:
+    """The surrogate stage of ``closed_form``: per-task statistics streamed from the feature files (statistics.npz)
+    and a record of them (surrogate.json); no subsets."""
+    cfg, rd = st.cfg, st.rd
+    sc = cfg.surrogate
+    if not st.stale("surrogate", rd.statistics, rd.surrogate_record):
+        arrays = load_npz(rd.statistics)
+        st.stats = Statistics.from_arrays({k: v for k, v in arrays.items() if not k.startswith("terms_")},
+                                          str(rd.statistics))
+        st.terms = CurvatureTerms.from_arrays(arrays)
+        if st.terms is None and first_order(cfg):
+            raise PolicyGradExError(f"{rd.statistics} lacks the curvature terms; delete it to recompute")
+        st.surrogate = load_json(rd.surrogate_record)
+        st.done("surrogate", computed=False)
+        return
+    assert st.model is not None
+    t0 = time.perf_counter()
+    with status(st.console, f"per-task statistics of {st.family.n} tasks' features (streamed, d={cfg.features.projection_dim})"):
+        stats = st.statistics()
+    terms = None
+    if first_order(cfg):
+        with status(st.console, f"per-task curvature terms of {st.family.n} tasks (a second streamed pass)"):
+            terms = curvature_terms(rows_of_files(st.feature_paths), stats, sc.l2)
+    # how far the closed form's adapted policies sit from theta_star: one task alone, and all tasks together
+    A = np.linalg.inv(stats.curvature + sc.l2 * np.eye(stats.d))
+    V = np.concatenate([stats.b, stats.b.mean(0, keepdims=True)]) @ A
+    projection = projection_for(cfg, st.model)
+    theta_star = flat_params(st.model, st.model.policy_parameter_names())
+    lifted = projection.lift(torch.as_tensor(V.T, dtype=torch.float32))  # (p, n + 1)
+    rel = (lifted.norm(dim=0) / theta_star.norm()).numpy()
+    record = {
+        "method": "closed_form",
+        "curvature": "first_order" if terms is not None else "shared",
+        "subset_size": subset_size(cfg, st.family.n),
+        "evaluation": sc.evaluation,
+        "rows_per_task": stats.rows,
+        "curvature_rows_per_task": stats.curvature_rows,
+        "blocks": stats.blocks,
+        "relative_distance": {"single_task_median": float(np.median(rel[:-1])), "single_task_max": float(rel[:-1].max()),
+                              "all_tasks": float(rel[-1])},
+        "loss_at_theta_star": {"min": float(stats.c.min()), "max": float(stats.c.max())},
+    }
+    atomic_save_npz(rd.statistics, **stats.arrays(), **(terms.arrays() if terms is not None else {}))
+    atomic_write_json(rd.surrogate_record, record)
+    st.stats, st.terms, st.surrogate = stats, terms, record
+    st.done("surrogate", computed=True, seconds=time.perf_counter() - t0)
+
+
 def stage_affinity(st: RunState) -> None:
     cfg, rd, n = st.cfg, st.rd, st.family.n
     options = {"affinity": cfg.cluster.affinity, "interaction": cfg.cluster.interaction}
@@ -239,15 +348,21 @@ def stage_affinity(st: RunState) -> None:
         st.done("affinity", computed=False)
         return
     t0 = time.perf_counter()
-    subsets = [s["tasks"] for s in st.surrogate["subsets"]]
-    f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
-    task_loss = np.full((len(subsets), n), np.nan)
-    for j, s in enumerate(st.surrogate["subsets"]):
-        for i, v in s["task_loss"].items():
-            task_loss[j, int(i)] = v
-    U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n,
-                                  interaction=cfg.cluster.interaction == "subsets")
-    reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed)
+    directed = None
+    if st.surrogate_method == "closed_form":
+        assert st.stats is not None
+        U = affinity(st.stats, cfg.surrogate.l2, subset_size(cfg, n), cfg.surrogate.evaluation, st.terms)
+        reliability = transition_split_half(st.stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed)
+    else:
+        subsets = [s["tasks"] for s in st.surrogate["subsets"]]
+        f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
+        task_loss = np.full((len(subsets), n), np.nan)
+        for j, s in enumerate(st.surrogate["subsets"]):
+            for i, v in s["task_loss"].items():
+                task_loss[j, int(i)] = v
+        U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n,
+                                      interaction=cfg.cluster.interaction == "subsets")
+        reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed)
     atomic_write_json(stats_path, {"split_half": reliability, "options": options})
     if directed is not None:
         atomic_save_npy(rd.affinity_directed, directed)
@@ -273,7 +388,7 @@ def stage_cluster(st: RunState) -> None:
         if st.groups.get("cluster_config") == options:
             st.done("cluster", computed=False)
             return
-    assert st.U is not None and st.features is not None
+    assert st.U is not None
     t0 = time.perf_counter()
     with status(st.console, "clustering the affinity matrix"):
         res = cluster(st.U, k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method, grid_size=cc.lam_grid_size,
@@ -303,25 +418,38 @@ def stage_cluster(st: RunState) -> None:
 
 
 def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
-    """Bootstrap of the groups over the subsets, gradient reliability over transitions, and the verdict."""
+    """Bootstrap of the groups (over the subsets, or over blocks of transitions for ``closed_form``), gradient
+    reliability over transitions, and the verdict."""
     cc, n = st.cfg.cluster, st.family.n
-    X, y, w = (t.numpy() for t in st.features.part(held_out=False))
-    grad_rel = gradient_reliability(X, y, w)
+    closed = st.surrogate_method == "closed_form"
+    if closed:
+        assert st.stats is not None
+        grad_rel = gradient_reliability_from_blocks(st.stats)
+    else:
+        X, y, w = (t.numpy() for t in st.feature_data().part(held_out=False))
+        grad_rel = gradient_reliability(X, y, w)
     split = load_json(st.rd.affinity_stats).get("split_half")
     out: dict[str, Any] = {"gradient_reliability": grad_rel,
                            "split_half_reliability": None if split is None else split["reliability"]}
     k = int(labels.max() + 1)
-    if cc.affinity == "subset" and 1 < k < n:
-        subsets = [s["tasks"] for s in st.surrogate["subsets"]]
-        f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
-        reps = BOOTSTRAP_REPS if n <= EXACT_MAX_N else BOOTSTRAP_REPS // 4
-        with status(st.console, f"bootstrap of the groups over the subsets ({reps} resamples)"):
-            boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
-                                    interaction=cc.interaction == "subsets", method=cc.method, solver=cc.solver)
+    resampled = "transitions" if closed else "subsets"
+    reps = BOOTSTRAP_REPS if n <= EXACT_MAX_N else BOOTSTRAP_REPS // 4
+    if (closed or cc.affinity == "subset") and 1 < k < n:
+        with status(st.console, f"bootstrap of the groups over the {resampled} ({reps} resamples)"):
+            if closed:
+                assert st.stats is not None
+                boot = transition_bootstrap(st.stats, st.cfg.surrogate.l2, subset_size(st.cfg, n), labels, st.terms,
+                                            reps=reps, seed=st.cfg.seed, method=cc.method, solver=cc.solver)
+            else:
+                subsets = [s["tasks"] for s in st.surrogate["subsets"]]
+                f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
+                boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
+                                        interaction=cc.interaction == "subsets", method=cc.method, solver=cc.solver)
         out.update(boot)
-        out["verdict"] = verdict(boot["group_jaccard"], out["split_half_reliability"], grad_rel)
+        out["resampled"] = resampled
+        out["verdict"] = verdict(boot["group_jaccard"], out["split_half_reliability"], grad_rel, resampled)
     elif grad_rel is not None and grad_rel < GRADIENT_MIN:
-        out["verdict"] = verdict([], out["split_half_reliability"], grad_rel)
+        out["verdict"] = verdict([], out["split_half_reliability"], grad_rel, resampled)
     else:
         out["verdict"] = "One group (or per-target affinity): no bootstrap of the groups."
     return out
