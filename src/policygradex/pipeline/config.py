@@ -134,7 +134,7 @@ class ClusterConfig:
     """On the lambda grid: below this best silhouette the tasks show no substantial structure and form one group."""
     solver: Literal["SCS", "CLARABEL"] = "SCS"
     """cvxpy solver for the SDP (SCS is ~50x faster at n = 100; Clarabel is more accurate)."""
-    method: Literal["auto", "exact", "sdp", "exhaustive"] = "auto"
+    method: Literal["auto", "exact", "sdp", "exhaustive", "fast"] = "auto"
     """How the partition is found: ``exact`` scores every partition (n <= 12; ``exhaustive`` is the same); ``sdp``
     solves the relaxation, rounds X several ways and improves each rounding by moves and swaps; ``auto`` (default):
     exact for n <= 12, sdp above. Either way the report gives the relaxation gap. (Before, the SDP's average-linkage
