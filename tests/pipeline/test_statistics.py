@@ -176,8 +176,9 @@ def test_newton_drifts_from_the_exact_fits_far_from_theta_star():
     data = FeatureSet(X, y, w, 400)
     subsets = [list(s) for s in itertools.combinations(range(6), 3)]
     exact = run_surrogate(data, subsets, SurrogateConfig(l2=1e-4))
-    newton = run_newton(compute_statistics(rows_of_feature_set(data), 400, per_task=True), subsets, SurrogateConfig(l2=1e-4))
-    near = run_newton(compute_statistics(rows_of_feature_set(data), 400, per_task=True), subsets, SurrogateConfig(l2=10.0))
+    stats = compute_statistics(rows_of_feature_set(data), 400, per_task=True)
+    newton = run_newton(stats, subsets, SurrogateConfig(l2=1e-4))
+    near = run_newton(stats, subsets, SurrogateConfig(l2=10.0))
     exact_near = run_surrogate(data, subsets, SurrogateConfig(l2=10.0))
     far_error = np.abs(newton.f_hat - exact.f_hat).max()
     near_error = np.abs(near.f_hat - exact_near.f_hat).max()

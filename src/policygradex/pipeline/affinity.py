@@ -75,6 +75,11 @@ def affinity_matrix(kind: str, subsets: list[list[int]], f_hat: np.ndarray, task
     raise PolicyGradExError(f"unknown affinity {kind!r}; choose 'subset' or 'per_target'")
 
 
+def spearman_brown(r: float) -> float:
+    """A split-half correlation r stepped up to the whole, 2r / (1 + r) (r itself at r = -1)."""
+    return float(2 * r / (1 + r)) if r > -1 else float(r)
+
+
 def split_half_reliability(
     subsets: list[list[int]], f_hat: np.ndarray, n: int, kind: str = "subset", task_loss: np.ndarray | None = None,
     splits: int = 50, seed: int = 0,
@@ -123,7 +128,7 @@ def split_half_reliability(
     r = float(np.mean(rs))
     pp = np.concatenate(per_pair)
     return {
-        "reliability": 2 * r / (1 + r) if r > -1 else r,
+        "reliability": spearman_brown(r),
         "r_mean": r,
         "r_sd": float(np.std(rs)),
         "splits": len(rs),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from policygradex.common.errors import PolicyGradExError
-from policygradex.pipeline.affinity import subset_affinity
+from policygradex.pipeline.affinity import spearman_brown, subset_affinity
 from policygradex.pipeline.clustering import cluster, standardized_corr
 from policygradex.pipeline.partitions import groups_from_labels
 from policygradex.pipeline.closed_form import CurvatureTerms, expected_affinity
@@ -100,8 +100,7 @@ def transition_bootstrap(stats: Statistics, l2: float, alpha: int, labels: np.nd
     jac = np.zeros((reps, k))
     for r in range(reps):
         counts = np.stack([np.bincount(rng.integers(0, R, R), minlength=R) for _ in range(n)]).astype(np.float64)
-        b = np.einsum("kr,krd->kd", counts, stats.block_sums) / (counts @ stats.block_rows)[:, None]
-        U = expected_affinity(stats, l2, alpha, terms, b=b)
+        U = expected_affinity(stats, l2, alpha, terms, b=stats.reweighted_b(counts))
         lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, init=labels, **cluster_kwargs).labels
         if co is not None:
             co += lab[:, None] == lab[None, :]
@@ -128,16 +127,14 @@ def transition_split_half(stats: Statistics, l2: float, alpha: int, splits: int 
         side = np.argsort(rng.random((n, R)), axis=1) < R // 2  # each task: a uniform half of its blocks
         halves = []
         for mask in (side, ~side):
-            w = mask.astype(np.float64)
-            b = np.einsum("kr,krd->kd", w, stats.block_sums) / (w @ stats.block_rows)[:, None]
-            halves.append(expected_affinity(stats, l2, alpha, b=b))
+            halves.append(expected_affinity(stats, l2, alpha, b=stats.reweighted_b(mask.astype(np.float64))))
         r = standardized_corr(halves[0], halves[1])
         if not np.isnan(r):
             rs.append(r)
     if not rs:
         return None
     r = float(np.mean(rs))
-    return {"reliability": 2 * r / (1 + r) if r > -1 else r, "r_mean": r, "r_sd": float(np.std(rs)),
+    return {"reliability": spearman_brown(r), "r_mean": r, "r_sd": float(np.std(rs)),
             "splits": len(rs), "blocks": R, "resampled": "transitions"}
 
 
@@ -147,11 +144,13 @@ def gradient_reliability_from_blocks(stats: Statistics) -> float | None:
     n, R = stats.n, stats.blocks
     if R < 2 or n < 3:
         return None
-    halves = [stats.block_sums[:, sl].sum(1) for sl in (slice(0, R // 2), slice(R // 2, R))]
-    r = standardized_corr(halves[0] @ halves[0].T, halves[1] @ halves[1].T)
-    if np.isnan(r):
-        return None
-    return float(2 * r / (1 + r)) if r > -1 else float(r)
+    return _interaction_reliability(*(stats.block_sums[:, sl].sum(1) for sl in (slice(0, R // 2), slice(R // 2, R))))
+
+
+def _interaction_reliability(G_first: np.ndarray, G_second: np.ndarray) -> float | None:
+    """Spearman-Brown reliability of G G^T from two halves' per-task G (n, d); None when either has no structure."""
+    r = standardized_corr(G_first @ G_first.T, G_second @ G_second.T)
+    return None if np.isnan(r) else spearman_brown(r)
 
 
 def gradient_reliability(features: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float | None:
@@ -163,10 +162,7 @@ def gradient_reliability(features: np.ndarray, labels: np.ndarray, weights: np.n
         return None
     yw = (labels * weights)[..., None]
     halves = [(yw[:, sl] * features[:, sl]).mean(1).astype(np.float64) for sl in (slice(0, N // 2), slice(N // 2, N))]
-    r = standardized_corr(halves[0] @ halves[0].T, halves[1] @ halves[1].T)
-    if np.isnan(r):
-        return None
-    return float(2 * r / (1 + r)) if r > -1 else float(r)
+    return _interaction_reliability(*halves)
 
 
 def verdict(group_jaccard: list[float], split_half: float | None, gradient: float | None,

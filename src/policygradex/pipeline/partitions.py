@@ -40,6 +40,14 @@ def partition_objective(U: np.ndarray, labels: np.ndarray) -> float:
     return float(total)
 
 
+def _search_start(U: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """What every local search starts from: a float64 copy of U with its diagonal zeroed, canonical labels (a copy),
+    and the gain below which a step does not count (1e-12 sum |U|)."""
+    U = np.array(U, dtype=np.float64)
+    np.fill_diagonal(U, 0.0)
+    return U, canonical(labels).copy(), 1e-12 * max(1.0, float(np.abs(U).sum()))
+
+
 def local_search(U: np.ndarray, labels: np.ndarray, max_rounds: int = 100_000) -> np.ndarray:
     """Steepest ascent on <U, X_partition> = sum_G (sum of U over G x G) / |G| with single-task moves and pair swaps.
 
@@ -47,13 +55,10 @@ def local_search(U: np.ndarray, labels: np.ndarray, max_rounds: int = 100_000) -
     in closed form from R = U H (H the one-hot labels; U's diagonal is taken as 0), applies the best one if it
     gains, and stops at a partition no single move or swap improves; a swap escapes local optima where two tasks
     must change groups at once. Deterministic: ties go to the first move in task order."""
-    U = np.array(U, dtype=np.float64)
-    np.fill_diagonal(U, 0.0)
-    labels = canonical(labels).copy()
+    U, labels, tol = _search_start(U, labels)
     n, k = len(labels), int(labels.max() + 1)
     if k in (1, n):
         return labels
-    tol = 1e-12 * max(1.0, float(np.abs(U).sum()))
     rows = np.arange(n)
     for _ in range(max_rounds):
         H = np.eye(k)[labels]
@@ -133,13 +138,10 @@ def incremental_local_search(U: np.ndarray, labels: np.ndarray, max_steps: int =
 
     Deterministic: ties go to the first task (then group) in order. Unlike :func:`local_search` it does not rescore
     swaps while a move gains, so from the same start it can end at a different local optimum."""
-    U = np.array(U, dtype=np.float64)
-    np.fill_diagonal(U, 0.0)
-    labels = canonical(labels).copy()
+    U, labels, tol = _search_start(U, labels)
     n, k = len(labels), int(labels.max() + 1)
     if k in (1, n):
         return labels
-    tol = 1e-12 * max(1.0, float(np.abs(U).sum()))
     rows = np.arange(n)
 
     def rebuild() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,13 +227,11 @@ def merge_split_search(U: np.ndarray, labels: np.ndarray, max_rounds: int = 10_0
     a group's split is recomputed only when it changed (O(|G|^3)). Ends at a local optimum of moves and swaps that no
     merge-plus-split improves. Time per round O(n^2 + k^2 log k) plus the local search. Deterministic: ties go to the
     first groups in label order."""
-    U = np.array(U, dtype=np.float64)
-    np.fill_diagonal(U, 0.0)
+    U, labels, tol = _search_start(U, labels)
     labels = incremental_local_search(U, labels)
     k = int(labels.max() + 1)
     if k < 3 or k == len(labels):
         return labels
-    tol = 1e-12 * max(1.0, float(np.abs(U).sum()))
     splits: dict[tuple[int, ...], tuple[float, np.ndarray]] = {}  # group members -> (gain, halves)
     for _ in range(max_rounds):
         order = np.argsort(labels, kind="stable")

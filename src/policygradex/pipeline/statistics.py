@@ -101,6 +101,11 @@ class Statistics:
     def blocks(self) -> int:
         return self.block_rows.shape[0]
 
+    def reweighted_b(self, weights: np.ndarray) -> np.ndarray:
+        """(n, d) b_k recomputed with block r of task k counted weights[k, r] times (a resample or a half of the
+        blocks): O(n R d)."""
+        return np.einsum("kr,krd->kd", weights, self.block_sums) / (weights @ self.block_rows)[:, None]
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything as named arrays, for :func:`save` (None fields left out)."""
         out = {"c": self.c, "b": self.b, "curvature": self.curvature, "block_sums": self.block_sums,
