@@ -49,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--interaction", choices=["subsets", "matrix"],
                    help="remove per-task effects from f^ over the subsets before eq. 5, or from U after it (the "
                         f"paper's eq. 5 as written) (default: {d.cluster.interaction})")
-    g.add_argument("--cluster-method", choices=["auto", "exact", "sdp", "exhaustive"],
-                   help="exact search over all partitions (n <= 12), SDP + rounding + local search, or auto: exact "
-                        f"for n <= 12, SDP above; exhaustive = exact (default: {d.cluster.method})")
+    g.add_argument("--cluster-method", choices=["auto", "exact", "sdp", "exhaustive", "fast"],
+                   help="exact search over all partitions (n <= 12), SDP + rounding + local search, fast (spectral "
+                        "starts + local search, a spectral bound), or auto: exact for n <= 12, SDP up to 100, fast "
+                        f"above; exhaustive = exact (default: {d.cluster.method})")
     g = run.add_argument_group("meta-training")
     g.add_argument("--steps-per-task", type=int,
                    help=f"PPO environment steps per task (default: the preset's; {d.ppo.steps_per_task:,} without one)")

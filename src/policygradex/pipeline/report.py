@@ -53,7 +53,11 @@ def partition_sentence(groups: dict[str, Any]) -> str:
         out.append(f"Exhaustive check over all partitions with k = {check['k']}: the SDP groups are {verdict} "
                    f"(objective {check['sdp_objective']:.4f} vs best {check['optimal_objective']:.4f} on standardised U).")
     rel = groups.get("relaxation")
-    if rel:
+    if rel and rel.get("bound") == "spectral":
+        out.append(f"Spectral bound (the relaxation without X >= 0, which is looser than the SDP): no partition into "
+                   f"k = {rel['k']} groups exceeds {rel['sdp_value']:.4f}; this one scores {rel['partition_value']:.4f} "
+                   f"(gap {rel['gap']:.4f}).")
+    elif rel:
         tight = "the relaxation is tight: no partition does better" if rel["gap"] < 1e-3 else (
             "the relaxation is not tight here, so the bound is loose" if method == "exact" else
             "no partition can beat this one by more than the gap")
