@@ -302,8 +302,9 @@ def newton_surrogate(stats: Statistics, subsets: list[list[int]], l2: float, chu
     """For every subset: v_S = (mean_S H_k + l2 I)^-1 mean_S b_k, and the quadratic model's unregularised loss at v_S
     on the fitting and on the held-out statistics, overall (f^ = minus it) and per task (minus each member's own).
 
-    Needs per-task curvatures (``compute_statistics(per_task=True)``). Solves ``chunk`` subsets at once with a
-    batched Cholesky: O(m d^3) time, O(chunk d^2) memory beyond the statistics."""
+    Needs per-task curvatures (``compute_statistics(per_task=True)``, O(n d^2)). Solves ``chunk`` subsets at once
+    with a batched Cholesky: O(m d^3) time; memory O(chunk d^2) for the solves plus the outputs, of which the
+    per-task losses are m x n (with m = 3 n^2, cubic in n: the reason ``auto`` uses Newton only up to 40 tasks)."""
     if stats.H is None:
         raise PolicyGradExError("the Newton surrogate needs per-task curvatures (statistics with per_task=True)")
     n, d, m = stats.n, stats.d, len(subsets)
