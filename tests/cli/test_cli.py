@@ -305,11 +305,15 @@ def test_continuous_family_end_to_end(tmp_path, cli):
         (["run", "cartpole", "--threads", "0"], ["--threads"]),
         (["run", "cartpole", "--surrogate", "closed_form", "--affinity", "per_target"], ["per_target", "--surrogate"]),
         (["run", "cartpole", "--curvature-rows", "0"], ["--curvature-rows"]),
+        (["run", "cartpole", "--tasks-per-iteration", "-1"], ["--tasks-per-iteration"]),
+        (["run", "planted(n=20,groups=2)", "--bootstrap-method", "exact"], ["--bootstrap-method", "12"]),
+        (["run", "planted(n=6,groups=2,orthogonal=2)"], ["orthogonal"]),
     ],
     ids=["unknown-family", "k-0", "k-too-big", "no-module", "no-function", "mismatched-spaces", "bad-preset",
          "k-not-int", "show-no-dir", "bad-command", "plugin-import-raises", "make-env-raises", "planted-bad-groups",
          "planted-not-a-number", "planted-unknown-parameter", "zero-threads", "closed-form-per-target",
-         "zero-curvature-rows"],
+         "zero-curvature-rows", "negative-tasks-per-iteration", "exact-bootstrap-too-big",
+         "planted-bad-orthogonal"],
 )
 def test_bad_input_is_one_error_line(argv, fragments, tmp_path, cli):
     """Bad input exits 2 with exactly one `policygradex: error:` line, and creates no run directory."""
@@ -551,6 +555,30 @@ def test_closed_form_end_to_end(tmp_path, cli):
     assert rc == 0 and err.count("loaded from disk") == 5, err
     rc, _, err = cli("adapt", run_dir, "--subset", "0", "--output", tmp_path / "a.pt")
     assert_one_line_error(rc, err, "closed-form surrogate", "--surrogate exact or newton")
+
+
+def test_many_tasks_end_to_end_summarise_instead_of_printing_the_matrix(tmp_path, cli):
+    """36 tasks (above MATRIX_MAX_N), meta-trained in batches of 8 tasks: show and report.md summarise U (per-group
+    affinity, strongest pairs) instead of printing 36 x 36 numbers; the heatmap keeps a bounded size; the
+    meta-training curve holds every task's column; the bootstrap reclusters with the fast method."""
+    import matplotlib.image
+
+    run_dir = tmp_path / "planted36"
+    rc, out, err = cli("run", "planted(n=36,groups=4,orthogonal=1)", "--preset", "tiny", "--transitions", "1024",
+                       "--k", "4", "--tasks-per-iteration", "8", "--out", run_dir)
+    assert rc == 0, err
+    groups = _groups(run_dir)
+    assert groups["nmi_planted"] > 0.8 and groups["cluster_config"]["bootstrap_method"] == "auto"
+    rc, out, err = cli("show", run_dir)
+    assert rc == 0, err
+    assert "strongest pairs" in out and "group 4:" in out and "hold the whole matrix" in out
+    assert "T36" not in out  # the 36 x 36 text matrix is not printed
+    report = (run_dir / "report.md").read_text()
+    assert "strongest pairs that the groups split" in report and "| **g0" not in report
+    height, width = matplotlib.image.imread(run_dir / "affinity.png").shape[:2]
+    assert height < 1000 and width < 1800, (height, width)
+    header = (run_dir / "meta_train_curve.csv").read_text().splitlines()[0]
+    assert header.count("return/") == 36
 
 
 def test_newton_surrogate_end_to_end_matches_the_exact_groups(tiny_run, tmp_path, cli):

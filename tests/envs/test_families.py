@@ -177,6 +177,37 @@ def test_planted_family_rotates_each_groups_observations():
     assert all(t.params["angle"] == 0.0 for t in plain.tasks)
 
 
+def test_planted_orthogonal_groups_stay_apart_at_many_groups():
+    """orthogonal=1: group 0 sees plain CartPole, every other group its own SO(4) rotation, the same on the vector
+    path; at 100 groups the nearest two transforms are far apart (plane rotations would put them 3.6 degrees, a
+    Frobenius distance of 0.13, apart); conflict scales the rotation down to the identity; 1,000 task names are
+    unique."""
+    from policygradex.envs.planted import group_transform, rotation
+
+    fam = load_family("planted(n=200,groups=100,orthogonal=1)")
+    Qs = np.stack([group_transform(fam.tasks[g].params) for g in range(100)])
+    np.testing.assert_allclose(Qs[0], np.eye(4))
+    np.testing.assert_allclose(np.einsum("gij,gkj->gik", Qs, Qs), np.broadcast_to(np.eye(4), Qs.shape), atol=1e-10)
+    assert np.allclose(np.linalg.det(Qs), 1.0)
+    D = np.linalg.norm(Qs[:, None] - Qs[None], axis=(2, 3)) + 10 * np.eye(100)
+    assert D.min() > 0.5, D.min()
+    assert np.linalg.norm(rotation(2 * np.pi / 100) - np.eye(4)) < 0.13
+    task = fam.tasks[7]
+    env = task.make_env()
+    obs, _ = env.reset(seed=3)
+    np.testing.assert_allclose(obs, Qs[7] @ np.asarray(env.unwrapped.state, dtype=np.float32), rtol=1e-5, atol=1e-6)
+    venv = MultiTaskVectorEnv(fam, [7], envs_per_task=1, seed=3, task_id=False)
+    vobs = venv.reset()
+    np.testing.assert_allclose(vobs[0], Qs[7] @ np.asarray(venv.env.unwrapped.state[:, 0], dtype=np.float32),
+                               rtol=1e-5, atol=1e-6)
+    venv.close()
+    half = load_family("planted(n=4,groups=2,conflict=0.5,orthogonal=1)").tasks[1].params
+    full = dict(half, conflict=1.0)
+    np.testing.assert_allclose(group_transform(half) @ group_transform(half), group_transform(full), atol=1e-10)
+    names = load_family("planted(n=1000,groups=10)").task_names
+    assert len(set(names)) == 1000
+
+
 # ----------------------------------------------------------------------------------------------- unseen tasks
 @pytest.mark.parametrize("spec,param,low,high", [
     ("cartpole", "half_length", 0.1, 2.5),

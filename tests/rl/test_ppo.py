@@ -155,3 +155,62 @@ def test_minibatches_split_evenly(cartpole, monkeypatch):
         got = calls[4 * it : 4 * it + 4]
         assert sum(got) == valid and max(got) - min(got) <= 1, (valid, got)
     assert any(v % 4 for v in sizes)  # the case the old slicing got wrong did occur
+
+
+# ----------------------------------------------------------------------------------------------- batches of tasks
+def test_task_batch_covers_every_task_each_epoch():
+    """Each iteration draws `size` distinct tasks; every ceil(n / size) iterations every task is drawn; the draw is
+    a function of (seed, iteration) only, and size >= n gives all tasks in order."""
+    from policygradex.envs.vector import task_batch
+
+    ids = list(range(10))
+    for epoch in range(3):
+        batches = [task_batch(ids, 3, seed=7, iteration=epoch * 4 + c) for c in range(4)]
+        assert all(len(b) == 3 and len(set(b.tolist())) == 3 for b in batches)
+        assert set(np.concatenate(batches).tolist()) == set(ids)
+    np.testing.assert_array_equal(task_batch(ids, 3, 7, 5), task_batch(ids, 3, 7, 5))
+    assert not all(np.array_equal(task_batch(ids, 3, 7, i), task_batch(ids, 3, 8, i)) for i in range(4))
+    np.testing.assert_array_equal(task_batch(ids, 10, 7, 3), ids)
+
+
+def test_batched_training_steps_only_the_batch(cartpole):
+    """With tasks_per_iteration = 3 of 10 tasks, an iteration's returns come from its batch's tasks only."""
+    from policygradex.envs.vector import task_batch
+
+    cfg = replace(TINY_PPO, steps_per_task=8 * 64, tasks_per_iteration=3)
+    res = train_ppo(cartpole, range(cartpole.n), TINY_NET, cfg, seed=1)
+    assert len(res.curve) == 8
+    for it, row in enumerate(res.curve):
+        batch = set(task_batch(range(cartpole.n), 3, 1, it).tolist())
+        finite = {i for i, name in enumerate(cartpole.task_names) if math.isfinite(row[f"return/{name}"])}
+        assert finite and finite <= batch, (it, finite, batch)
+
+
+def test_batched_training_continues_episodes_across_batches():
+    """A task's episodes pause while it is out of the batch and go on when it is back: pendulum episodes last 200
+    steps, each iteration steps one task for 128 steps, so a task's first episode ends in its second rollout
+    (iteration 2 or 3) with length 200, not cut at 128."""
+    fam = load_family("pendulum")
+    cfg = PPOConfig(steps_per_task=4 * 128, envs_per_task=1, num_steps=128, tasks_per_iteration=1)
+    res = train_ppo(fam, [0, 9], TINY_NET, cfg, seed=0)
+    returns = [[row[f"return/{name}"] for name in ("g=2", "g=20")] for row in res.curve]
+    assert all(math.isnan(r) for r in returns[0] + returns[1]), returns
+    assert sum(math.isfinite(r) for r in returns[2] + returns[3]) == 2, returns
+
+
+def test_batched_resume_after_interrupt_is_bit_identical(cartpole, tmp_path):
+    """Resuming batched training (3 of 10 tasks an iteration) gives the uninterrupted run's weights and curve."""
+    cfg = PPOConfig(steps_per_task=8 * 64, envs_per_task=2, num_steps=32, checkpoint_every=2, tasks_per_iteration=3)
+    whole = train_ppo(cartpole, range(cartpole.n), TINY_NET, cfg, seed=5)
+    ckpt = tmp_path / "b.pt"
+
+    def stop(i, total, row):
+        if i == 5:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_ppo(cartpole, range(cartpole.n), TINY_NET, cfg, seed=5, checkpoint_path=ckpt, on_iteration=stop)
+    resumed = train_ppo(cartpole, range(cartpole.n), TINY_NET, cfg, seed=5, checkpoint_path=ckpt)
+    np.testing.assert_array_equal(_curve_values(resumed.curve), _curve_values(whole.curve))
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k

@@ -122,7 +122,7 @@ def cmd_families(console: Console) -> None:
 
 def cmd_show(args: argparse.Namespace, console: Console) -> None:
     from policygradex.pipeline.clustering import standardize
-    from policygradex.pipeline.report import matrix_text
+    from policygradex.pipeline.report import MATRIX_MAX_N, affinity_summary, matrix_text
     from policygradex.pipeline.rundir import load_run
 
     record, groups, U = load_run(args.run_dir)
@@ -139,7 +139,11 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
             print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf['reps']} resamples of the "
                   f"{conf.get('resampled', 'subsets')})")
     print()
-    print(matrix_text(standardize(U), names, [i for g in groups["group_indices"] for i in g]))
+    if len(names) > MATRIX_MAX_N:
+        print("\n".join(affinity_summary(standardize(U), names, groups["group_indices"])))
+        print(f"\n({len(names)} tasks: affinity.csv and affinity.png in {args.run_dir} hold the whole matrix)")
+    else:
+        print(matrix_text(standardize(U), names, [i for g in groups["group_indices"] for i in g]))
 
 
 def cmd_adapt(args: argparse.Namespace, console: Console) -> None:

@@ -126,6 +126,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ppo = replace(ppo, steps_per_task=args.steps_per_task)
     if args.lr is not None:
         ppo = replace(ppo, learning_rate=args.lr)
+    if getattr(args, "tasks_per_iteration", None) is not None:
+        ppo = replace(ppo, tasks_per_iteration=args.tasks_per_iteration or None)
     for attr, field_name in [("transitions", "transitions_per_task"), ("projection_dim", "projection_dim"),
                              ("advantage_normalization", "advantage_normalization"),
                              ("holdout_fraction", "holdout_fraction")]:
@@ -137,7 +139,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if getattr(args, attr, None) is not None:
             sur = replace(sur, **{field_name: getattr(args, attr)})
     for attr, field_name in [("k", "k"), ("lam", "lam"), ("affinity", "affinity"), ("solver", "solver"),
-                             ("cluster_method", "method"), ("interaction", "interaction")]:
+                             ("cluster_method", "method"), ("interaction", "interaction"),
+                             ("bootstrap_method", "bootstrap_method")]:
         if getattr(args, attr) is not None:
             clu = replace(clu, **{field_name: getattr(args, attr)})
     return replace(cfg, network=net, ppo=ppo, features=feat, surrogate=sur, cluster=clu)

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact search over all partitions (n <= 12), SDP + rounding + local search, fast (spectral "
                         "starts + local search, a spectral bound), or auto: exact for n <= 12, SDP up to 100, fast "
                         f"above; exhaustive = exact (default: {d.cluster.method})")
+    g.add_argument("--bootstrap-method", choices=["auto", "exact", "sdp", "fast"],
+                   help="how each bootstrap resample of the groups is reclustered, warm-started from the run's "
+                        f"groups (default: {d.cluster.bootstrap_method}: exact for n <= 12, fast above)")
     g = run.add_argument_group("meta-training")
     g.add_argument("--steps-per-task", type=int,
                    help=f"PPO environment steps per task (default: the preset's; {d.ppo.steps_per_task:,} without one)")
@@ -64,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--task-id", action=argparse.BooleanOptionalAction, default=None,
                    help="append a one-hot task id to every policy's observations (default: off; see README)")
     g.add_argument("--lr", type=float, help=f"PPO learning rate (default: {d.ppo.learning_rate:g})")
+    g.add_argument("--tasks-per-iteration", type=int, metavar="B",
+                   help="tasks in each PPO iteration's rollout; with more tasks than B each iteration trains on a "
+                        "batch of B, so the total budget is B x steps-per-task whatever n is (0: all tasks; "
+                        f"default: {d.ppo.tasks_per_iteration})")
     g = run.add_argument_group("features and surrogate")
     g.add_argument("--transitions", type=int,
                    help=f"N: transitions per task for gradient features (default: {d.features.transitions_per_task:,})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -98,7 +100,7 @@ def validate_family(family: TaskFamily) -> tuple[gym.Space, gym.Space]:
     if family.n < 2:
         raise PolicyGradExError(f"family {family.name!r} has {family.n} task(s); at least 2 are needed")
     names = family.task_names
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     if dupes:
         raise PolicyGradExError(f"family {family.name!r}: task names must be unique, repeated: {dupes}")
     spaces = []

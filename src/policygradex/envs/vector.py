@@ -75,6 +75,88 @@ class MultiTaskVectorEnv:
         self.env.close()
 
 
+class TaskBatchEnv:
+    """One :class:`MultiTaskVectorEnv` per task, of which a batch is stepped at a time (meta-training with
+    ``tasks_per_iteration``): :meth:`select` picks the batch, and the batch then looks like one vector env (the
+    same ``step`` / ``info_values`` / ``num_envs`` / ``env_task`` interface). A task's sub-envs keep their episodes
+    while it is not selected and continue them when it is again, so episodes are not cut at every change of batch.
+
+    A task's env is made and reset, seeded by ``seed`` and the task index, the first time it is selected: memory
+    and set-up grow with the tasks seen, time per step with the batch only (one ``step`` call per task in it)."""
+
+    def __init__(self, family: TaskFamily, task_ids: Sequence[int], envs_per_task: int, seed: int,
+                 task_id: bool = True) -> None:
+        self.family, self.envs_per_task, self.seed, self.task_id = family, envs_per_task, seed, task_id
+        self.task_ids = np.asarray(task_ids, dtype=np.int64)
+        self.all_env_task = np.repeat(self.task_ids, envs_per_task)
+        """The family task of every sub-env over all tasks (what an :class:`EpisodeTracker` of all of them needs)."""
+        self._slot = {int(t): j for j, t in enumerate(self.task_ids)}
+        self._envs: dict[int, MultiTaskVectorEnv] = {}
+        self._obs: dict[int, np.ndarray] = {}
+        probe = MultiTaskVectorEnv(family, self.task_ids[:1], 1, seed, task_id)
+        self.single_action_space, self.obs_dim = probe.single_action_space, probe.obs_dim
+        probe.close()
+        self.batch = self.task_ids[:0]
+        self.env_task = self.all_env_task[:0]
+        self.num_envs = 0
+
+    def select(self, batch: Sequence[int]) -> np.ndarray:
+        """Make ``batch`` (family task indices) the tasks stepped next; returns their current observations."""
+        self.batch = np.asarray(batch, dtype=np.int64)
+        for t in map(int, self.batch):
+            if t not in self._envs:
+                env = MultiTaskVectorEnv(self.family, [t], self.envs_per_task, self.seed + 104_729 * self._slot[t],
+                                         self.task_id)
+                self._envs[t], self._obs[t] = env, env.reset()
+        self.env_task = np.repeat(self.batch, self.envs_per_task)
+        self.num_envs = len(self.env_task)
+        return np.concatenate([self._obs[int(t)] for t in self.batch])
+
+    @property
+    def active_envs(self) -> np.ndarray:
+        """Indices into ``all_env_task`` of the sub-envs of the current batch, in order."""
+        slots = np.array([self._slot[int(t)] for t in self.batch], dtype=np.int64)
+        return (slots[:, None] * self.envs_per_task + np.arange(self.envs_per_task)).reshape(-1)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`MultiTaskVectorEnv.step` of every task of the batch, concatenated in batch order."""
+        e = self.envs_per_task
+        parts = []
+        for j, t in enumerate(map(int, self.batch)):
+            out = self._envs[t].step(actions[j * e:(j + 1) * e])
+            self._obs[t] = out[0]
+            parts.append(out)
+        return tuple(np.concatenate(x) for x in zip(*parts))  # type: ignore[return-value]
+
+    def info_values(self, key: str) -> np.ndarray | None:
+        """:meth:`MultiTaskVectorEnv.info_values` over the batch (0 for a task that did not report ``key``)."""
+        values = [self._envs[int(t)].info_values(key) for t in self.batch]
+        if all(v is None for v in values):
+            return None
+        shape = next(v for v in values if v is not None).shape[1:]
+        return np.concatenate([v if v is not None else np.zeros((self.envs_per_task, *shape)) for v in values])
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+def task_batch(task_ids: Sequence[int], size: int, seed: int, iteration: int) -> np.ndarray:
+    """The tasks of meta-training iteration ``iteration`` when each iteration trains on ``size`` of them: every
+    ceil(n / size) iterations (an epoch) run through a fresh permutation of the tasks, seeded by ``seed`` and the
+    epoch, in consecutive slices of ``size`` (wrapping around at the end), so every task is trained on once or twice
+    an epoch. A function of its arguments only: a resumed run draws the same batches."""
+    ids = np.asarray(task_ids, dtype=np.int64)
+    n = len(ids)
+    if size >= n:
+        return ids
+    per_epoch = -(-n // size)
+    epoch, chunk = divmod(iteration, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(ids)
+    return perm[(chunk * size + np.arange(size)) % n]
+
+
 def family_spaces(family: TaskFamily, task_id: bool) -> tuple[int, gym.Space]:
     """(observation size as the policy sees it, with the task id if any; action space) of a family's tasks."""
     probe = MultiTaskVectorEnv(family, [0], 1, 0, task_id)

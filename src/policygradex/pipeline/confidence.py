@@ -53,7 +53,8 @@ def _jaccard(a: set[int], b: set[int]) -> float:
 
 def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels: np.ndarray, reps: int = 200,
                      seed: int = 0, interaction: bool = True, **cluster_kwargs: Any) -> dict[str, Any]:
-    """Resample the subsets with replacement ``reps`` times; recluster with the run's k (``cluster_kwargs``)."""
+    """Resample the subsets with replacement ``reps`` times; recluster with the run's k (``cluster_kwargs``), the
+    run's groups as one more start."""
     rng = np.random.default_rng(seed)
     groups = [set(g) for g in groups_from_labels(labels)]
     k = len(groups)
@@ -67,7 +68,7 @@ def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels
             U = subset_affinity(sub, f_hat[idx], n, interaction)
         except PolicyGradExError:  # a resample in which two tasks share no subset: skipped (rare at the default m)
             continue
-        lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, **cluster_kwargs).labels
+        lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, init=labels, **cluster_kwargs).labels
         co += lab[:, None] == lab[None, :]
         boot = [set(g) for g in groups_from_labels(lab)]
         jac[used] = [max(_jaccard(g, b) for b in boot) for g in groups]

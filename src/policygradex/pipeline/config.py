@@ -137,8 +137,15 @@ class ClusterConfig:
     method: Literal["auto", "exact", "sdp", "exhaustive", "fast"] = "auto"
     """How the partition is found: ``exact`` scores every partition (n <= 12; ``exhaustive`` is the same); ``sdp``
     solves the relaxation, rounds X several ways and improves each rounding by moves and swaps; ``auto`` (default):
-    exact for n <= 12, sdp above. Either way the report gives the relaxation gap. (Before, the SDP's average-linkage
-    rounding alone missed the best k = 3 partition of the cartpole demo's U: 4.08 vs 4.37.)"""
+    exact for n <= 12, sdp up to 100 tasks, fast above. ``fast``: spectral and pivoted-QR starts, an incremental
+    local search, merge-split moves and a Burer-Monteiro polish, with Fan's spectral bound instead of the SDP's
+    (results/bench_clustering.md). Either way the report gives the relaxation gap. (Before, the SDP's
+    average-linkage rounding alone missed the best k = 3 partition of the cartpole demo's U: 4.08 vs 4.37.)"""
+    bootstrap_method: Literal["auto", "exact", "sdp", "fast"] = "auto"
+    """How each bootstrap resample is reclustered (always at the run's k, warm-started from the run's groups).
+    ``auto`` (default): exact for n <= 12, fast above. A resample asks whether the run's groups survive, not for a
+    certificate, and 50 SDPs were 141 s of a 154 s n = 100 tiny run; results/confidence-at-scale.md compares the
+    group Jaccards under sdp and fast resamples."""
     exhaustive_check: bool = True
     """For n <= 12 with ``sdp``, also search all partitions with the same k and report whether the SDP groups are
     optimal."""

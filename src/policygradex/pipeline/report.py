@@ -161,7 +161,8 @@ def write_report(st: "RunState") -> None:
         "",
         "## Affinity matrix",
         "",
-        markdown_matrix(st.U, names),
+        *(["affinity.csv holds the matrix.", "", "```", *affinity_summary(standardize(st.U), names, groups_idx),
+           "```"] if fam.n > MATRIX_MAX_N else [markdown_matrix(st.U, names)]),
         "",
     ]
     atomic_write_text(rd.report, "\n".join(lines))
@@ -196,6 +197,48 @@ def surrogate_lines(cfg: Any, sur: dict[str, Any]) -> list[str]:
         f"f^ range {f_hat.min():.4f} .. {f_hat.max():.4f}; adapted theta distance ||P v|| / ||theta_star||: "
         f"median {np.median(dists):.2%}, max {np.max(dists):.2%}.",
     ]
+
+
+MATRIX_MAX_N = 30
+"""Up to this many tasks report.md and ``show`` print the whole affinity matrix; above, :func:`affinity_summary`."""
+
+
+def affinity_summary(U_std: np.ndarray, names: list[str], groups: list[list[int]], pairs: int = 10) -> list[str]:
+    """What a large standardised U says, as plain lines instead of n^2 numbers: per group its size, the mean
+    affinity within it and to the nearest other group (in standard deviations); then the ``pairs`` strongest pairs
+    overall and the strongest pairs that the groups split. O(n^2) time, O(n^2) memory for U itself only."""
+    n, k = len(names), len(groups)
+    labels = np.empty(n, dtype=np.int64)
+    for gi, g in enumerate(groups):
+        labels[g] = gi
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), labels] = 1.0
+    sums = onehot.T @ U_std @ onehot  # (k, k) block sums; the diagonal of U_std is 0
+    sizes = onehot.sum(0)
+    pair_counts = np.outer(sizes, sizes) - np.diag(sizes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / pair_counts
+    out = ["affinity in standard deviations, by group (within: mean over its pairs; nearest: the other group with "
+           "the highest mean affinity to it):", ""]
+    for gi in range(k):
+        others = [(means[gi, gj], gj) for gj in range(k) if gj != gi]
+        within = "n/a (one task)" if sizes[gi] < 2 else f"{means[gi, gi]:+.2f}"
+        near = f"group {max(others)[1] + 1} at {max(others)[0]:+.2f}" if others else "none"
+        out.append(f"  group {gi + 1}: {int(sizes[gi])} tasks, within {within}, nearest {near}")
+    iu = np.triu_indices(n, 1)
+    vals = U_std[iu]
+    order = np.argsort(-vals, kind="stable")
+    split = labels[iu[0]] != labels[iu[1]]
+
+    def listed(idx: np.ndarray) -> list[str]:
+        return [f"  {names[iu[0][j]]} + {names[iu[1][j]]}: {vals[j]:+.2f} (groups {labels[iu[0][j]] + 1}, "
+                f"{labels[iu[1][j]] + 1})" for j in idx]
+
+    out += ["", f"the {pairs} strongest pairs:", *listed(order[:pairs])]
+    across = order[split[order]][:pairs]
+    if len(across):
+        out += ["", f"the {len(across)} strongest pairs that the groups split:", *listed(across)]
+    return out
 
 
 def matrix_text(U: np.ndarray, names: list[str], order: list[int], width: int = 80) -> str:

@@ -98,6 +98,10 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--seed must be an integer in [0, 2^32), got {cfg.seed}")
     if not cfg.ppo.learning_rate > 0:
         raise PolicyGradExError(f"--lr must be > 0, got {cfg.ppo.learning_rate}")
+    if cfg.ppo.tasks_per_iteration is not None and cfg.ppo.tasks_per_iteration < 1:
+        raise PolicyGradExError(f"--tasks-per-iteration must be >= 0 (0: all tasks), got {cfg.ppo.tasks_per_iteration}")
+    if cfg.cluster.bootstrap_method == "exact" and n > EXACT_MAX_N:
+        raise PolicyGradExError(f"--bootstrap-method exact needs n <= {EXACT_MAX_N} tasks, family has {n}")
     if not cfg.surrogate.l2 >= 0:
         raise PolicyGradExError(f"--l2 must be >= 0, got {cfg.surrogate.l2}")
     a = cfg.surrogate.subset_size

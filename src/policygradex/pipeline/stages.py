@@ -206,6 +206,7 @@ def stage_features(st: RunState) -> None:
     recompute_all = any(st.status.get(s) == "computed" for s in ("meta_train",))
     todo = [i for i in range(n) if recompute_all or not paths[i].exists()]
     transitions = run_transitions(cfg, st.family, st.model)
+    rollout_seconds = time.perf_counter() - t0
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
     projection = projection_for(cfg, st.model)
     with make_progress(st.console) as progress:
@@ -218,6 +219,7 @@ def stage_features(st: RunState) -> None:
                             episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
             progress.advance(bar)
     meta = {"p": projection.p, "d": projection.d, "N": fc.transitions_per_task,
+            "seconds": {"rollouts": rollout_seconds, "gradients_and_files": time.perf_counter() - t0 - rollout_seconds},
             "mean_episode_return": {st.family.tasks[i].name: float(np.mean(t.episode_returns)) if t.episode_returns
                                     else None for i, t in enumerate(transitions)}}
     atomic_write_json(rd.features_meta, meta)
@@ -417,6 +419,13 @@ def stage_cluster(st: RunState) -> None:
     st.done("cluster", computed=True, seconds=time.perf_counter() - t0)
 
 
+def bootstrap_method(method: str, n: int) -> str:
+    """The clustering path of each bootstrap resample: ``auto`` is exact for n <= EXACT_MAX_N and fast above."""
+    if method == "auto":
+        return "exact" if n <= EXACT_MAX_N else "fast"
+    return method
+
+
 def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
     """Bootstrap of the groups (over the subsets, or over blocks of transitions for ``closed_form``), gradient
     reliability over transitions, and the verdict."""
@@ -434,17 +443,18 @@ def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
     k = int(labels.max() + 1)
     resampled = "transitions" if closed else "subsets"
     reps = BOOTSTRAP_REPS if n <= EXACT_MAX_N else BOOTSTRAP_REPS // 4
+    method = bootstrap_method(cc.bootstrap_method, n)
     if (closed or cc.affinity == "subset") and 1 < k < n:
         with status(st.console, f"bootstrap of the groups over the {resampled} ({reps} resamples)"):
             if closed:
                 assert st.stats is not None
                 boot = transition_bootstrap(st.stats, st.cfg.surrogate.l2, subset_size(st.cfg, n), labels, st.terms,
-                                            reps=reps, seed=st.cfg.seed, method=cc.method, solver=cc.solver)
+                                            reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
             else:
                 subsets = [s["tasks"] for s in st.surrogate["subsets"]]
                 f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
                 boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
-                                        interaction=cc.interaction == "subsets", method=cc.method, solver=cc.solver)
+                                        interaction=cc.interaction == "subsets", method=method, solver=cc.solver)
         out.update(boot)
         out["resampled"] = resampled
         out["verdict"] = verdict(boot["group_jaccard"], out["split_half_reliability"], grad_rel, resampled)

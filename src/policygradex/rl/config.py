@@ -10,9 +10,16 @@ class PPOConfig:
     """Multitask PPO (CleanRL's ``ppo.py`` / ``ppo_continuous_action.py`` defaults unless stated)."""
 
     steps_per_task: int = 200_000
-    """Environment steps per task over the whole training (the total budget is this times the number of tasks)."""
+    """Environment steps per task slot of a rollout over the whole training: the total budget is this times the
+    number of tasks, or times ``tasks_per_iteration`` when there are more tasks than that."""
     envs_per_task: int = 4
-    """Parallel sub-environments per task; every rollout holds all tasks."""
+    """Parallel sub-environments per task in a rollout."""
+    tasks_per_iteration: int | None = 32
+    """Tasks in each PPO iteration's rollout (None: all). With n above it, each iteration trains on a batch of this
+    many tasks (every task once or twice per ceil(n / batch) iterations, :func:`~policygradex.envs.vector.task_batch`),
+    so the whole meta-training takes ``tasks_per_iteration * steps_per_task`` environment steps whatever n is and
+    each task gets ``tasks_per_iteration / n`` of ``steps_per_task``; at n <= 32 every rollout holds all tasks, as
+    before. results/meta-training-at-scale.md compares batches with all tasks at equal total steps."""
     num_steps: int = 128
     """Rollout length per sub-environment; a rollout has envs_per_task * num_steps steps per task."""
     learning_rate: float = 1e-3

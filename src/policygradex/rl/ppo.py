@@ -24,7 +24,7 @@ from torch import nn
 
 from policygradex.common.artifacts import atomic_torch_save, load_torch
 from policygradex.envs.base import TaskFamily
-from policygradex.envs.vector import MultiTaskVectorEnv, family_spaces
+from policygradex.envs.vector import MultiTaskVectorEnv, TaskBatchEnv, family_spaces, task_batch
 from policygradex.nets.base import make_network
 from policygradex.nets.config import NetworkConfig
 from policygradex.rl.config import PPOConfig
@@ -164,15 +164,23 @@ def train_ppo(
         curve, start_iter, elapsed = ckpt["curve"], ckpt["iteration"], ckpt["seconds"]
     probe.close()
     segment = cfg.checkpoint_every or iterations  # environments restart at every multiple of this
-    env: MultiTaskVectorEnv | None = None
+    batched = cfg.tasks_per_iteration is not None and cfg.tasks_per_iteration < len(task_ids)
+    env: MultiTaskVectorEnv | TaskBatchEnv | None = None
     t0 = time.perf_counter() - elapsed
     for it in range(start_iter, iterations):
         if env is None or it % segment == 0:
             if env is not None:
                 env.close()
-            env = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * it, net_cfg.task_id)
-            tracker = EpisodeTracker(env.env_task, family.metrics)
-            obs = env.reset()
+            if batched:
+                env = TaskBatchEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * it, net_cfg.task_id)
+                tracker = EpisodeTracker(env.all_env_task, family.metrics)
+            else:
+                env = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed + 7919 * it, net_cfg.task_id)
+                tracker = EpisodeTracker(env.env_task, family.metrics)
+                obs = env.reset()
+        if isinstance(env, TaskBatchEnv):
+            obs = env.select(task_batch(task_ids, cfg.tasks_per_iteration or len(task_ids), seed, it))
+            tracker.active = env.active_envs
         if cfg.anneal_lr:
             optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
         rollout, obs = collect_rollout(env, model, obs, cfg.num_steps, tracker)
@@ -183,8 +191,11 @@ def train_ppo(
         episodes = tracker.pop()
         row: dict[str, Any] = {"iteration": it + 1, "env_steps_per_task": (it + 1) * steps_per_iteration}
         row["mean_return"] = float(np.mean([e.ret for e in episodes])) if episodes else float("nan")
+        by_task: dict[int, list[float]] = {}
+        for e in episodes:
+            by_task.setdefault(e.task, []).append(e.ret)
         for task in task_ids:
-            rets = [e.ret for e in episodes if e.task == task]
+            rets = by_task.get(task)
             row[f"return/{family.tasks[task].name}"] = float(np.mean(rets)) if rets else float("nan")
         for m in family.metrics:
             if m.scalar:  # e.g. the success rate of the episodes that ended in this iteration

@@ -45,7 +45,8 @@ class Episode(NamedTuple):
 
 class EpisodeTracker:
     """Accumulates episodic returns (and the family's episode metrics) per sub-env; finished episodes are reported
-    with their task id."""
+    with their task id. ``active`` (indices into ``env_task``; None: all) says which sub-envs the arrays given to
+    :meth:`update` belong to, for a :class:`~policygradex.envs.vector.TaskBatchEnv` that steps a batch of them."""
 
     def __init__(self, env_task: np.ndarray, metrics: Sequence[EpisodeMetric] = ()) -> None:
         self.env_task = env_task
@@ -54,20 +55,22 @@ class EpisodeTracker:
         self.length = np.zeros(len(env_task), dtype=np.int64)
         self.acc: dict[str, np.ndarray] = {}
         self.finished: list[Episode] = []
+        self.active: np.ndarray | None = None
 
     def update(self, rewards: np.ndarray, done: np.ndarray, valid: np.ndarray,
-               env: MultiTaskVectorEnv | None = None) -> None:
-        """One step; ``env`` (whose last step this is) gives the metrics' info values."""
-        self.ret += np.where(valid, rewards, 0.0)
-        self.length += valid
+               env: Any = None) -> None:
+        """One step of the active sub-envs; ``env`` (whose last step this is) gives the metrics' info values."""
+        idx = np.arange(len(self.env_task)) if self.active is None else self.active
+        self.ret[idx] += np.where(valid, rewards, 0.0)
+        self.length[idx] += valid
         for m in self.metrics:
             values = env.info_values(m.info_key) if env is not None else None
             if values is None:
                 continue
             values = np.where(valid.reshape(-1, *[1] * (values.ndim - 1)), values, 0.0)
-            acc = self.acc.setdefault(m.name, np.zeros_like(values))
-            self.acc[m.name] = acc + values if m.reduce == "sum" else np.maximum(acc, values)
-        for j in np.flatnonzero(done):
+            acc = self.acc.setdefault(m.name, np.zeros((len(self.env_task), *values.shape[1:])))
+            acc[idx] = acc[idx] + values if m.reduce == "sum" else np.maximum(acc[idx], values)
+        for j in idx[np.flatnonzero(done)]:
             metrics = {name: acc[j].tolist() for name, acc in self.acc.items()}
             self.finished.append(Episode(int(self.env_task[j]), float(self.ret[j]), int(self.length[j]), metrics))
             self.ret[j] = 0.0
