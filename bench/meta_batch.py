@@ -29,6 +29,8 @@ from policygradex.common.artifacts import load_json  # noqa: E402
 
 FAMILY = "planted(n=64,groups=8,orthogonal=1)"
 N_TASKS = 64
+CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
+"""``policygradex`` in this interpreter, with this interpreter's sys.path (so PYTHONPATH picks the source tree)."""
 BUDGET = ["--hidden", "64,64,64", "--transitions", "2048", "--projection-dim", "64", "--k", "8"]
 
 
@@ -37,8 +39,7 @@ def run(batch: int, total: int, seed: int, root: Path) -> dict:
     if out.exists():
         shutil.rmtree(out)
     steps = total // batch
-    exe = Path(sys.executable).with_name("policygradex")
-    args = [str(exe), "run", FAMILY, *BUDGET, "--steps-per-task", str(steps), "--seed", str(seed),
+    args = [*CLI, "run", FAMILY, *BUDGET, "--steps-per-task", str(steps), "--seed", str(seed),
             "--tasks-per-iteration", str(0 if batch >= N_TASKS else batch), "--out", str(out)]
     log(f"B = {batch}, seed {seed}: {steps} steps per task slot")
     with open(os.devnull, "w") as sink:

@@ -44,6 +44,8 @@ from policygradex.pipeline.partitions import labels_from_groups  # noqa: E402
 from policygradex.pipeline.rundir import RunDir  # noqa: E402
 from policygradex.pipeline.stages import make_model  # noqa: E402
 
+CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
+"""``policygradex`` in this interpreter, with this interpreter's sys.path (so PYTHONPATH picks the source tree)."""
 BUDGET = ["--preset", "tiny", "--transitions", "4096"]
 """The benchmark's budget, given to every run."""
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
@@ -53,10 +55,9 @@ FEATURES_TO_GROUPS = ("features", "surrogate", "affinity", "cluster")
 def run_measured(args: list[str]) -> tuple[float, float]:
     """Run ``policygradex ARGS`` in a child process; (wall seconds, the child's own peak RSS in GiB, read with
     ``os.wait4`` on its pid). Exits on failure."""
-    exe = Path(sys.executable).with_name("policygradex")
     t0 = time.perf_counter()
     with open(os.devnull, "w") as devnull, open(os.devnull, "w") as errsink:
-        proc = subprocess.Popen([str(exe), *args], stdout=devnull, stderr=errsink)
+        proc = subprocess.Popen([*CLI, *args], stdout=devnull, stderr=errsink)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0

@@ -19,7 +19,7 @@ from policygradex.analysis.context import (
     ppo_dict,
     subset_objectives,
 )
-from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.analysis.scores import random_nmi, relative_error
 
 from ..helpers import assert_one_line_error, child_pids, process_alive
@@ -70,7 +70,7 @@ def test_launcher_caches_results_and_resumes_only_missing_jobs(tmp_path: Path) -
 
 _STOPPABLE_COMMAND = """
 import signal, sys, threading
-from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 def stop(signum, frame):
     raise KeyboardInterrupt  # as the CLI does: the launcher stops its workers
 signal.signal(signal.SIGTERM, stop)

@@ -75,7 +75,7 @@ def test_representatives_by_hand() -> None:
 def test_meta_jobs_give_the_same_result_in_this_process_and_in_a_worker(tiny_run: Path, tmp_path: Path) -> None:
     from rich.console import Console
 
-    from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+    from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
     from policygradex.rl.config import MAMLConfig
 
     config = json.loads((tiny_run / "config.json").read_text())["config"]

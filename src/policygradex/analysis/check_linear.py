@@ -32,7 +32,7 @@ from policygradex.analysis.context import (
     ppo_dict,
     write_markdown,
 )
-from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.common.artifacts import atomic_write_json
 from policygradex.common.errors import PolicyGradExError
 from policygradex.rl.config import PPOConfig

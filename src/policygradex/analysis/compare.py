@@ -41,7 +41,7 @@ from policygradex.analysis.context import (
     ppo_dict,
     write_markdown,
 )
-from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.analysis.scores import mean_spread, seeds_phrase
 from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
 from policygradex.common.errors import PolicyGradExError

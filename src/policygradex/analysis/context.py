@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from policygradex.common.artifacts import atomic_torch_save, atomic_write_text, load_json, load_npz, load_torch
+from policygradex.common.artifacts import atomic_torch_save, atomic_write_text, file_sha, load_json, load_npz, load_torch
 from policygradex.common.errors import PolicyGradExError
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.registry import load_family
@@ -43,10 +42,6 @@ class RunContext:
     @property
     def names(self) -> list[str]:
         return self.family.task_names
-
-
-def file_sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:

@@ -53,7 +53,7 @@ from policygradex.analysis.hessian import (
     ppo_loss_fn,
     top_eigenvalue,
 )
-from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.common.artifacts import atomic_write_json, load_json
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import save_figure

@@ -35,7 +35,7 @@ from policygradex.analysis.context import (
     ppo_dict,
     write_markdown,
 )
-from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.analysis.scores import (
     interaction_spearman,
     random_nmi,

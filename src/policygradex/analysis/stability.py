@@ -28,7 +28,7 @@ from rich.console import Console
 from sklearn.metrics import normalized_mutual_info_score
 
 from policygradex.analysis.context import job_context, job_seed, load_context, write_markdown
-from policygradex.analysis.launcher import JobSpec, LauncherConfig, run_jobs
+from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.analysis.scores import score_against_truth
 from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
 from policygradex.common.errors import PolicyGradExError

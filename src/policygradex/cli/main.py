@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
         raise PolicyGradExError(f"--k must be >= 1, got {args.k}")
     cfg = config_from_args(args)
     out = args.out or Path("runs") / f"{Path(args.family.replace(':', '-')).name}-seed{args.seed}"
-    st = run_pipeline(cfg, out, console, threads=args.threads)
+    st = run_pipeline(cfg, out, console, threads=args.threads, launcher=launcher_config(args))
     # the result goes to stdout (progress and logs went to stderr)
     print(f"{st.family.name}: {len(st.groups['groups'])} groups -> {out}/groups.json")
     for gi, grp in enumerate(st.groups["groups"]):

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from policygradex.analysis.launcher import LauncherConfig
+from policygradex.common.launcher import LauncherConfig
 from policygradex.common.errors import PolicyGradExError
 from policygradex.nets.base import with_network
 from policygradex.pipeline.config import RunConfig, apply_preset
@@ -67,10 +67,12 @@ def float_list(text: str) -> tuple[float, ...]:
     return values
 
 
-def add_launcher_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("job launcher (finished jobs are cached in RUN_DIR/jobs: rerun to resume)")
-    g.add_argument("--backend", choices=["sequential", "process", "ray"], default="process",
-                   help="where trainings run: one by one, a local process pool (default) or Ray")
+def add_launcher_options(p: argparse.ArgumentParser, default: str = "process",
+                         title: str = "job launcher (finished jobs are cached in RUN_DIR/jobs: rerun to resume)",
+                         what: str = "trainings") -> None:
+    g = p.add_argument_group(title)
+    g.add_argument("--backend", choices=["sequential", "process", "ray"], default=default,
+                   help=f"where {what} run: one by one, a local process pool or Ray (default: {default})")
     g.add_argument("--workers", type=int, help="parallel jobs for the process pool (default: CPU cores)")
     g.add_argument("--ray-address", help="Ray cluster address for --backend ray (default: a local Ray)")
 
@@ -126,6 +128,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ppo = replace(ppo, steps_per_task=args.steps_per_task)
     if args.lr is not None:
         ppo = replace(ppo, learning_rate=args.lr)
+    if getattr(args, "task_block", None) is not None:
+        feat = replace(feat, task_block=args.task_block)
     if getattr(args, "tasks_per_iteration", None) is not None:
         ppo = replace(ppo, tasks_per_iteration=args.tasks_per_iteration or None)
     for attr, field_name in [("transitions", "transitions_per_task"), ("projection_dim", "projection_dim"),

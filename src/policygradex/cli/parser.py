@@ -8,6 +8,7 @@ from pathlib import Path
 from policygradex import __version__
 from policygradex.cli.options import (
     Parser,
+    add_launcher_options,
     add_run_dir_command,
     finish_evaluation_command,
     float_list,
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--transitions", type=int,
                    help=f"N: transitions per task for gradient features (default: {d.features.transitions_per_task:,})")
     g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
+    g.add_argument("--task-block", type=int, metavar="TASKS",
+                   help="tasks per block of the feature stage: one block's transitions in memory at a time, and the "
+                        f"unit of work of --backend (default: {d.features.task_block})")
     g.add_argument("--advantage-normalization", choices=["per_task", "batch", "none"],
                    help=f"scaling of advantages before labels and weights (default: "
                         f"{d.features.advantage_normalization})")
@@ -98,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("families", help="list the built-in task families")
 
+    add_launcher_options(run, default="sequential", what="the feature stage's blocks of tasks (--task-block)",
+                         title="where the feature stage runs (the same files on every backend)")
     add_run_dir_command(sub, "show", "print a run's groups and affinity matrix")
 
     adapt = add_run_dir_command(sub, "adapt", "write theta^(S) = theta_star + P v_S for one sampled subset")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import tempfile
@@ -104,3 +106,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except Exception as exc:
         raise _corrupt(path, exc) from None
+
+
+def file_sha(path: Path) -> str:
+    """sha256 of a file's bytes (theta_star.pt's pins the jobs made from it)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -31,6 +31,11 @@ class FeatureConfig:
     10 tasks. The report prints that reliability; below 0.5 it says to raise N."""
     envs_per_task: int = 4
     """Sub-environments per task during collection."""
+    task_block: int = 64
+    """Tasks per block of the feature stage. Each block's transitions are collected in one vector env seeded by
+    (feature seed, block), its features computed and written before the next block starts, so memory holds one
+    block's transitions, not all n tasks'; blocks are the jobs that ``run --backend process/ray`` spreads over
+    workers, with the same files as one by one. With n <= task_block there is one block, as before blocks."""
     projection_dim: int = 400
     """d: dimension of the random projection P (p x d, entries N(0, 1/d)); the paper finds d = 400 enough."""
     projection_block_rows: int = 16_384
@@ -175,6 +180,10 @@ class RunConfig:
     def feature_seed(self) -> int:
         """Seed of the rollouts of theta_star whose transitions become the gradient features."""
         return self.seed + 1
+
+    def feature_block_seed(self, block: int) -> int:
+        """Seed of block ``block``'s rollouts in the feature stage (block 0: ``feature_seed`` itself)."""
+        return self.feature_seed + 1_000_003 * block
 
     @property
     def projection_seed(self) -> int:

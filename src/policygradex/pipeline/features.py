@@ -13,6 +13,7 @@ module collects the transitions and turns them into the surrogate's data in one 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,30 +45,33 @@ class TaskTransitions:
 
 
 def collect_transitions(
-    family: TaskFamily, model: nn.Module, cfg: FeatureConfig, ppo_cfg: PPOConfig, seed: int, task_id: bool = True
+    family: TaskFamily, model: nn.Module, cfg: FeatureConfig, ppo_cfg: PPOConfig, seed: int, task_id: bool = True,
+    task_ids: Sequence[int] | None = None,
 ) -> list[TaskTransitions]:
-    """Roll out theta_star on every task until each has ``transitions_per_task`` valid transitions; GAE on them.
+    """Roll out theta_star on every task (or on ``task_ids``, in that order) until each has ``transitions_per_task``
+    valid transitions; GAE on them.
 
     Transitions are ordered by time (then sub-env), so the last ``holdout_fraction`` of them are the latest.
     """
     from policygradex.rl.rollout import EpisodeTracker
 
-    n, want = family.n, cfg.transitions_per_task
+    ids = list(range(family.n)) if task_ids is None else [int(i) for i in task_ids]
+    want = cfg.transitions_per_task
     num_steps = math.ceil(want / cfg.envs_per_task * 1.1) + 8
     torch.manual_seed(seed)
     while True:
-        env = MultiTaskVectorEnv(family, range(n), cfg.envs_per_task, seed, task_id)
+        env = MultiTaskVectorEnv(family, ids, cfg.envs_per_task, seed, task_id)
         tracker = EpisodeTracker(env.env_task)
         rollout, _ = collect_rollout(env, model, env.reset(), num_steps, tracker)
         env.close()
-        valid_counts = [int(rollout.valid[:, env.env_task == i].sum()) for i in range(n)]
+        valid_counts = [int(rollout.valid[:, env.env_task == i].sum()) for i in ids]
         if min(valid_counts) >= want:
             break
         num_steps = int(num_steps * 1.5) + 8
     add_advantages(rollout, ppo_cfg.gamma, ppo_cfg.gae_lambda)
     episodes = tracker.pop()
     out = []
-    for i in range(n):
+    for i in ids:
         cols = np.flatnonzero(env.env_task == i)
         valid = rollout.valid[:, cols].reshape(-1)
         take = lambda x: x[:, cols].reshape(-1, *x.shape[2:])[valid][:want]  # noqa: E731  (time-major order)
@@ -83,10 +87,26 @@ def collect_transitions(
     return out
 
 
+def task_blocks(n: int, size: int) -> list[range]:
+    """The feature stage's blocks of tasks: consecutive ranges of ``size`` (the last one shorter)."""
+    return [range(lo, min(n, lo + size)) for lo in range(0, n, max(1, size))]
+
+
+def block_transitions(cfg: RunConfig, family: TaskFamily, model: nn.Module, block: int) -> list[TaskTransitions]:
+    """The transitions of block ``block`` of the run's feature stage (:func:`task_blocks`), from its own seed."""
+    ids = task_blocks(family.n, cfg.features.task_block)[block]
+    return collect_transitions(family, model, cfg.features, cfg.ppo, cfg.feature_block_seed(block),
+                               cfg.network.task_id, task_ids=ids)
+
+
 def run_transitions(cfg: RunConfig, family: TaskFamily, model: nn.Module) -> list[TaskTransitions]:
-    """The transitions of the run's feature stage: theta_star's rollouts from ``cfg.feature_seed`` (the same ones
-    whenever the environments are deterministic)."""
-    return collect_transitions(family, model, cfg.features, cfg.ppo, cfg.feature_seed, cfg.network.task_id)
+    """The transitions of the run's feature stage, all tasks in order: theta_star's rollouts, block by block (the
+    same ones whenever the environments are deterministic). O(n N) memory: for the commands that re-collect a
+    run's transitions; the feature stage itself holds one block at a time."""
+    out: list[TaskTransitions] = []
+    for b in range(len(task_blocks(family.n, cfg.features.task_block))):
+        out += block_transitions(cfg, family, model, b)
+    return out
 
 
 def fit_rows(N: int, holdout_fraction: float) -> int:

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from policygradex.common.artifacts import atomic_write_json, load_json
 from policygradex.common.errors import PolicyGradExError
+from policygradex.common.launcher import LauncherConfig
 from policygradex.common.threads import thread_limit
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.registry import load_family
@@ -37,8 +38,12 @@ from policygradex.pipeline.surrogate import resolve_surrogate
 from policygradex.rl.config import PPOConfig
 
 
-def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, threads: int = 1) -> RunState:
+def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, threads: int = 1,
+                 launcher: LauncherConfig | None = None) -> RunState:
     """Run (or resume) every stage into ``out``; returns the final state. Writes report.md and the plots.
+
+    ``launcher``: where the feature stage's blocks of tasks run (default: one by one in this process); every backend
+    writes the same files, so the groups do not depend on it.
 
     ``threads``: torch / BLAS threads for the whole run (:func:`~policygradex.common.threads.thread_limit`); results are
     identical for any OMP_NUM_THREADS, but not across values of ``threads`` (results/bench_threads.md)."""
@@ -54,6 +59,8 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
             atomic_write_json(rd.config, rd.new_record)
         torch.manual_seed(cfg.seed)
         st = RunState(cfg, family, rd, console)
+        if launcher is not None:
+            st.launcher = launcher
         if rd.timings.exists():
             st.timings = {k: float(v) for k, v in load_json(rd.timings).items()}
         for stage in (stage_meta_train, stage_features, stage_surrogate, stage_affinity, stage_cluster):
@@ -98,6 +105,8 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--seed must be an integer in [0, 2^32), got {cfg.seed}")
     if not cfg.ppo.learning_rate > 0:
         raise PolicyGradExError(f"--lr must be > 0, got {cfg.ppo.learning_rate}")
+    if cfg.features.task_block < 1:
+        raise PolicyGradExError(f"--task-block must be >= 1, got {cfg.features.task_block}")
     if cfg.ppo.tasks_per_iteration is not None and cfg.ppo.tasks_per_iteration < 1:
         raise PolicyGradExError(f"--tasks-per-iteration must be >= 0 (0: all tasks), got {cfg.ppo.tasks_per_iteration}")
     if cfg.cluster.bootstrap_method == "exact" and n > EXACT_MAX_N:

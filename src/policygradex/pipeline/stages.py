@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from torch import nn
 
 from policygradex.common.artifacts import (
+    file_sha,
     atomic_save_npy,
     atomic_save_npz,
     atomic_torch_save,
@@ -36,6 +38,7 @@ from policygradex.common.artifacts import (
     load_torch,
 )
 from policygradex.common.errors import PolicyGradExError
+from policygradex.common.launcher import LauncherConfig, cache_path, run_jobs
 from policygradex.common.progress import make_progress, status
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.vector import family_spaces
@@ -52,14 +55,14 @@ from policygradex.pipeline.confidence import (
     verdict,
 )
 from policygradex.pipeline.config import RunConfig
-from policygradex.pipeline.features import (
-    FeatureSet,
-    feature_arrays,
-    feature_set,
-    normalize_advantages,
-    projection_for,
-    run_transitions,
+from policygradex.pipeline.feature_blocks import (
+    block_normalization,
+    block_specs,
+    feature_block_job,
+    renormalise_batch,
+    returns_of_files,
 )
+from policygradex.pipeline.features import FeatureSet, feature_set, projection_for, task_blocks
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
 from policygradex.pipeline.rundir import RunDir
 from policygradex.pipeline.closed_form import CurvatureTerms, affinity, curvature_terms
@@ -103,6 +106,8 @@ class RunState:
     surrogate: dict[str, Any] = field(default_factory=dict)
     U: np.ndarray | None = None
     groups: dict[str, Any] = field(default_factory=dict)
+    launcher: LauncherConfig = field(default_factory=lambda: LauncherConfig(backend="sequential"))
+    """Where the feature stage's blocks of tasks run (``run --backend``; default: one by one in this process)."""
 
     @property
     def surrogate_method(self) -> str:
@@ -193,6 +198,9 @@ def read_curve(path: Path) -> list[dict[str, Any]]:
 
 
 def stage_features(st: RunState) -> None:
+    """Stage 2 in blocks of tasks (:mod:`.feature_blocks`): the blocks with a missing file (all of them after a new
+    theta_star) run one by one in this process (progress counts tasks), or as jobs on a process pool or Ray with
+    ``run --backend`` (progress counts blocks); the files are the same either way."""
     cfg, rd, n = st.cfg, st.rd, st.family.n
     fc = cfg.features
     paths = [rd.task_features(i) for i in range(n)]
@@ -203,25 +211,33 @@ def stage_features(st: RunState) -> None:
         return
     assert st.model is not None
     t0 = time.perf_counter()
-    recompute_all = any(st.status.get(s) == "computed" for s in ("meta_train",))
-    todo = [i for i in range(n) if recompute_all or not paths[i].exists()]
-    transitions = run_transitions(cfg, st.family, st.model)
-    rollout_seconds = time.perf_counter() - t0
-    advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
+    recompute_all = st.status.get("meta_train") == "computed"
+    blocks = task_blocks(n, fc.task_block)
+    todo = [b for b, ids in enumerate(blocks) if recompute_all or not all(paths[i].exists() for i in ids)]
+    specs = block_specs(cfg, n, todo, rd.path, file_sha(rd.theta_star))
+    cache = rd.path / "features" / "jobs"
+    if st.launcher.backend == "sequential":  # here, with progress per task
+        projection = projection_for(cfg, st.model)
+        with make_progress(st.console) as progress:
+            bar = progress.add_task("gradient features", total=n, info=f"p={projection.p} d={projection.d}")
+            progress.update(bar, completed=n - sum(len(blocks[b]) for b in todo))
+            results = [feature_block_job({**spec.args, **spec.paths}, spec.seed, lambda: progress.advance(bar))
+                       for spec in specs]
+    else:  # jobs on a process pool or Ray, with progress per block
+        for spec in specs:  # a block is recomputed because a file is missing: never answered from the cache
+            cache_path(cache, spec).unlink(missing_ok=True)
+        launcher = dataclasses.replace(st.launcher, threads_per_job=torch.get_num_threads())
+        results = run_jobs(specs, cache, launcher, st.console,
+                           description=f"gradient features ({len(blocks)} blocks of {fc.task_block} tasks)")
+    if todo and block_normalization(cfg, n) != fc.advantage_normalization:
+        with status(st.console, "batch advantage normalisation over all tasks"):
+            renormalise_batch(paths)
+    shutil.rmtree(cache, ignore_errors=True)
     projection = projection_for(cfg, st.model)
-    with make_progress(st.console) as progress:
-        bar = progress.add_task("gradient features", total=n, info=f"p={projection.p} d={projection.d}")
-        progress.update(bar, completed=n - len(todo))
-        for i in todo:
-            tr = transitions[i]
-            arrays = feature_arrays(st.model, tr.obs, tr.actions, advantages[i], projection, fc)
-            atomic_save_npz(paths[i], **arrays, advantages=tr.advantages.astype(np.float32),
-                            episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
-            progress.advance(bar)
-    meta = {"p": projection.p, "d": projection.d, "N": fc.transitions_per_task,
-            "seconds": {"rollouts": rollout_seconds, "gradients_and_files": time.perf_counter() - t0 - rollout_seconds},
-            "mean_episode_return": {st.family.tasks[i].name: float(np.mean(t.episode_returns)) if t.episode_returns
-                                    else None for i, t in enumerate(transitions)}}
+    meta = {"p": projection.p, "d": projection.d, "N": fc.transitions_per_task, "blocks": len(blocks),
+            "seconds": {"rollouts": sum(r["rollout_seconds"] for r in results),
+                        "gradients_and_files": time.perf_counter() - t0 - sum(r["rollout_seconds"] for r in results)},
+            "mean_episode_return": returns_of_files(paths, st.family.task_names)}
     atomic_write_json(rd.features_meta, meta)
     st.feature_meta = meta
     st.done("features", computed=True, seconds=time.perf_counter() - t0)

@@ -1,0 +1,115 @@
+"""The feature stage in blocks of tasks, as jobs of the job launcher (:mod:`policygradex.common.launcher`).
+
+Block b holds tasks ``task_blocks(n, task_block)[b]``. Its job loads theta_star from the run directory, collects
+the block's transitions from the block's own seed (``RunConfig.feature_block_seed``), computes every task's
+projected gradients and writes its feature file; it returns the tasks' mean episode returns. A job depends only on
+its arguments (the run's configuration, the block, theta_star's sha256) and runs on ``threads`` torch threads, so
+the files are the same whichever backend ran it: one by one in the run's process (the default), a local process
+pool, or a Ray cluster whose workers see the run directory.
+
+Advantages. ``per_task`` and ``none`` normalisation need nothing outside the task. ``batch`` standardises over all
+tasks: with one block the job does it as before; with several, each job writes labels and weights of its raw
+advantages and :func:`renormalise_batch` rewrites them from the mean and standard deviation over all tasks.
+
+Time: the blocks' work adds up to the one-block stage's (rollouts O(n N) steps, gradients O(n N p), projection
+O(n N p d)); memory holds one block's transitions and features at a time, O(task_block N (obs + d)).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policygradex.common.artifacts import atomic_save_npz, load_npz, load_torch
+from policygradex.common.errors import PolicyGradExError
+from policygradex.common.launcher import JobSpec
+from policygradex.envs.registry import load_family
+from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.features import (
+    block_transitions,
+    feature_arrays,
+    logistic_targets,
+    normalize_advantages,
+    projection_for,
+    task_blocks,
+)
+from policygradex.pipeline.rundir import RunDir
+from policygradex.rl.ppo import network_for
+
+JOB_FN = "policygradex.pipeline.feature_blocks:feature_block_job"
+
+
+def block_normalization(cfg: RunConfig, n: int) -> str:
+    """The advantage normalisation a block's job applies: the run's, except ``batch`` over several blocks (raw,
+    renormalised afterwards by :func:`renormalise_batch`)."""
+    mode = cfg.features.advantage_normalization
+    several = len(task_blocks(n, cfg.features.task_block)) > 1
+    return "none" if mode == "batch" and several else mode
+
+
+def block_specs(cfg: RunConfig, n: int, blocks: list[int], run_dir: Path, theta_sha: str) -> list[JobSpec]:
+    """One job per block in ``blocks``; ``theta_sha`` pins the theta_star the files are made from."""
+    return [JobSpec(JOB_FN, {"config": cfg.to_dict(), "block": b, "theta_star_sha256": theta_sha,
+                             "normalization": block_normalization(cfg, n)},
+                    seed=cfg.feature_block_seed(b), label=f"tasks {task_blocks(n, cfg.features.task_block)[b].start}+",
+                    paths={"run_dir": str(run_dir)})
+            for b in blocks]
+
+
+def feature_block_job(args: dict[str, Any], seed: int,
+                      on_task: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Collect, project and write the features of one block of tasks (see the module docstring); ``on_task`` is
+    called after each task's file (progress, when the job runs in the run's own process)."""
+    cfg = RunConfig.from_dict(args["config"])
+    rd = RunDir(Path(args["run_dir"]))
+    family = load_family(cfg.family)
+    model = network_for(family, cfg.network)
+    try:
+        model.load_state_dict(load_torch(rd.theta_star)["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise PolicyGradExError(f"{rd.theta_star} does not match this configuration ({exc})") from None
+    block = int(args["block"])
+    ids = task_blocks(family.n, cfg.features.task_block)[block]
+    t0 = time.perf_counter()
+    transitions = block_transitions(cfg, family, model, block)
+    rollout_seconds = time.perf_counter() - t0
+    advantages = normalize_advantages([t.advantages for t in transitions], args["normalization"])
+    projection = projection_for(cfg, model)
+    returns: dict[str, float | None] = {}
+    for i, tr, adv in zip(ids, transitions, advantages):
+        arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features)
+        atomic_save_npz(rd.task_features(i), **arrays, advantages=tr.advantages.astype(np.float32),
+                        episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
+        returns[family.tasks[i].name] = float(np.mean(tr.episode_returns)) if tr.episode_returns else None
+        if on_task is not None:
+            on_task()
+    return {"block": block, "mean_episode_return": returns, "rollout_seconds": rollout_seconds}
+
+
+def returns_of_files(paths: list[Path], names: list[str]) -> dict[str, float | None]:
+    """The tasks' mean episode returns as their feature files recorded them."""
+    out: dict[str, float | None] = {}
+    for p, name in zip(paths, names):
+        rets = load_npz(p).get("episode_returns")
+        out[name] = float(np.mean(rets)) if rets is not None and len(rets) else None
+    return out
+
+
+def renormalise_batch(paths: list[Path]) -> None:
+    """``batch`` normalisation over several blocks: labels and weights of every feature file recomputed from its raw
+    advantages standardised by the mean and standard deviation over all tasks (two streamed passes)."""
+    count, total, total_sq = 0, 0.0, 0.0
+    for p in paths:
+        a = load_npz(p)["advantages"].astype(np.float64)
+        count, total, total_sq = count + a.size, total + a.sum(), total_sq + (a * a).sum()
+    mu = total / count
+    sd = float(np.sqrt(max(total_sq / count - mu * mu, 0.0))) + 1e-8
+    for p in paths:
+        arrays = dict(load_npz(p))
+        labels, weights = logistic_targets((arrays["advantages"].astype(np.float64) - mu) / sd)
+        arrays.update(labels=labels, weights=weights)
+        atomic_save_npz(p, **arrays)
