@@ -225,3 +225,18 @@ def bench_run(cfg: RunConfig, run_dir: Path, fresh: bool, threads: int = 1) -> t
         return rd, f"run directory `{run_dir}`: a finished `run_pipeline` run at the benchmark's budget, reused"
     return rd, (f"run directory `{run_dir}`: `run_pipeline(threads={threads})` at the benchmark's budget, computed "
                 f"({', '.join(s for s, v in st.status.items() if v == 'computed')}) by this command in {seconds:.0f} s")
+
+
+def run_model_and_transitions(run_dir: Path) -> tuple[RunConfig, "TaskFamily", torch.nn.Module, list]:
+    """A finished run's configuration, family, theta_star and the feature stage's transitions (re-collected)."""
+    from policygradex.common.artifacts import load_torch
+    from policygradex.envs.registry import load_family
+    from policygradex.pipeline.features import run_transitions
+    from policygradex.pipeline.stages import make_model
+
+    rd = RunDir(run_dir)
+    cfg = RunConfig.from_dict(load_json(rd.config)["config"])
+    family = load_family(cfg.family)
+    model = make_model(cfg, family)
+    model.load_state_dict(load_torch(rd.theta_star)["state_dict"])
+    return cfg, family, model, run_transitions(cfg, family, model)

@@ -32,17 +32,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, fmt_s, git_state, log, machine_info, table  # noqa: E402
+from common import run_model_and_transitions, command_line, fmt_s, git_state, log, machine_info, table  # noqa: E402
 
-from policygradex.common.artifacts import load_json, load_npy, load_torch  # noqa: E402
+from policygradex.common.artifacts import load_json, load_npy  # noqa: E402
 from policygradex.common.plots import save_figure  # noqa: E402
-from policygradex.envs.registry import load_family  # noqa: E402
 from policygradex.pipeline.clustering import standardized_corr  # noqa: E402
-from policygradex.pipeline.config import RunConfig  # noqa: E402
-from policygradex.pipeline.features import run_transitions  # noqa: E402
 from policygradex.pipeline.partitions import labels_from_groups  # noqa: E402
-from policygradex.pipeline.rundir import RunDir  # noqa: E402
-from policygradex.pipeline.stages import make_model  # noqa: E402
 
 CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
 """``policygradex`` in this interpreter, with this interpreter's sys.path (so PYTHONPATH picks the source tree)."""
@@ -69,12 +64,7 @@ def run_measured(args: list[str]) -> tuple[float, float]:
 def physical_limit(run_dir: Path) -> float:
     """Seconds of one batched forward + backward of the mean log-likelihood over n x N of the run's transitions at
     theta_star (chunks of 65,536 rows), on one thread."""
-    rd = RunDir(run_dir)
-    cfg = RunConfig.from_dict(load_json(rd.config)["config"])
-    family = load_family(cfg.family)
-    model = make_model(cfg, family)
-    model.load_state_dict(load_torch(rd.theta_star)["state_dict"])
-    transitions = run_transitions(cfg, family, model)
+    cfg, family, model, transitions = run_model_and_transitions(run_dir)
     obs = torch.cat([t.obs for t in transitions])
     actions = torch.cat([t.actions for t in transitions])
     best = float("inf")

@@ -308,12 +308,14 @@ def test_continuous_family_end_to_end(tmp_path, cli):
         (["run", "cartpole", "--tasks-per-iteration", "-1"], ["--tasks-per-iteration"]),
         (["run", "planted(n=20,groups=2)", "--bootstrap-method", "exact"], ["--bootstrap-method", "12"]),
         (["run", "planted(n=6,groups=2,orthogonal=2)"], ["orthogonal"]),
+        (["run", "cartpole", "--network", "softmod", "--projection", "factorised"], ["nn.Linear", "--projection dense"]),
+        (["run", "cartpole", "--task-block", "0"], ["--task-block"]),
     ],
     ids=["unknown-family", "k-0", "k-too-big", "no-module", "no-function", "mismatched-spaces", "bad-preset",
          "k-not-int", "show-no-dir", "bad-command", "plugin-import-raises", "make-env-raises", "planted-bad-groups",
          "planted-not-a-number", "planted-unknown-parameter", "zero-threads", "closed-form-per-target",
          "zero-curvature-rows", "negative-tasks-per-iteration", "exact-bootstrap-too-big",
-         "planted-bad-orthogonal"],
+         "planted-bad-orthogonal", "factorised-softmod", "zero-task-block"],
 )
 def test_bad_input_is_one_error_line(argv, fragments, tmp_path, cli):
     """Bad input exits 2 with exactly one `policygradex: error:` line, and creates no run directory."""

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--transitions", type=int,
                    help=f"N: transitions per task for gradient features (default: {d.features.transitions_per_task:,})")
     g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
+    g.add_argument("--projection", choices=["dense", "factorised"],
+                   help="P: the paper's dense Gaussian matrix on full per-transition gradients, or LoGra's factorised "
+                        f"projection of linear layers' gradients (default: {d.features.projection})")
     g.add_argument("--task-block", type=int, metavar="TASKS",
                    help="tasks per block of the feature stage: one block's transitions in memory at a time, and the "
                         f"unit of work of --backend (default: {d.features.task_block})")

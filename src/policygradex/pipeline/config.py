@@ -38,6 +38,11 @@ class FeatureConfig:
     workers, with the same files as one by one. With n <= task_block there is one block, as before blocks."""
     projection_dim: int = 400
     """d: dimension of the random projection P (p x d, entries N(0, 1/d)); the paper finds d = 400 enough."""
+    projection: Literal["dense", "factorised"] = "dense"
+    """``dense``: the paper's p x d Gaussian P applied to each transition's full gradient. ``factorised``: LoGra's
+    projection of linear layers' gradients as outer products (:class:`~.projection.FactorisedProjection`), from one
+    batched forward and backward, without per-sample gradients; results/factorised-projection.md compares the two
+    (inner-product error, time, groups)."""
     projection_block_rows: int = 16_384
     """P is generated this many parameter-rows at a time from (seed, block index); it never sits whole in memory."""
     projection_cache_mb: float = 256.0

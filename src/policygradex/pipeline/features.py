@@ -27,7 +27,10 @@ from policygradex.envs.vector import MultiTaskVectorEnv
 from policygradex.nets.base import flat_params
 from policygradex.pipeline.config import FeatureConfig, RunConfig
 from policygradex.pipeline.gradients import projected_gradients
-from policygradex.pipeline.projection import RandomProjection
+from policygradex.pipeline.projection import FactorisedProjection, RandomProjection, factorised_projection
+
+Projection = RandomProjection | FactorisedProjection
+"""Either projector: ``p``, ``d``, ``project`` and ``lift``."""
 from policygradex.rl.config import PPOConfig
 from policygradex.rl.gae import add_advantages
 from policygradex.rl.rollout import collect_rollout
@@ -156,17 +159,19 @@ class FeatureSet:
         return self.features[:, sl], self.labels[:, sl], self.weights[:, sl]
 
 
-def projection_for(cfg: RunConfig, model: nn.Module, dim: int | None = None) -> RandomProjection:
+def projection_for(cfg: RunConfig, model: nn.Module, dim: int | None = None) -> Projection:
     """The run's projection P for this network (seeded by ``cfg.projection_seed``), of dimension ``dim`` if given
-    (the d ablation), else the configured d."""
+    (the d ablation), else the configured d; dense or factorised as configured."""
     p = flat_params(model, model.policy_parameter_names()).numel()
     fc = cfg.features
+    if fc.projection == "factorised":
+        return factorised_projection(model, dim or fc.projection_dim, cfg.projection_seed)
     return RandomProjection(p, dim or fc.projection_dim, cfg.projection_seed, fc.projection_block_rows,
                             fc.projection_cache_mb)
 
 
 def feature_arrays(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: np.ndarray,
-                   projection: RandomProjection, fc: FeatureConfig) -> dict[str, np.ndarray]:
+                   projection: Projection, fc: FeatureConfig) -> dict[str, np.ndarray]:
     """One task's surrogate data: projected gradients (N x d float32), labels sign(A) and weights |A| of its
     (normalised) advantages."""
     labels, weights = logistic_targets(advantages)
@@ -174,7 +179,7 @@ def feature_arrays(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, a
     return {"features": features.numpy().astype(np.float32), "labels": labels, "weights": weights}
 
 
-def build_feature_set(model: nn.Module, transitions: list[TaskTransitions], projection: RandomProjection,
+def build_feature_set(model: nn.Module, transitions: list[TaskTransitions], projection: Projection,
                       fc: FeatureConfig) -> FeatureSet:
     """All tasks' surrogate data from their transitions: normalise the advantages, project the gradients."""
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)

@@ -8,17 +8,19 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from policygradex.common.errors import PolicyGradExError
 from policygradex.pipeline.config import FeatureConfig
-from policygradex.pipeline.projection import RandomProjection
+from policygradex.pipeline.projection import FactorisedProjection, RandomProjection
 
 
-def per_sample_grad_fn(model: nn.Module) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
+def per_sample_grad_fn(model: nn.Module, names: list[str] | None = None
+                       ) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
     """A function (obs[B], actions[B]) -> flattened per-sample grads of log pi (B x p), and p.
 
-    Gradients are taken with respect to ``model.policy_parameter_names()`` (the actor); the other parameters
-    are held fixed.
+    Gradients are taken with respect to ``names`` (default ``model.policy_parameter_names()``, the actor); the
+    other parameters are held fixed.
     """
-    names = model.policy_parameter_names()
+    names = model.policy_parameter_names() if names is None else names
     all_params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     theta = {k: all_params[k] for k in names}
@@ -62,9 +64,14 @@ def auto_grad_chunk(p: int) -> int:
 
 
 def projected_gradients(
-    model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, projection: RandomProjection, cfg: FeatureConfig
+    model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, projection: RandomProjection | FactorisedProjection,
+    cfg: FeatureConfig
 ) -> torch.Tensor:
-    """Per-transition projected gradients (B x d): vmap in chunks of ``grad_chunk``, project ``project_rows`` at once."""
+    """Per-transition projected gradients (B x d): vmap in chunks of ``grad_chunk``, project ``project_rows`` at once;
+    with a :class:`FactorisedProjection`, :func:`factorised_gradients` (no per-sample gradient is formed)."""
+    if isinstance(projection, FactorisedProjection):
+        return torch.cat([factorised_gradients(model, obs[lo:lo + cfg.project_rows], actions[lo:lo + cfg.project_rows],
+                                               projection) for lo in range(0, obs.shape[0], cfg.project_rows)])
     fn, p = per_sample_grad_fn(model)
     chunk = cfg.grad_chunk or auto_grad_chunk(p)
     out = []
@@ -74,3 +81,37 @@ def projected_gradients(
                            for s in range(lo, hi, chunk)])
         out.append(projection.project(grads))
     return torch.cat(out)
+
+
+def factorised_gradients(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor,
+                         projection: FactorisedProjection) -> torch.Tensor:
+    """LoGra's per-transition features (B x d) from one batched forward and backward: forward hooks keep every
+    projected linear layer's input x and output z; the gradient of sum_t log pi(a_t | s_t) with respect to the
+    outputs is, row by row, each transition's own output gradient (transitions do not interact), and
+    :meth:`FactorisedProjection.project_outer` turns (dz, x) into the layer's features. The other policy parameters
+    (``projection.rest``) get per-sample gradients by vmap and their dense projection. A layer called more than
+    once per forward pass (weights shared across calls) is refused."""
+    modules = dict(model.named_modules())
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+    handles = []
+    for i, b in enumerate(projection.blocks):
+        def hook(mod: nn.Module, args: tuple, out: torch.Tensor, i: int = i) -> None:
+            if i in outputs:
+                raise PolicyGradExError(f"linear layer {projection.blocks[i].module!r} is called more than once per forward: "
+                                 "use --projection dense")
+            inputs[i], outputs[i] = args[0].detach(), out
+        handles.append(modules[b.module].register_forward_hook(hook))
+    try:
+        logp = model(obs, actions)
+    finally:
+        for h in handles:
+            h.remove()
+    order = sorted(outputs)
+    grads = torch.autograd.grad(logp.sum(), [outputs[i] for i in order])
+    parts = [projection.project_outer(i, g.detach().reshape(-1, g.shape[-1]), inputs[i].reshape(-1, inputs[i].shape[-1]))
+             for i, g in zip(order, grads)]
+    if projection.rest:
+        fn, _ = per_sample_grad_fn(model, projection.rest_names)
+        parts.append(fn(obs, actions) @ projection.rest_P)
+    return torch.cat(parts, dim=1)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from policygradex.common.errors import PolicyGradExError
 from policygradex.pipeline.config import SurrogateConfig
 from policygradex.pipeline.features import FeatureSet
-from policygradex.pipeline.projection import RandomProjection
+from policygradex.pipeline.projection import FactorisedProjection, RandomProjection
 from policygradex.pipeline.statistics import Statistics, newton_surrogate
 
 AUTO_EXACT_MAX_N = 12
@@ -323,7 +323,8 @@ def run_newton(stats: Statistics, subsets: list[list[int]], cfg: SurrogateConfig
     )
 
 
-def reconstruct_theta(theta_star: torch.Tensor, projection: RandomProjection, v: np.ndarray) -> torch.Tensor:
+def reconstruct_theta(theta_star: torch.Tensor, projection: RandomProjection | FactorisedProjection,
+                      v: np.ndarray) -> torch.Tensor:
     """theta^(S) = theta_star + P v_S (flat, over the policy parameters)."""
     delta = projection.lift(torch.as_tensor(v, dtype=torch.float32))
     return theta_star + delta
