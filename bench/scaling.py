@@ -1,6 +1,7 @@
 """Scaling in the number of tasks: planted families of n = 10 ... 1,000 tasks, run end to end as a user would.
 
-Each row is one ``policygradex run 'planted(n=N,groups=G,orthogonal=1)' --k G`` in its own process (so that its
+Each row is one ``policygradex run 'planted(n=N,groups=G,orthogonal=1)' --k G`` (``--family mo``: n preference
+weights of MO-Gymnasium's lunar lander, ``mo:mo-lunar-lander-v3(weights=N)``, at 1,024 transitions) in its own process (so that its
 peak resident memory is its own, read with ``os.wait4``) at the benchmark's budget: ``--preset tiny`` with
 ``--transitions 4096`` (enough gradient signal to recover 100 planted groups; tiny's 128 is not), G = max(3, n / 10).
 Per row: each stage's seconds (the run's timings.json), features-to-groups seconds (features, surrogate, affinity and
@@ -41,8 +42,8 @@ from policygradex.pipeline.partitions import labels_from_groups  # noqa: E402
 
 CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
 """``policygradex`` in this interpreter, with this interpreter's sys.path (so PYTHONPATH picks the source tree)."""
-BUDGET = ["--preset", "tiny", "--transitions", "4096"]
-"""The benchmark's budget, given to every run."""
+BUDGETS = {"planted": ["--preset", "tiny", "--transitions", "4096"], "mo": ["--preset", "tiny", "--transitions", "1024"]}
+"""The benchmark's budget per family, given to every run (Box2D lunar lander steps cost more than CartPole's)."""
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
 FEATURES_TO_GROUPS = ("features", "surrogate", "affinity", "cluster")
 
@@ -78,11 +79,17 @@ def physical_limit(run_dir: Path) -> float:
     return best
 
 
-def one_row(n: int, seed: int, root: Path, surrogate: str | None = None) -> dict:
+FAMILIES = {"planted": "planted(n={n},groups={groups},orthogonal=1)", "mo": "mo:mo-lunar-lander-v3(weights={n})"}
+"""``--family``: the planted family, or n preference weights of MO-Gymnasium's four-objective lunar lander spread
+over the simplex (no planted truth: NMI is not defined; the mo extra)."""
+
+
+def one_row(n: int, seed: int, root: Path, surrogate: str | None = None, family: str = "planted") -> dict:
     groups = max(3, n // 10)
-    spec = f"planted(n={n},groups={groups},orthogonal=1)"
-    out = root / (f"n{n}-s{seed}" + ("" if surrogate is None else f"-{surrogate}"))
-    args = ["run", spec, *BUDGET, "--k", str(groups), "--seed", str(seed), "--out", str(out)]
+    spec = FAMILIES[family].format(n=n, groups=groups)
+    out = root / (f"{'' if family == 'planted' else family + '-'}n{n}-s{seed}"
+                  + ("" if surrogate is None else f"-{surrogate}"))
+    args = ["run", spec, *BUDGETS[family], "--k", str(groups), "--seed", str(seed), "--out", str(out)]
     if surrogate is not None:
         args += ["--surrogate", surrogate]
     if out.exists():  # an earlier benchmark's run: timed again from nothing
@@ -96,11 +103,11 @@ def one_row(n: int, seed: int, root: Path, surrogate: str | None = None) -> dict
     sur = load_json(out / "surrogate.json") if (out / "surrogate.json").exists() else load_json(out / "subsets.json")
     row = {"n": n, "k": groups, "seed": seed, "surrogate": sur.get("method", "exact"), "cluster_method": g["method"],
            "features_to_groups_s": float(sum(timings[s] for s in FEATURES_TO_GROUPS)), "total_s": wall,
-           "peak_rss_gib": rss, "nmi_planted": float(g["nmi_planted"]),
+           "peak_rss_gib": rss, "nmi_planted": float(g["nmi_planted"]) if "nmi_planted" in g else None,
            "mean_jaccard": float(np.mean(jac)) if jac else None,
            "stages": {s: float(timings[s]) for s in STAGES},
            "feature_seconds": load_json(out / "features" / "meta.json")["seconds"], "run_dir": str(out)}
-    log(f"  {wall:.1f} s, {rss:.2f} GiB, NMI {row['nmi_planted']:.3f}")
+    log(f"  {wall:.1f} s, {rss:.2f} GiB, NMI {row['nmi_planted']}")
     return row
 
 
@@ -116,6 +123,10 @@ def agreement(fast: dict, exact: dict) -> dict:
             "fast_surrogate_s": fast["stages"]["surrogate"] + fast["stages"]["affinity"],
             "exact_surrogate_s": exact["stages"]["surrogate"] + exact["stages"]["affinity"],
             "nmi_planted_fast": fast["nmi_planted"], "nmi_planted_exact": exact["nmi_planted"]}
+
+
+def nmi_text(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -142,7 +153,8 @@ def plot(rows: list[dict], path: Path) -> None:
     bx.plot(ns, mean_of("peak_rss_gib"), marker="o", color="tab:red", label="peak RSS (GiB)")
     bx.set_xscale("log"), bx.set_xlabel("tasks n"), bx.set_ylabel("GiB", color="tab:red")
     cx = bx.twinx()
-    cx.plot(ns, mean_of("nmi_planted"), marker="s", color="tab:blue", label="NMI planted")
+    if all(r["nmi_planted"] is not None for r in rows):
+        cx.plot(ns, mean_of("nmi_planted"), marker="s", color="tab:blue", label="NMI planted")
     cx.set_ylim(0, 1.05), cx.set_ylabel("NMI with planted groups", color="tab:blue")
     bx.set_title("memory and recovery", fontsize=10)
     fig.tight_layout()
@@ -159,6 +171,7 @@ def main() -> None:
     ap.add_argument("--exact-max-n", type=int, default=30, help="also run --surrogate exact up to this n")
     ap.add_argument("--root", type=Path, default=Path("runs/scaling"))
     ap.add_argument("--quick", action="store_true", help="n = 10, 30, one seed")
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="planted")
     args = ap.parse_args()
     ns = [10, 30] if args.quick else [int(x) for x in args.ns.split(",")]
     seeds = [1] if args.quick else [int(x) for x in args.seeds.split(",")]
@@ -166,13 +179,13 @@ def main() -> None:
     rows, agree = [], []
     for n in ns:
         for seed in seeds:
-            row = one_row(n, seed, args.root)
+            row = one_row(n, seed, args.root, family=args.family)
             rows.append(row)
             if n <= args.exact_max_n:  # the default against the other path: exact vs closed_form at n <= 12
                 if row["surrogate"] == "exact":
-                    agree.append(agreement(one_row(n, seed, args.root, "closed_form"), row))
+                    agree.append(agreement(one_row(n, seed, args.root, "closed_form", args.family), row))
                 else:
-                    agree.append(agreement(row, one_row(n, seed, args.root, "exact")))
+                    agree.append(agreement(row, one_row(n, seed, args.root, "exact", args.family)))
     limits = {}
     for n in ns:  # the physical limit on the first seed's run of each n
         r = next(r for r in rows if r["n"] == n)
@@ -180,7 +193,7 @@ def main() -> None:
     info = machine_info()
     commit = git_state()
     record = {"machine": f"{info['cpu']}, nproc={info['nproc']}, torch {info['torch']}", "commit": commit,
-              "budget": " ".join(BUDGET), "command": command_line(),
+              "budget": " ".join(BUDGETS[args.family]), "family": FAMILIES[args.family], "command": command_line(),
               "rows": [{k: v for k, v in r.items() if k != "run_dir"} for r in rows],
               "exact_agreement": agree, "features_physical_limit_s": {str(n): s for n, s in limits.items()}}
     json_path = args.json or args.out.with_suffix(".json")
@@ -201,7 +214,7 @@ def main() -> None:
         trows.append([str(n), str(rs[0]["k"]), rs[0]["surrogate"], rs[0]["cluster_method"],
                       *[mean_se([r["stages"][s] for r in rs]) for s in STAGES],
                       f"**{mean_se([r['features_to_groups_s'] for r in rs])}**", mean_se([r["total_s"] for r in rs]),
-                      mean_se([r["peak_rss_gib"] for r in rs], two), mean_se([r["nmi_planted"] for r in rs], two),
+                      mean_se([r["peak_rss_gib"] for r in rs], two), (mean_se(nmis, two) if (nmis := [r["nmi_planted"] for r in rs if r["nmi_planted"] is not None]) else "n/a"),
                       mean_se([r["mean_jaccard"] for r in rs if r["mean_jaccard"] is not None], two)])
     feat_rows = []
     for n in ns:
@@ -214,7 +227,8 @@ def main() -> None:
         f"# Scaling in the number of tasks ({'quick smoke mode' if args.quick else 'full'})", "",
         f"Produced by (from the repository root): `{command_line()}`", "",
         f"- machine: {record['machine']}; source: {commit}",
-        f"- each row: `policygradex run 'planted(n=N,groups=G,orthogonal=1)' {' '.join(BUDGET)} --k G --seed S`, "
+        f"- each row: `policygradex run '{FAMILIES[args.family].format(n='N', groups='G')}' {' '.join(BUDGETS[args.family])} --k G "
+        "--seed S`, "
         f"G = max(3, n / 10), seeds {', '.join(map(str, seeds))} (mean +- standard error over seeds), every other "
         "option the default (surrogate and clustering method by n, confidence included); one process per run",
         f"- whole benchmark wall time {time.perf_counter() - t_start:.0f} s; machine-readable: `{json_path}`", "",
@@ -241,8 +255,8 @@ def main() -> None:
                   table(["n", "seed", "fast surrogate", "U corr", "NMI between groups", "fast surrogate + affinity s",
                          "exact surrogate + affinity s", "NMI planted fast", "NMI planted exact"],
                         [[str(a["n"]), str(a["seed"]), a["fast"], f"{a['u_corr']:.3f}", f"{a['groups_nmi']:.2f}",
-                          fmt_s(a["fast_surrogate_s"]), fmt_s(a["exact_surrogate_s"]), f"{a['nmi_planted_fast']:.2f}",
-                          f"{a['nmi_planted_exact']:.2f}"] for a in agree]), ""]
+                          fmt_s(a["fast_surrogate_s"]), fmt_s(a["exact_surrogate_s"]), nmi_text(a['nmi_planted_fast']),
+                          nmi_text(a['nmi_planted_exact'])] for a in agree]), ""]
     text = "\n".join(lines)
     args.out.write_text(text)
     print(text)
