@@ -1,5 +1,6 @@
-"""Benchmark: how each stage that grows with the number of tasks n costs, measured up to a few hundred tasks and
-extrapolated to the 1,000 tasks the project aims at.
+"""Benchmark: how each stage of the subset path (``--surrogate exact``, the default only up to 12 tasks since the
+closed form; results/scaling.md times the defaults) grows with the number of tasks n, measured up to a few hundred
+tasks and extrapolated to the 1,000 tasks the project aims at.
 
 Meta-training and the gradient features grow linearly in n (a fixed budget per task); everything after them grows
 faster, because the default number of subsets is m = 3 n^2. This benchmark times those stages on a planted affinity
@@ -13,7 +14,7 @@ with the library's own functions and default options:
 3. the affinity (``subset_affinity`` with the default interaction residuals: a least-squares fit over m x (n + 1));
 4. one halving of the split-half reliability (the run does 50);
 5. ``cluster`` with k given (SDP + rounding + the relaxation gap);
-6. one resample of the bootstrap of the groups (the run does 200);
+6. one resample of the bootstrap of the groups (a run above 12 tasks does 50);
 7. ``cluster`` with lambda chosen on the grid (no k; 25 SDPs), up to ``--grid-max``.
 
 Usage (from the repository root):
@@ -41,6 +42,7 @@ from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.confidence import bootstrap_groups
 from policygradex.pipeline.config import FeatureConfig, SurrogateConfig
 from policygradex.pipeline.features import fit_rows, logistic_targets
+from policygradex.pipeline.stages import BOOTSTRAP_REPS, bootstrap_method
 from policygradex.pipeline.surrogate import _Batch, default_num_subsets, fit_logistic_batched, sample_subsets
 
 GROUP = 10
@@ -53,6 +55,10 @@ ITERATIONS = 20
 asks, so the benchmark times seconds per iteration on them and multiplies by this."""
 GRID_STAGE = "the lambda grid"
 """A run clusters on the lambda grid instead of with k when k is not given."""
+
+
+BOOTSTRAP_LARGE_N = BOOTSTRAP_REPS // 4
+"""Resamples of the bootstrap in a run of more than 12 tasks (stages.group_confidence)."""
 
 
 def planted_f_hat(subsets: list[list[int]], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +106,9 @@ def measure(n: int, seed: int, grid_max: int) -> dict[str, float]:
     (row["cluster_k"],), res = timed(lambda: cluster(U, k=int(truth.max()) + 1))
     row["nmi_k"] = float(normalized_mutual_info_score(truth, res.labels))
     row["gap"] = float(res.relaxation["gap"]) if res.relaxation else float("nan")
-    (row["bootstrap_one"],), _ = timed(lambda: bootstrap_groups(subsets, f_hat, n, res.labels, reps=1, seed=seed))
+    method = bootstrap_method("auto", n)  # what a run's bootstrap reclusters each resample with
+    (row["bootstrap_one"],), _ = timed(lambda: bootstrap_groups(subsets, f_hat, n, res.labels, reps=1, seed=seed,
+                                                                method=method))
     if n <= grid_max:
         (row["cluster_grid"],), free = timed(lambda: cluster(U))
         row["nmi_grid"] = float(normalized_mutual_info_score(truth, free.labels))
@@ -172,7 +180,8 @@ def main() -> None:
         ("affinity", "affinity (interaction residuals + eq. 5)", "affinity", 1),
         ("split_half_one", "split-half reliability, one halving (x 50 in a run)", "split-half reliability", 50),
         ("cluster_k", "cluster, k given (SDP + rounding + gap)", "clustering", 1),
-        ("bootstrap_one", "bootstrap, one resample reclustered (x 200 in a run)", "bootstrap", 200),
+        ("bootstrap_one", f"bootstrap, one resample reclustered (x {BOOTSTRAP_LARGE_N} in a run)", "bootstrap",
+         BOOTSTRAP_LARGE_N),
         ("cluster_grid", "cluster, lambda grid (no k, 25 SDPs)", GRID_STAGE, 1),
     ]
     head = ["stage", *[f"n = {r['n']}" for r in rows], "exponent b", f"n = {TARGET} (extrapolated, as in a run)"]
@@ -246,7 +255,7 @@ def main() -> None:
         "",
         "## Reading",
         "",
-        f"- At n = {TARGET} with today's defaults and k given, a run would spend, on one core, "
+        f"- At n = {TARGET} with `--surrogate exact` and k given, a run would spend, on one core, "
         + ", ".join(f"{name} {human(t)}" for name, t in ranked)
         + f": **{human(sum(projected.values()))} in all**, before meta-training and the features (linear in n)."
         + (f" Without k, the lambda grid adds {human(grid)}." if grid else ""),
