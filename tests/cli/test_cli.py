@@ -583,6 +583,21 @@ def test_many_tasks_end_to_end_summarise_instead_of_printing_the_matrix(tmp_path
     assert header.count("return/") == 36
 
 
+@pytest.mark.parametrize("surrogate", ["exact", "closed_form"])
+def test_factorised_projection_end_to_end(tmp_path, cli, surrogate):
+    """--projection factorised through every stage and both kinds of surrogate: the features have the factorised
+    projection's d (31 of the asked 32 for tiny's 16-16-16 MLP), and adapt lifts a subset's v with it."""
+    run_dir = tmp_path / surrogate
+    rc, out, err = cli(*tiny_run_args(run_dir, "planted(n=8,groups=2)", "--k", "2", "--projection", "factorised",
+                                      "--surrogate", surrogate))
+    assert rc == 0, err
+    meta = json.loads((run_dir / "features" / "meta.json").read_text())
+    assert meta["d"] == 31 and np.load(run_dir / "features" / "task_000.npz")["features"].shape[1] == 31
+    if surrogate == "exact":
+        rc, out, err = cli("adapt", run_dir, "--subset", "0", "--output", tmp_path / "a.pt")
+        assert rc == 0, err
+
+
 def test_newton_surrogate_end_to_end_matches_the_exact_groups(tiny_run, tmp_path, cli):
     """--surrogate newton on the tiny cartpole run's own features: the same subsets, f^ from one Newton step per
     subset, recorded as such; its f^ ranks the subsets as the exact fits do."""

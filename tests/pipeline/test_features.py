@@ -210,6 +210,8 @@ def test_factorised_lift_is_the_adjoint_and_inner_products_are_unbiased():
     proj = factorised_projection(model, 100, seed=0)
     v = torch.randn(proj.d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(proj.project(g) @ v, g @ proj.lift(v), rtol=1e-9, atol=1e-9)
+    V = torch.randn(proj.d, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(proj.lift(V), torch.stack([proj.lift(V[:, j]) for j in range(3)], dim=1))
     true = g[:4] @ g[:4].T
     draws = torch.stack([(lambda Y: Y @ Y.T)(factorised_projection(model, 100, seed=s).project(g[:4]))
                          for s in range(300)])

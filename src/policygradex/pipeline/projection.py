@@ -131,7 +131,10 @@ class FactorisedProjection:
         return torch.cat(out, dim=1)
 
     def lift(self, v: torch.Tensor) -> torch.Tensor:
-        """(d,) -> (p,): the parameter update that the projection's transpose maps v to."""
+        """(d,) -> (p,), or (d, k) -> (p, k) column by column: the parameter update P v of the projection's map
+        P^T (as :meth:`RandomProjection.lift`)."""
+        if v.ndim == 2:
+            return torch.stack([self.lift(v[:, j]) for j in range(v.shape[1])], dim=1)
         theta = torch.zeros(self.p, dtype=v.dtype)
         for i, b in enumerate(self.blocks):
             R_out, R_in = (R.to(v.dtype) for R in self.factors(i))
