@@ -79,6 +79,22 @@ def main() -> None:
                       f"{rs[0]['steps_per_task']:,}", str(rs[0]["iterations"]),
                       ms([r["theta_star_return"] for r in rs], ".1f"), ms([r["nmi_planted"] for r in rs], ".2f"),
                       ms([r["mean_jaccard"] for r in rs], ".2f"), ms([r["meta_train_s"] for r in rs], ".0f")])
+    reading = ["Against every task in every rollout (B = 64), difference of the means +- its standard error "
+               "(resolved when beyond 2 SE):", ""]
+    base = [r for r in rows if r["batch"] >= N_TASKS]
+    for b in batches:
+        rs = [r for r in rows if r["batch"] == b]
+        if b >= N_TASKS or not base or len(rs) < 2 or len(base) < 2:
+            continue
+        cells = []
+        for key, label, fmt in (("theta_star_return", "theta_star return", ".1f"), ("nmi_planted", "NMI", ".2f"),
+                                ("mean_jaccard", "Jaccard", ".2f"), ("meta_train_s", "seconds", ".0f")):
+            a, c = np.array([r[key] for r in rs]), np.array([r[key] for r in base])
+            diff = a.mean() - c.mean()
+            se = float(np.sqrt(a.var(ddof=1) / len(a) + c.var(ddof=1) / len(c)))
+            verdict = "resolved" if se > 0 and abs(diff) > 2 * se else "not resolved"
+            cells.append(f"{label} {format(diff, '+' + fmt)} +- {format(se, fmt)} ({verdict})")
+        reading.append(f"- B = {b}: " + "; ".join(cells))
     per_seed = [[str(r["batch"]), str(r["seed"]), f"{r['theta_star_return']:.1f}", f"{r['nmi_planted']:.2f}",
                  f"{r['mean_jaccard']:.2f}"] for r in rows]
     info = machine_info()
@@ -95,6 +111,7 @@ def main() -> None:
         "the bootstrap's mean group stability.", "",
         table(["B (tasks per iteration)", "steps per task slot", "PPO iterations", "theta_star return", "NMI planted",
                "mean Jaccard", "meta-training s"], trows), "",
+        *reading, "",
         "Per seed:", "",
         table(["B", "seed", "theta_star return", "NMI planted", "mean Jaccard"], per_seed), "",
     ])
