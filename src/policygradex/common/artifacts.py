@@ -100,10 +100,11 @@ def load_npy(path: Path) -> np.ndarray:
         raise _corrupt(path, exc) from None
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
+def load_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, or only those of ``keys`` that it holds (the others are not read)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return {k: data[k] for k in data.files if keys is None or k in keys}
     except Exception as exc:
         raise _corrupt(path, exc) from None
 

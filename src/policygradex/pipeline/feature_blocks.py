@@ -94,17 +94,18 @@ def returns_of_files(paths: list[Path], names: list[str]) -> dict[str, float | N
     """The tasks' mean episode returns as their feature files recorded them."""
     out: dict[str, float | None] = {}
     for p, name in zip(paths, names):
-        rets = load_npz(p).get("episode_returns")
+        rets = load_npz(p, ("episode_returns",)).get("episode_returns")
         out[name] = float(np.mean(rets)) if rets is not None and len(rets) else None
     return out
 
 
 def renormalise_batch(paths: list[Path]) -> None:
     """``batch`` normalisation over several blocks: labels and weights of every feature file recomputed from its raw
-    advantages standardised by the mean and standard deviation over all tasks (two streamed passes)."""
+    advantages standardised by the mean and standard deviation over all tasks (two streamed passes: the first reads
+    only the advantages, the second rewrites each file whole)."""
     count, total, total_sq = 0, 0.0, 0.0
     for p in paths:
-        a = load_npz(p)["advantages"].astype(np.float64)
+        a = load_npz(p, ("advantages",))["advantages"].astype(np.float64)
         count, total, total_sq = count + a.size, total + a.sum(), total_sq + (a * a).sum()
     mu = total / count
     sd = float(np.sqrt(max(total_sq / count - mu * mu, 0.0))) + 1e-8

@@ -216,8 +216,8 @@ def stage_features(st: RunState) -> None:
     todo = [b for b, ids in enumerate(blocks) if recompute_all or not all(paths[i].exists() for i in ids)]
     specs = block_specs(cfg, n, todo, rd.path, file_sha(rd.theta_star))
     cache = rd.path / "features" / "jobs"
+    projection = projection_for(cfg, st.model)
     if st.launcher.backend == "sequential":  # here, with progress per task
-        projection = projection_for(cfg, st.model)
         with make_progress(st.console) as progress:
             bar = progress.add_task("gradient features", total=n, info=f"p={projection.p} d={projection.d}")
             progress.update(bar, completed=n - sum(len(blocks[b]) for b in todo))
@@ -233,11 +233,17 @@ def stage_features(st: RunState) -> None:
         with status(st.console, "batch advantage normalisation over all tasks"):
             renormalise_batch(paths)
     shutil.rmtree(cache, ignore_errors=True)
-    projection = projection_for(cfg, st.model)
+    # the blocks just run report their tasks' returns; the others' are read from their files (that key only)
+    returns: dict[str, float | None] = {}
+    for r in results:
+        returns.update(r["mean_episode_return"])
+    ran = set(todo)
+    kept = [i for b, ids in enumerate(blocks) if b not in ran for i in ids]
+    returns.update(returns_of_files([paths[i] for i in kept], [st.family.task_names[i] for i in kept]))
+    rollouts = sum(r["rollout_seconds"] for r in results)
     meta = {"p": projection.p, "d": projection.d, "N": fc.transitions_per_task, "blocks": len(blocks),
-            "seconds": {"rollouts": sum(r["rollout_seconds"] for r in results),
-                        "gradients_and_files": time.perf_counter() - t0 - sum(r["rollout_seconds"] for r in results)},
-            "mean_episode_return": returns_of_files(paths, st.family.task_names)}
+            "seconds": {"rollouts": rollouts, "gradients_and_files": time.perf_counter() - t0 - rollouts},
+            "mean_episode_return": {name: returns[name] for name in st.family.task_names}}
     atomic_write_json(rd.features_meta, meta)
     st.feature_meta = meta
     st.done("features", computed=True, seconds=time.perf_counter() - t0)

@@ -60,7 +60,7 @@ class EpisodeTracker:
     def update(self, rewards: np.ndarray, done: np.ndarray, valid: np.ndarray,
                env: Any = None) -> None:
         """One step of the active sub-envs; ``env`` (whose last step this is) gives the metrics' info values."""
-        idx = np.arange(len(self.env_task)) if self.active is None else self.active
+        idx: slice | np.ndarray = slice(None) if self.active is None else self.active
         self.ret[idx] += np.where(valid, rewards, 0.0)
         self.length[idx] += valid
         for m in self.metrics:
@@ -70,7 +70,8 @@ class EpisodeTracker:
             values = np.where(valid.reshape(-1, *[1] * (values.ndim - 1)), values, 0.0)
             acc = self.acc.setdefault(m.name, np.zeros((len(self.env_task), *values.shape[1:])))
             acc[idx] = acc[idx] + values if m.reduce == "sum" else np.maximum(acc[idx], values)
-        for j in idx[np.flatnonzero(done)]:
+        ended = np.flatnonzero(done)
+        for j in ended if self.active is None else self.active[ended]:
             metrics = {name: acc[j].tolist() for name, acc in self.acc.items()}
             self.finished.append(Episode(int(self.env_task[j]), float(self.ret[j]), int(self.length[j]), metrics))
             self.ret[j] = 0.0
