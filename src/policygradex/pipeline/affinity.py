@@ -8,6 +8,8 @@ before clustering; the asymmetric matrix is kept as ``affinity_directed``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from policygradex.common.errors import PolicyGradExError
@@ -80,6 +82,18 @@ def spearman_brown(r: float) -> float:
     return float(2 * r / (1 + r)) if r > -1 else float(r)
 
 
+def halves_reliability(rs: list[float]) -> dict[str, Any] | None:
+    """Split-half reliability from the correlations ``rs`` between halves' standardised interactions (one per
+    halving; NaN where undefined, dropped): their mean stepped up by Spearman-Brown. ``reliability``, ``r_mean``,
+    ``r_sd``, ``splits``; None when no halving gave a correlation. The callers correlate each halving's pair of U
+    as they go, so no more than one pair of n x n matrices is held at a time."""
+    rs = [r for r in rs if not np.isnan(r)]
+    if not rs:
+        return None
+    r = float(np.mean(rs))
+    return {"reliability": spearman_brown(r), "r_mean": r, "r_sd": float(np.std(rs)), "splits": len(rs)}
+
+
 def split_half_reliability(
     subsets: list[list[int]], f_hat: np.ndarray, n: int, kind: str = "subset", task_loss: np.ndarray | None = None,
     splits: int = 50, seed: int = 0,
@@ -118,20 +132,14 @@ def split_half_reliability(
             per_pair.append(counts)
             tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
             halves.append(affinity_matrix(kind, sub, f_hat[idx], tl, n, interaction=True)[0])
-        if not ok:
-            continue
-        r = standardized_corr(halves[0], halves[1])
-        if not np.isnan(r):
-            rs.append(r)
-    if not rs:
+        if ok:
+            rs.append(standardized_corr(halves[0], halves[1]))
+    out = halves_reliability(rs)
+    if out is None:
         return None
-    r = float(np.mean(rs))
     pp = np.concatenate(per_pair)
     return {
-        "reliability": spearman_brown(r),
-        "r_mean": r,
-        "r_sd": float(np.std(rs)),
-        "splits": len(rs),
+        **out,
         "distinct_subsets": len(groups),
         "pair_min": int(pp.min()),
         "pair_median": float(np.median(pp)),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from policygradex.common.errors import PolicyGradExError
-from policygradex.pipeline.affinity import spearman_brown, subset_affinity
+from policygradex.pipeline.affinity import halves_reliability, spearman_brown, subset_affinity
 from policygradex.pipeline.clustering import cluster, standardized_corr
 from policygradex.pipeline.partitions import groups_from_labels
 from policygradex.pipeline.closed_form import CurvatureTerms, expected_affinity
@@ -126,17 +126,11 @@ def transition_split_half(stats: Statistics, l2: float, alpha: int, splits: int 
     rs = []
     for _ in range(splits):
         side = np.argsort(rng.random((n, R)), axis=1) < R // 2  # each task: a uniform half of its blocks
-        halves = []
-        for mask in (side, ~side):
-            halves.append(expected_affinity(stats, l2, alpha, b=stats.reweighted_b(mask.astype(np.float64))))
-        r = standardized_corr(halves[0], halves[1])
-        if not np.isnan(r):
-            rs.append(r)
-    if not rs:
-        return None
-    r = float(np.mean(rs))
-    return {"reliability": spearman_brown(r), "r_mean": r, "r_sd": float(np.std(rs)),
-            "splits": len(rs), "blocks": R, "resampled": "transitions"}
+        halves = [expected_affinity(stats, l2, alpha, b=stats.reweighted_b(mask.astype(np.float64)))
+                  for mask in (side, ~side)]
+        rs.append(standardized_corr(*halves))
+    out = halves_reliability(rs)
+    return None if out is None else {**out, "blocks": R, "resampled": "transitions"}
 
 
 def gradient_reliability_from_blocks(stats: Statistics) -> float | None:
