@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, git_state, machine_info, table  # noqa: E402
+from common import command_line, git_state, machine_info, table, write_report  # noqa: E402
 
 from policygradex.common.artifacts import load_json, load_npz  # noqa: E402
 from policygradex.common.threads import thread_limit  # noqa: E402
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("results/confidence-at-scale.md"))
     args = ap.parse_args()
+    t0 = time.perf_counter()
     with thread_limit(1):
         rows = [compare(r, args.reps) for r in args.runs]
     info = machine_info()
@@ -81,9 +82,7 @@ def main() -> None:
         "Per group:", "",
         table(["run", "group", "Jaccard (sdp)", "Jaccard (fast)"], per_group), "",
     ])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_report(args.out, text, t0)
 
 
 if __name__ == "__main__":

@@ -240,3 +240,18 @@ def run_model_and_transitions(run_dir: Path) -> tuple[RunConfig, "TaskFamily", t
     model = make_model(cfg, family)
     model.load_state_dict(load_torch(rd.theta_star)["state_dict"])
     return cfg, family, model, run_transitions(cfg, family, model)
+
+
+CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
+"""``policygradex`` in this interpreter, with this interpreter's sys.path (so PYTHONPATH picks the source tree)."""
+
+
+def run_fresh(args: list[str], out: Path) -> float:
+    """``policygradex run ARGS --out OUT`` from nothing (an earlier OUT is deleted), output discarded; its wall
+    seconds. Raises when the run fails."""
+    if out.exists():
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        subprocess.run([*CLI, "run", *args, "--out", str(out)], stdout=sink, stderr=sink, check=True)
+    return time.perf_counter() - t0

@@ -9,19 +9,15 @@ groups, and its budget does not change the later stages' cost).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, fmt_s, git_state, log, machine_info, table  # noqa: E402
+from common import command_line, fmt_s, git_state, log, machine_info, run_fresh, table, write_report  # noqa: E402
 
 from policygradex.common.artifacts import load_json  # noqa: E402
 
-CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
 FAMILY = "planted(n=100,groups=10,orthogonal=1)"
 OPTIONS = ["--steps-per-task", "2048", "--k", "10"]
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
@@ -37,14 +33,8 @@ def main() -> None:
     rows = []
     for projection in ("dense", "factorised"):
         out = args.root / f"{projection}-s{args.seed}"
-        if out.exists():
-            shutil.rmtree(out)
         log(f"{FAMILY} --projection {projection}")
-        wall = time.perf_counter()
-        with open(os.devnull, "w") as sink:
-            subprocess.run([*CLI, "run", FAMILY, *OPTIONS, "--projection", projection, "--seed", str(args.seed),
-                            "--out", str(out)], stdout=sink, stderr=sink, check=True)
-        wall = time.perf_counter() - wall
+        wall = run_fresh([FAMILY, *OPTIONS, "--projection", projection, "--seed", str(args.seed)], out)
         t = load_json(out / "timings.json")
         g = load_json(out / "groups.json")
         meta = load_json(out / "features" / "meta.json")
@@ -62,9 +52,7 @@ def main() -> None:
         table(["projection", "d", *[f"{s} s" for s in STAGES], "of features: rollouts s", "features to groups s",
                "whole command s", "NMI planted"], rows), "",
     ])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_report(args.out, text, t0)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +25,17 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_model_and_transitions, command_line, fmt_s, git_state, log, machine_info, table  # noqa: E402
+from common import (  # noqa: E402
+    command_line,
+    fmt_s,
+    git_state,
+    log,
+    machine_info,
+    run_fresh,
+    run_model_and_transitions,
+    table,
+    write_report,
+)
 
 from policygradex.common.artifacts import load_json, load_npy  # noqa: E402
 from policygradex.common.threads import thread_limit  # noqa: E402
@@ -38,7 +45,6 @@ from policygradex.pipeline.gradients import factorised_gradients, per_sample_gra
 from policygradex.pipeline.partitions import labels_from_groups  # noqa: E402
 from policygradex.pipeline.projection import RandomProjection, factorised_projection  # noqa: E402
 
-CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
 RUNS = [
     ("planted(n=30,groups=3,orthogonal=1)", ["--steps-per-task", "20000", "--transitions", "4096", "--k", "3"]),
     ("cartpole", ["--steps-per-task", "20000", "--transitions", "4096", "--k", "3"]),
@@ -49,12 +55,8 @@ RUNS = [
 
 def run(family: str, options: list[str], projection: str, seed: int, root: Path) -> Path:
     out = root / f"{family.split('(')[0]}{''.join(c for c in family if c.isdigit())[:6]}-{projection}-s{seed}"
-    if out.exists():
-        shutil.rmtree(out)
     log(f"{family} {projection} seed {seed}")
-    with open(os.devnull, "w") as sink:
-        subprocess.run([*CLI, "run", family, *options, "--projection", projection, "--seed", str(seed),
-                        "--out", str(out)], stdout=sink, stderr=sink, check=True)
+    run_fresh([family, *options, "--projection", projection, "--seed", str(seed)], out)
     return out
 
 
@@ -149,9 +151,7 @@ def main() -> None:
         table(["family", "seed", "U corr", "NMI dense vs factorised", "NMI planted (dense)", "NMI planted (factorised)",
                "features s (dense)", "features s (factorised)"], group_rows), "",
     ])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    write_report(args.out, text, t0)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,6 @@ over all n tasks on the feature episodes, the planted-group NMI of the groups, a
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,27 +20,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, git_state, log, machine_info, table  # noqa: E402
+from common import command_line, git_state, log, machine_info, run_fresh, table, write_report  # noqa: E402
 
 from policygradex.common.artifacts import load_json  # noqa: E402
 
 FAMILY = "planted(n=64,groups=8,orthogonal=1)"
 N_TASKS = 64
-CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
-"""``policygradex`` in this interpreter, with this interpreter's sys.path (so PYTHONPATH picks the source tree)."""
 BUDGET = ["--hidden", "64,64,64", "--transitions", "2048", "--projection-dim", "64", "--k", "8"]
 
 
 def run(batch: int, total: int, seed: int, root: Path) -> dict:
     out = root / f"b{batch}-s{seed}"
-    if out.exists():
-        shutil.rmtree(out)
     steps = total // batch
-    args = [*CLI, "run", FAMILY, *BUDGET, "--steps-per-task", str(steps), "--seed", str(seed),
-            "--tasks-per-iteration", str(0 if batch >= N_TASKS else batch), "--out", str(out)]
     log(f"B = {batch}, seed {seed}: {steps} steps per task slot")
-    with open(os.devnull, "w") as sink:
-        subprocess.run(args, stdout=sink, stderr=sink, check=True)
+    run_fresh([FAMILY, *BUDGET, "--steps-per-task", str(steps), "--seed", str(seed),
+               "--tasks-per-iteration", str(0 if batch >= N_TASKS else batch)], out)
     meta = load_json(out / "features" / "meta.json")
     returns = [v for v in meta["mean_episode_return"].values() if v is not None]
     g = load_json(out / "groups.json")
@@ -115,10 +106,7 @@ def main() -> None:
         "Per seed:", "",
         table(["B", "seed", "theta_star return", "NMI planted", "mean Jaccard"], per_seed), "",
     ])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    log(f"wrote {args.out}")
+    write_report(args.out, text, t0)
 
 
 if __name__ == "__main__":

@@ -33,15 +33,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_model_and_transitions, command_line, fmt_s, git_state, log, machine_info, table  # noqa: E402
+from common import CLI, command_line, fmt_s, git_state, log, machine_info, run_model_and_transitions, table  # noqa: E402
 
 from policygradex.common.artifacts import load_json, load_npy  # noqa: E402
 from policygradex.common.plots import save_figure  # noqa: E402
 from policygradex.pipeline.clustering import standardized_corr  # noqa: E402
 from policygradex.pipeline.partitions import labels_from_groups  # noqa: E402
 
-CLI = [sys.executable, "-c", "import sys; from policygradex.cli.main import main; sys.exit(main(sys.argv[1:]))"]
-"""``policygradex`` in this interpreter, with this interpreter's sys.path (so PYTHONPATH picks the source tree)."""
 BUDGETS = {"planted": ["--preset", "tiny", "--transitions", "4096"], "mo": ["--preset", "tiny", "--transitions", "1024"]}
 """The benchmark's budget per family, given to every run (Box2D lunar lander steps cost more than CartPole's)."""
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
