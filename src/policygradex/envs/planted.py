@@ -14,7 +14,7 @@ Parameters, given as ``planted(n=12,groups=4,conflict=0.5)`` on the command line
 structure at all, every group sees plain CartPole), ``orthogonal`` (default 0).
 
 Many groups: plane rotations put G groups 360/G degrees apart, so at G = 100 neighbouring groups differ by 3.6
-degrees and are barely told apart (a continuum, not clusters: planted NMI 0.65 at n = 1,000, G = 100). With
+degrees and are barely told apart (a continuum more than clusters). With
 ``orthogonal=1`` group g > 0 sees the observation through its own random rotation of all four coordinates
 (Q_g drawn from the uniform distribution on SO(4), seeded by g, raised to the power ``conflict``; group 0 sees
 plain CartPole): SO(4) has six dimensions, so 100 groups stay far apart.

@@ -154,8 +154,8 @@ class ClusterConfig:
     bootstrap_method: Literal["auto", "exact", "sdp", "fast"] = "auto"
     """How each bootstrap resample is reclustered (always at the run's k, warm-started from the run's groups).
     ``auto`` (default): exact for n <= 12, fast above. A resample asks whether the run's groups survive, not for a
-    certificate, and 50 SDPs were 141 s of a 154 s n = 100 tiny run; results/confidence-at-scale.md compares the
-    group Jaccards under sdp and fast resamples."""
+    certificate, and 50 SDPs dominated the cluster stage at 100 tasks; results/confidence-at-scale.md compares the
+    group Jaccards and the time under sdp and fast resamples."""
     exhaustive_check: bool = True
     """For n <= 12 with ``sdp``, also search all partitions with the same k and report whether the SDP groups are
     optimal."""
