@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--projection", choices=["dense", "factorised"],
                    help="P: the paper's dense Gaussian matrix on full per-transition gradients, or LoGra's factorised "
                         f"projection of linear layers' gradients (default: {d.features.projection})")
+    g.add_argument("--store", choices=["auto", "features", "statistics"],
+                   help="what the feature stage writes: every transition's projected gradient, or only the closed "
+                        "form's per-task statistics, without per-sample gradients except a curvature subsample "
+                        "(default: auto: statistics wherever the surrogate is the closed form with a shared curvature)")
     g.add_argument("--task-block", type=int, metavar="TASKS",
                    help="tasks per block of the feature stage: one block's transitions in memory at a time, and the "
                         f"unit of work of --backend (default: {d.features.task_block})")
@@ -94,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--curvature", choices=["shared", "first_order"],
                    help="closed_form: one shared curvature, or plus each task's own to first order (default: shared)")
     g.add_argument("--curvature-rows", type=int,
-                   help="transitions per task behind closed_form's shared curvature (default: all fitting ones)")
+                   help="transitions per task behind closed_form's shared curvature (default: all fitting ones from "
+                        "features; about 32,768 in all spread over the tasks under --store statistics)")
     g.add_argument("--subset-size", type=int, help="alpha: tasks per subset (default: min(5, n // 2))")
     g.add_argument("--num-subsets", type=int, help="m: distinct subsets (default: 3 n^2, or all C(n, alpha) subsets "
                                                    "when fewer; topped up until every pair is covered)")

@@ -43,6 +43,13 @@ class FeatureConfig:
     projection of linear layers' gradients as outer products (:class:`~.projection.FactorisedProjection`), from one
     batched forward and backward, without per-sample gradients; results/factorised-projection.md compares the two
     (inner-product error, time, groups)."""
+    store: Literal["auto", "features", "statistics"] = "auto"
+    """What the feature stage writes. ``features``: every transition's projected gradient (N x d per task), which
+    every surrogate and analysis can read. ``statistics``: only what the closed-form surrogate reads, per block of
+    tasks, from one forward and backward per block of rows plus per-sample gradients of a curvature subsample
+    (:mod:`~.gradient_statistics`; no N x d array). ``auto`` (default): ``statistics`` where the run's surrogate is
+    the closed form with the shared curvature (n > 40 by default), else ``features``; results/statistics-store.md
+    measures the time saved and what the subsampled curvature changes."""
     projection_block_rows: int = 16_384
     """P is generated this many parameter-rows at a time from (seed, block index); it never sits whole in memory."""
     projection_cache_mb: float = 256.0
@@ -90,8 +97,10 @@ class SurrogateConfig:
     """Contiguous blocks in time of each task's fitting transitions whose gradient sums are kept (statistics.npz):
     the replicates behind the bootstrap and the split-half reliability over transitions."""
     curvature_rows: int | None = None
-    """Transitions per task (evenly spaced in time) the shared curvature of ``closed_form`` averages over; None: all
-    fitting transitions. The curvature costs O(rows d^2) per task, the rest O(rows d)."""
+    """Transitions per task (evenly spaced in time) the shared curvature of ``closed_form`` averages over. None: all
+    fitting transitions from stored features; under ``--store statistics``, where each costs a per-sample gradient,
+    about 32,768 in all spread over the tasks (:func:`~.gradient_statistics.auto_curvature_rows`). The curvature
+    costs O(rows d^2) per task, the rest O(rows d)."""
     subset_size: int | None = None
     """alpha: tasks per sampled subset. None: min(5, max(2, n // 2)), i.e. 5 for the paper's 10-task families."""
     num_subsets: int | None = None

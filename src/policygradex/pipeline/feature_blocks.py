@@ -11,7 +11,10 @@ Advantages. ``per_task`` and ``none`` normalisation need nothing outside the tas
 tasks: with one block the job does it as before; with several, each job writes labels and weights of its raw
 advantages and :func:`renormalise_batch` rewrites them from the mean and standard deviation over all tasks.
 
-Time: the blocks' work adds up to the one-block stage's (rollouts O(n N) steps, gradients O(n N p), projection
+Stored output. With ``--store features`` the job writes every task's feature file; with ``--store statistics``
+(:mod:`.gradient_statistics`) one statistics file for the block, and no per-transition array is formed.
+
+Time: with feature files, the blocks' work adds up to the one-block stage's (rollouts O(n N) steps, gradients O(n N p), projection
 O(n N p d)); memory holds one block's transitions and features at a time, O(task_block N (obs + d)).
 """
 
@@ -32,11 +35,13 @@ from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.features import (
     block_transitions,
     feature_arrays,
+    fit_rows,
     logistic_targets,
     normalize_advantages,
     projection_for,
     task_blocks,
 )
+from policygradex.pipeline.gradient_statistics import auto_curvature_rows, block_statistics, resolve_store, task_statistics
 from policygradex.pipeline.rundir import RunDir
 from policygradex.rl.ppo import network_for
 
@@ -54,7 +59,7 @@ def block_normalization(cfg: RunConfig, n: int) -> str:
 def block_specs(cfg: RunConfig, n: int, blocks: list[int], run_dir: Path, theta_sha: str) -> list[JobSpec]:
     """One job per block in ``blocks``; ``theta_sha`` pins the theta_star the files are made from."""
     return [JobSpec(JOB_FN, {"config": cfg.to_dict(), "block": b, "theta_star_sha256": theta_sha,
-                             "normalization": block_normalization(cfg, n)},
+                             "normalization": block_normalization(cfg, n), "store": resolve_store(cfg, n)},
                     seed=cfg.feature_block_seed(b), label=f"tasks {task_blocks(n, cfg.features.task_block)[b].start}+",
                     paths={"run_dir": str(run_dir)})
             for b in blocks]
@@ -80,13 +85,24 @@ def feature_block_job(args: dict[str, Any], seed: int,
     advantages = normalize_advantages([t.advantages for t in transitions], args["normalization"])
     projection = projection_for(cfg, model)
     returns: dict[str, float | None] = {}
+    statistics = args.get("store", "features") == "statistics"
+    per_task = []
+    if statistics:
+        sc = cfg.surrogate
+        rows = auto_curvature_rows(family.n, fit_rows(cfg.features.transitions_per_task, cfg.features.holdout_fraction),
+                                   sc.curvature_rows)
     for i, tr, adv in zip(ids, transitions, advantages):
-        arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features)
-        atomic_save_npz(rd.task_features(i), **arrays, advantages=tr.advantages.astype(np.float32),
-                        episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
+        if statistics:
+            per_task.append(task_statistics(model, tr.obs, tr.actions, adv, projection, cfg.features, sc.blocks, rows))
+        else:
+            arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features)
+            atomic_save_npz(rd.task_features(i), **arrays, advantages=tr.advantages.astype(np.float32),
+                            episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
         returns[family.tasks[i].name] = float(np.mean(tr.episode_returns)) if tr.episode_returns else None
         if on_task is not None:
             on_task()
+    if statistics:
+        block_statistics(rd.block_statistics(block), ids, per_task, [returns[family.tasks[i].name] for i in ids])
     return {"block": block, "mean_episode_return": returns, "rollout_seconds": rollout_seconds}
 
 

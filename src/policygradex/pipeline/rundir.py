@@ -53,6 +53,10 @@ class RunDir:
     def task_features(self, i: int) -> Path:
         return self.features_dir / f"task_{i:03d}.npz"
 
+    def block_statistics(self, b: int) -> Path:
+        """``--store statistics``: the closed form's statistics of the feature stage's block b of tasks."""
+        return self.features_dir / f"statistics_{b:04d}.npz"
+
 
 def config_record(cfg: RunConfig, family: TaskFamily) -> dict[str, Any]:
     return {

@@ -24,6 +24,7 @@ from policygradex.envs.registry import load_family
 from policygradex.nets.base import TASK_ROUTED, check_network_name
 from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.partitions import EXACT_MAX_N
+from policygradex.pipeline.gradient_statistics import statistics_refusal
 from policygradex.pipeline.projection import factorised_projection
 from policygradex.pipeline.report import write_report
 from policygradex.pipeline.rundir import open_run_dir, run_lock
@@ -109,6 +110,8 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--lr must be > 0, got {cfg.ppo.learning_rate}")
     if cfg.features.projection == "factorised":  # refused before training, not after
         factorised_projection(make_model(cfg, family), cfg.features.projection_dim, cfg.projection_seed)
+    if cfg.features.store == "statistics" and (why := statistics_refusal(cfg, n)) is not None:
+        raise PolicyGradExError(why)
     if cfg.features.task_block < 1:
         raise PolicyGradExError(f"--task-block must be >= 1, got {cfg.features.task_block}")
     if cfg.ppo.tasks_per_iteration is not None and cfg.ppo.tasks_per_iteration < 1:

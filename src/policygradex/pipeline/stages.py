@@ -63,6 +63,7 @@ from policygradex.pipeline.feature_blocks import (
     returns_of_files,
 )
 from policygradex.pipeline.features import FeatureSet, feature_set, projection_for, task_blocks
+from policygradex.pipeline.gradient_statistics import merge_block_statistics, resolve_store, returns_of_statistics
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
 from policygradex.pipeline.rundir import RunDir
 from policygradex.pipeline.closed_form import CurvatureTerms, affinity, curvature_terms
@@ -114,8 +115,16 @@ class RunState:
         """The surrogate this run uses (``auto`` resolved by the number of tasks)."""
         return resolve_surrogate(self.cfg.surrogate.method, self.family.n)
 
+    @property
+    def store(self) -> str:
+        """What the feature stage stores for this run: ``features`` or ``statistics`` (``auto`` resolved)."""
+        return resolve_store(self.cfg, self.family.n)
+
     def feature_data(self) -> FeatureSet:
         """The stacked features of every task (loaded once; O(n N d) memory)."""
+        if self.store == "statistics":
+            raise PolicyGradExError("this run stored statistics, not features (--store statistics); rerun into a new "
+                                    "--out with --store features")
         if self.features is None:
             self.features = feature_set([load_npz(p) for p in self.feature_paths], self.cfg.features.holdout_fraction,
                                         self.feature_paths)
@@ -124,7 +133,9 @@ class RunState:
     def statistics(self, per_task: bool = False) -> Statistics:
         """The statistics of the feature files, streamed task by task; ``per_task`` (Newton) keeps every H_k."""
         sc = self.cfg.surrogate
-        if self.stats is None or (per_task and self.stats.H is None):
+        if self.stats is None and self.store == "statistics":
+            self.stats = merge_block_statistics(self.feature_paths, self.family.n)
+        elif self.stats is None or (per_task and self.stats.H is None):
             self.stats = statistics_of_files(self.feature_paths, self.cfg.features.holdout_fraction, sc.blocks,
                                              sc.curvature_rows, per_task)
         return self.stats
@@ -203,7 +214,9 @@ def stage_features(st: RunState) -> None:
     ``run --backend`` (progress counts blocks); the files are the same either way."""
     cfg, rd, n = st.cfg, st.rd, st.family.n
     fc = cfg.features
-    paths = [rd.task_features(i) for i in range(n)]
+    blocks = task_blocks(n, fc.task_block)
+    statistics = st.store == "statistics"
+    paths = [rd.block_statistics(b) for b in range(len(blocks))] if statistics else [rd.task_features(i) for i in range(n)]
     st.feature_paths = paths
     if not st.stale("features", *paths):
         st.feature_meta = load_json(rd.features_meta) if (rd.features_meta).exists() else {}
@@ -212,14 +225,17 @@ def stage_features(st: RunState) -> None:
     assert st.model is not None
     t0 = time.perf_counter()
     recompute_all = st.status.get("meta_train") == "computed"
-    blocks = task_blocks(n, fc.task_block)
-    todo = [b for b, ids in enumerate(blocks) if recompute_all or not all(paths[i].exists() for i in ids)]
+    if statistics:
+        todo = [b for b in range(len(blocks)) if recompute_all or not paths[b].exists()]
+    else:
+        todo = [b for b, ids in enumerate(blocks) if recompute_all or not all(paths[i].exists() for i in ids)]
     specs = block_specs(cfg, n, todo, rd.path, file_sha(rd.theta_star))
     cache = rd.path / "features" / "jobs"
     projection = projection_for(cfg, st.model)
     if st.launcher.backend == "sequential":  # here, with progress per task
         with make_progress(st.console) as progress:
-            bar = progress.add_task("gradient features", total=n, info=f"p={projection.p} d={projection.d}")
+            what = "gradient statistics" if statistics else "gradient features"
+            bar = progress.add_task(what, total=n, info=f"p={projection.p} d={projection.d}")
             progress.update(bar, completed=n - sum(len(blocks[b]) for b in todo))
             results = [feature_block_job({**spec.args, **spec.paths}, spec.seed, lambda: progress.advance(bar))
                        for spec in specs]
@@ -228,8 +244,9 @@ def stage_features(st: RunState) -> None:
             cache_path(cache, spec).unlink(missing_ok=True)
         launcher = dataclasses.replace(st.launcher, threads_per_job=torch.get_num_threads())
         results = run_jobs(specs, cache, launcher, st.console,
-                           description=f"gradient features ({len(blocks)} blocks of {fc.task_block} tasks)")
-    if todo and block_normalization(cfg, n) != fc.advantage_normalization:
+                           description=f"gradient {'statistics' if statistics else 'features'} "
+                                       f"({len(blocks)} blocks of {fc.task_block} tasks)")
+    if todo and not statistics and block_normalization(cfg, n) != fc.advantage_normalization:
         with status(st.console, "batch advantage normalisation over all tasks"):
             renormalise_batch(paths)
     shutil.rmtree(cache, ignore_errors=True)
@@ -239,9 +256,14 @@ def stage_features(st: RunState) -> None:
         returns.update(r["mean_episode_return"])
     ran = set(todo)
     kept = [i for b, ids in enumerate(blocks) if b not in ran for i in ids]
-    returns.update(returns_of_files([paths[i] for i in kept], [st.family.task_names[i] for i in kept]))
+    if statistics:
+        stored = returns_of_statistics([paths[b] for b in range(len(blocks)) if b not in ran])
+        returns.update({st.family.task_names[i]: stored[i] for i in kept})
+    else:
+        returns.update(returns_of_files([paths[i] for i in kept], [st.family.task_names[i] for i in kept]))
     rollouts = sum(r["rollout_seconds"] for r in results)
     meta = {"p": projection.p, "d": projection.d, "N": fc.transitions_per_task, "blocks": len(blocks),
+            "store": st.store,
             "seconds": {"rollouts": rollouts, "gradients_and_files": time.perf_counter() - t0 - rollouts},
             "mean_episode_return": {name: returns[name] for name in st.family.task_names}}
     atomic_write_json(rd.features_meta, meta)
@@ -329,7 +351,8 @@ def stage_statistics(st: RunState) -> None:
         return
     assert st.model is not None
     t0 = time.perf_counter()
-    with status(st.console, f"per-task statistics of {st.family.n} tasks' features (streamed, d={cfg.features.projection_dim})"):
+    source = "the feature stage's blocks" if st.store == "statistics" else "features (streamed)"
+    with status(st.console, f"per-task statistics of {st.family.n} tasks from {source}, d={cfg.features.projection_dim}"):
         stats = st.statistics()
     terms = None
     if first_order(cfg):

@@ -1,0 +1,192 @@
+"""The closed form's statistics straight from the gradients (``--store statistics``): no per-transition features.
+
+The closed-form surrogate (:mod:`.statistics`) reads of each task only
+
+    c_k = log 2 mean(w),   b_k = mean(1/2 w y g~)   (and its R block sums),   H = mean_k mean(1/4 w g~ g~^T),
+
+for the fitting rows and for the held-out ones. g~ = P^T g is linear in the gradient g = grad log pi(a|s) at
+theta_star, so every block sum is the projection of one gradient,
+
+    sum_{t in block} 1/2 w_t y_t g~_t = P^T grad_theta sum_{t in block} 1/2 w_t y_t log pi(a_t | s_t),
+
+a forward and backward over the block's rows: no per-sample gradient. Only the shared curvature needs them, and
+it is a mean over all n tasks, so each task contributes a subsample of ``curvature_rows`` rows (evenly spaced in
+time, :func:`.statistics.curvature_rows_index`); :func:`auto_curvature_rows` spreads a fixed total over the tasks.
+What this drops against ``--store features`` with the same options: nothing in b, c or the block sums (equal up to
+float rounding: the sums are taken over gradients before the projection rather than after); the curvature is the
+subsample's, results/statistics-store.md measures what that changes.
+
+The feature stage's job of each block of tasks (:mod:`.feature_blocks`) writes one statistics file for the block
+(:func:`block_statistics`): per task c, b, block sums, the held-out c and b, its mean episode return, and the sum
+over the block's tasks of the curvature on the subsampled rows. :func:`merge_block_statistics` adds the blocks in
+order into one :class:`.statistics.Statistics`, so the statistics are sharded exactly like the features, on every
+backend (sequential, process pool, Ray), with the same bytes.
+
+Time per task: O(N p) for the block sums (one forward and backward over its N rows) plus O(R p d) to project them,
+and O(r p d) for the r curvature rows' per-sample gradients and projection, against O(N p d) for the features.
+Memory and disk per block of T tasks: O(T R d + d^2), against O(T N d) for feature files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from policygradex.common.artifacts import atomic_save_npz, load_npz
+from policygradex.common.errors import PolicyGradExError
+from policygradex.pipeline.config import FeatureConfig, RunConfig
+from policygradex.pipeline.features import Projection, fit_rows, logistic_targets, task_blocks
+from policygradex.pipeline.gradients import projected_gradients
+from policygradex.pipeline.statistics import LOG2, Statistics, block_bounds, curvature_rows_index
+from policygradex.pipeline.surrogate import resolve_surrogate
+
+CURVATURE_TOTAL_ROWS = 32_768
+"""``--store statistics`` with ``curvature_rows`` None: the shared curvature averages over about this many rows in
+all, split evenly over the tasks (:func:`auto_curvature_rows`); chosen in results/statistics-store.md."""
+CURVATURE_MIN_ROWS = 32
+"""... but never fewer than this many rows of a task (every task is represented in the curvature)."""
+
+
+def resolve_store(cfg: RunConfig, n: int) -> str:
+    """What the feature stage writes for a run of n tasks: ``features`` (per-transition features, every surrogate)
+    or ``statistics`` (:mod:`this module`, the closed form with a shared curvature only). ``auto`` picks
+    ``statistics`` wherever it is allowed: the surrogate resolves to ``closed_form`` with the shared curvature, and
+    advantages are not normalised over a batch of several blocks of tasks."""
+    store = cfg.features.store
+    if store != "auto":
+        return store
+    return "statistics" if statistics_refusal(cfg, n) is None else "features"
+
+
+def statistics_refusal(cfg: RunConfig, n: int) -> str | None:
+    """Why ``--store statistics`` cannot serve this run (None when it can)."""
+    if resolve_surrogate(cfg.surrogate.method, n) != "closed_form":
+        return (f"--store statistics needs the closed-form surrogate (this run's is "
+                f"{resolve_surrogate(cfg.surrogate.method, n)}): use --surrogate closed_form or --store features")
+    if cfg.surrogate.curvature != "shared":
+        return "--store statistics keeps only the shared curvature: use --curvature shared or --store features"
+    if cfg.features.advantage_normalization == "batch" and len(task_blocks(n, cfg.features.task_block)) > 1:
+        return ("--store statistics cannot normalise advantages over a batch of several blocks of tasks: use "
+                "--advantage-normalization per_task, a --task-block of at least n, or --store features")
+    return None
+
+
+def auto_curvature_rows(n: int, n_fit: int, want: int | None) -> int:
+    """Curvature rows per task under ``--store statistics``: ``want``, or CURVATURE_TOTAL_ROWS / n (at least
+    CURVATURE_MIN_ROWS), at most the task's fitting rows."""
+    if want is None:
+        want = max(CURVATURE_MIN_ROWS, math.ceil(CURVATURE_TOTAL_ROWS / n))
+    return max(1, min(n_fit, want))
+
+
+def weighted_gradient_sums(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, z: torch.Tensor,
+                           bounds: np.ndarray, projection: Projection) -> np.ndarray:
+    """(R, d) float64: P^T grad sum_{t in block r} z_t log pi(a_t | s_t) for the R blocks of rows ``bounds``, one
+    forward and backward per block (the gradients are summed in float32, projected in float64)."""
+    names = model.policy_parameter_names()
+    params = dict(model.named_parameters())
+    wrt = [params[k] for k in names]
+    rows = []
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        logp = model(obs[lo:hi], actions[lo:hi])
+        grads = torch.autograd.grad((z[lo:hi] * logp).sum(), wrt)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    return projection.project(torch.stack(rows).to(torch.float64)).numpy()
+
+
+def _curvature(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, w: np.ndarray, idx: np.ndarray,
+               projection: Projection, fc: FeatureConfig) -> np.ndarray:
+    """(d, d) mean over the rows ``idx`` of 1/4 w g~ g~^T, from their per-sample projected gradients."""
+    X = projected_gradients(model, obs[idx], actions[idx], projection, fc).to(torch.float64)
+    ws = torch.from_numpy(w[idx].astype(np.float64))
+    return ((X * (0.25 * ws)[:, None]).T @ X).numpy() / len(idx)
+
+
+def task_statistics(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: np.ndarray,
+                    projection: Projection, fc: FeatureConfig, blocks: int, curvature_rows: int) -> dict[str, Any]:
+    """One task's statistics (fitting and held-out rows) from its transitions and (normalised) advantages."""
+    N = len(advantages)
+    n_fit = fit_rows(N, fc.holdout_fraction)
+    y, w = logistic_targets(advantages)
+    z = torch.from_numpy(0.5 * w * y)
+    bounds = block_bounds(n_fit, blocks)
+    sums = weighted_gradient_sums(model, obs[:n_fit], actions[:n_fit], z[:n_fit], bounds, projection)
+    idx = curvature_rows_index(n_fit, curvature_rows)
+    out: dict[str, Any] = {"c": LOG2 * float(w[:n_fit].astype(np.float64).mean()), "block_sums": sums,
+                           "b": sums.sum(0) / n_fit, "block_rows": np.diff(bounds), "rows": n_fit,
+                           "curvature": _curvature(model, obs, actions, w, idx, projection, fc),
+                           "curvature_rows": len(idx)}
+    held = N - n_fit
+    if held:
+        hs = weighted_gradient_sums(model, obs[n_fit:], actions[n_fit:], z[n_fit:], np.array([0, held]), projection)
+        hidx = curvature_rows_index(held, math.ceil(curvature_rows * held / n_fit))
+        out.update(held_c=LOG2 * float(w[n_fit:].astype(np.float64).mean()), held_b=hs[0] / held,
+                   held_curvature=_curvature(model, obs[n_fit:], actions[n_fit:], w[n_fit:], hidx, projection, fc))
+    return out
+
+
+def block_statistics(path: Path, ids: range, per_task: list[dict[str, Any]], returns: list[float | None]) -> None:
+    """Write one block's statistics file: per task c, b, block sums, held-out c and b, mean episode return (nan:
+    no episode ended); the sums over the block's tasks of the two curvatures."""
+    first = per_task[0]
+    arrays: dict[str, np.ndarray] = {
+        "ids": np.asarray(list(ids), dtype=np.int64),
+        "c": np.array([t["c"] for t in per_task]), "b": np.stack([t["b"] for t in per_task]),
+        "block_sums": np.stack([t["block_sums"] for t in per_task]), "block_rows": first["block_rows"],
+        "rows": np.asarray(first["rows"]), "curvature_rows": np.asarray(first["curvature_rows"]),
+        "curvature_sum": _ordered_sum([t["curvature"] for t in per_task]),
+        "mean_episode_return": np.array([np.nan if r is None else r for r in returns], dtype=np.float64),
+    }
+    if "held_b" in first:
+        arrays.update(held_c=np.array([t["held_c"] for t in per_task]), held_b=np.stack([t["held_b"] for t in per_task]),
+                      held_curvature_sum=_ordered_sum([t["held_curvature"] for t in per_task]))
+    atomic_save_npz(path, **arrays)
+
+
+def _ordered_sum(mats: list[np.ndarray]) -> np.ndarray:
+    total = mats[0].copy()
+    for m in mats[1:]:
+        total += m
+    return total
+
+
+def returns_of_statistics(paths: list[Path]) -> dict[int, float | None]:
+    """Task index -> mean episode return, as the blocks' statistics files recorded them."""
+    out: dict[int, float | None] = {}
+    for p in paths:
+        a = load_npz(p, ("ids", "mean_episode_return"))
+        for i, r in zip(a["ids"].tolist(), a["mean_episode_return"].tolist()):
+            out[int(i)] = None if math.isnan(r) else float(r)
+    return out
+
+
+def merge_block_statistics(paths: list[Path], n: int) -> Statistics:
+    """The run's :class:`.statistics.Statistics` from its blocks' files, added in block order (the same bytes
+    whichever backend wrote them)."""
+    need = ("ids", "c", "b", "block_sums", "block_rows", "rows", "curvature_rows", "curvature_sum")
+    parts = []
+    for p in paths:
+        a = load_npz(p)
+        if not set(need) <= set(a):
+            raise PolicyGradExError(f"{p} is not a block statistics file; delete it to recompute the features")
+        parts.append(a)
+    ids = np.concatenate([a["ids"] for a in parts])
+    if not np.array_equal(ids, np.arange(n)):
+        raise PolicyGradExError(f"the statistics files in {paths[0].parent} do not cover tasks 0..{n - 1} in order; "
+                                "delete them to recompute")
+    if len({(a["block_sums"].shape[1:], int(a["rows"]), int(a["curvature_rows"])) for a in parts}) != 1:
+        raise PolicyGradExError(f"the statistics files in {paths[0].parent} disagree in shape; delete them to recompute")
+    stats = Statistics(c=np.concatenate([a["c"] for a in parts]), b=np.concatenate([a["b"] for a in parts]),
+                       curvature=_ordered_sum([a["curvature_sum"] for a in parts]) / n,
+                       block_sums=np.concatenate([a["block_sums"] for a in parts]), block_rows=parts[0]["block_rows"],
+                       rows=int(parts[0]["rows"]), curvature_rows=int(parts[0]["curvature_rows"]))
+    if all("held_b" in a for a in parts):
+        stats.held_c = np.concatenate([a["held_c"] for a in parts])
+        stats.held_b = np.concatenate([a["held_b"] for a in parts])
+        stats.held_curvature = _ordered_sum([a["held_curvature_sum"] for a in parts]) / n
+    return stats
