@@ -58,7 +58,7 @@ def stage_rows(rd: RunDir, cfg: RunConfig, n: int) -> list[list[str]]:
     """One row per stage: seconds from timings.json, details from the artifacts the stage wrote."""
     seconds: dict[str, float] = load_json(rd.timings)
     curve = read_curve(rd.curve)
-    meta, sub = load_json(rd.features_meta), load_json(rd.subsets)
+    meta, sub = load_json(rd.features_meta), load_json(rd.surrogate_record)
     groups, stats = load_json(rd.groups), load_json(rd.affinity_stats)
     fc, sc, cc = cfg.features, cfg.surrogate, cfg.cluster
 

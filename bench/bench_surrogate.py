@@ -3,8 +3,8 @@
 ``pipeline.surrogate.fit_logistic_batched`` (all m subsets in one batched L-BFGS, what ``run_surrogate`` and the
 surrogate stage run) against scikit-learn's ``LogisticRegression``, one fit per subset, at sklearn's default tol and
 at a tight tol, on the benchmark run's data (bench_stages.py's run directory, produced here if missing): its feature
-files (``features.feature_set``) and the subsets of its subsets.json. Agreement of coefficients, of f_hat on
-held-out rows and of the objective reached; ``run_surrogate``'s f_hat against the run's subsets.json.
+files (``features.feature_set``) and the subsets of its subsets.npz. Agreement of coefficients, of f_hat on
+held-out rows and of the objective reached; ``run_surrogate``'s f_hat against the run's subsets.npz.
 
 Usage (from the repository root):
 
@@ -43,10 +43,11 @@ from common import (
 )
 
 from policygradex.analysis.context import load_context
-from policygradex.common.artifacts import load_json, load_npz
+from policygradex.common.artifacts import load_npz
 from policygradex.common.threads import thread_limit
 from policygradex.pipeline.config import SurrogateConfig
 from policygradex.pipeline.features import FeatureSet, feature_set
+from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import fit_logistic_batched, run_surrogate
 
 BUDGET_S = {"quick": (8.0, 8.0), "full": (45.0, 60.0)}
@@ -175,7 +176,7 @@ def render(sur: dict[str, Any], sc: SurrogateConfig, data_line: str) -> list[str
                      "max rel coef diff", "max \\|f_hat diff\\|", "objective(sklearn) - objective(ours)",
                      "other load (cores)"], rows), ""]
     run_diff = ("not compared: --l2 differs from the run's" if sur["f_hat_run_diff"] is None
-                else f"matches the run's subsets.json to {sur['f_hat_run_diff']:.1e}")
+                else f"matches the run's subsets.npz to {sur['f_hat_run_diff']:.1e}")
     L.append(f"Rel coef diff = max over subsets of ||v_ours - v_sklearn|| / ||v_sklearn||. f_hat = -(weighted mean "
              f"loss) on the held-out rows of the subset's tasks; for scale, f_hat over the m subsets spans "
              f"{sur['f_range']:.2e}. Objective = ours, (1/|D_S|) sum w log(1+exp(-y g.v)) + l2/2 ||v||^2 on the "
@@ -200,14 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ctx.cfg
     paths = [rd.task_features(i) for i in range(ctx.family.n)]
     fs = feature_set([load_npz(p) for p in paths], cfg.features.holdout_fraction, paths)
-    record = load_json(rd.subsets)["subsets"]
-    subsets = [s["tasks"] for s in record]
+    table = SubsetTable.load(rd.subsets)
+    subsets = table.subsets
     sc = cfg.surrogate if args.l2 is None else replace(cfg.surrogate, l2=args.l2)
-    stored = np.array([s["f_hat_held_out"] for s in record]) if sc == cfg.surrogate else None
+    stored = table.f_hat_held_out if sc == cfg.surrogate else None
     with thread_limit(args.threads) if args.threads else contextlib.nullcontext():
         sur = surrogate_vs_sklearn(fs, subsets, sc, BUDGET_S["quick" if args.quick else "full"], stored)
     data_line = (f"The run's data: its {fs.n} feature files (`features.feature_set`) and the subsets of its "
-                 "subsets.json, the same for both solvers:")
+                 "subsets.npz, the same for both solvers:")
     threads = f"set by --threads {args.threads} (torch and BLAS)" if args.threads else "the libraries' defaults"
     text = header("policygradex surrogate benchmark", args, info, time.perf_counter() - t_all, mon_all.other_cores(),
                   run_line, threads)

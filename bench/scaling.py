@@ -98,7 +98,7 @@ def one_row(n: int, seed: int, root: Path, surrogate: str | None = None, family:
     g = load_json(out / "groups.json")
     conf = g.get("confidence", {})
     jac = conf.get("group_jaccard") or []
-    sur = load_json(out / "surrogate.json") if (out / "surrogate.json").exists() else load_json(out / "subsets.json")
+    sur = load_json(out / "surrogate.json")
     row = {"n": n, "k": groups, "seed": seed, "surrogate": sur.get("method", "exact"), "cluster_method": g["method"],
            "features_to_groups_s": float(sum(timings[s] for s in FEATURES_TO_GROUPS)), "total_s": wall,
            "peak_rss_gib": rss, "nmi_planted": float(g["nmi_planted"]) if "nmi_planted" in g else None,

@@ -11,7 +11,7 @@ import pytest
 
 from policygradex.analysis.context import load_context
 from policygradex.analysis.stability import resample_job
-from policygradex.common.artifacts import load_json
+from policygradex.pipeline.subset_table import SubsetTable
 
 from ..helpers import assert_one_line_error
 
@@ -19,12 +19,12 @@ from ..helpers import assert_one_line_error
 def test_resampling_with_the_feature_seed_reproduces_the_run(tiny_run: Path) -> None:
     """The resample job is the pipeline's own computation: with the feature stage's seed it gives the run's f^."""
     ctx = load_context(tiny_run)
-    record = load_json(ctx.rd.subsets)
-    subsets = [s["tasks"] for s in record["subsets"]]
+    table = SubsetTable.load(ctx.rd.subsets)
+    subsets = table.subsets
     args = {"run_dir": str(tiny_run), "config": ctx.cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
             "transitions_per_task": ctx.cfg.features.transitions_per_task}
     same = resample_job(args, ctx.cfg.feature_seed)
-    assert np.allclose(same["f_hat"], [s["f_hat"] for s in record["subsets"]], rtol=1e-5, atol=1e-7)
+    assert np.allclose(same["f_hat"], table.f_hat, rtol=1e-5, atol=1e-7)
     other = resample_job(args, ctx.cfg.seed + 1000)
     assert not np.allclose(other["f_hat"], same["f_hat"])
 

@@ -20,11 +20,12 @@ from policygradex.nets.base import flat_params
 from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.features import projection_for
 from policygradex.pipeline.stages import make_model
+from policygradex.pipeline.subset_table import SubsetTable
 
 from ..helpers import assert_one_line_error, tiny_run_args
 
 ARTIFACTS = [
-    "config.json", "theta_star.pt", "features/task_000.npz", "subsets.json", "affinity.npy", "affinity.csv",
+    "config.json", "theta_star.pt", "features/task_000.npz", "subsets.npz", "affinity.npy", "affinity.csv",
     "groups.json", "affinity.png", "report.md",
 ]
 CARTPOLE_NAMES = load_family("cartpole").task_names
@@ -130,9 +131,12 @@ def test_feature_files_and_subsets(tiny_run):
             assert z["features"].shape == (N, d) and z["features"].dtype == np.float32
             assert set(np.unique(z["labels"]).tolist()) <= {-1.0, 1.0}
             assert z["weights"].shape == (N,) and (z["weights"] >= 0).all()
-    subsets = json.loads((tiny_run / "subsets.json").read_text())
-    members = [s["tasks"] for s in subsets["subsets"]]
-    assert len(members) == subsets["num_subsets"]
+    table = SubsetTable.load(tiny_run / "subsets.npz")
+    record = json.loads((tiny_run / "surrogate.json").read_text())
+    members = table.subsets
+    assert len(members) == record["num_subsets"] and table.tasks.dtype == np.int64
+    assert np.isfinite(table.f_hat).all() and np.array_equal(table.f_hat, table.f_hat_in_sample)  # in-sample default
+    assert np.isfinite(table.task_loss).all() and (table.task_loss > 0).all()
     covered = {(i, j) for s in members for i in s for j in s if i < j}
     assert len(covered) == 45  # every pair of the 10 tasks shares a subset
     assert np.load(tiny_run / "surrogate_v.npy").shape == (len(members), d)
@@ -169,7 +173,7 @@ def test_console_script_user_error_is_one_line(tmp_path):
 def test_resume_recomputes_only_missing_stages(tiny_run, tmp_path, cli):
     """Rerunning into a run directory keeps theta_star and features, and recreates a deleted affinity exactly."""
     run_dir = _copy(tiny_run, tmp_path)
-    kept = [run_dir / "theta_star.pt", run_dir / "features" / "task_000.npz", run_dir / "subsets.json"]
+    kept = [run_dir / "theta_star.pt", run_dir / "features" / "task_000.npz", run_dir / "subsets.npz"]
     mtimes = [p.stat().st_mtime_ns for p in kept]
     (run_dir / "affinity.npy").unlink()
     rc, _, err = cli(*tiny_run_args(run_dir))
@@ -416,7 +420,7 @@ def test_recluster_reuses_every_earlier_stage(tiny_run, tmp_path, cli):
     (affinity loaded), --interaction recomputes the affinity too; training, features and fits are loaded."""
     run_dir = _copy(tiny_run, tmp_path)
     args = tiny_run_args(run_dir)
-    before = {p.name: p.stat().st_mtime_ns for p in [run_dir / "theta_star.pt", run_dir / "subsets.json"]}
+    before = {p.name: p.stat().st_mtime_ns for p in [run_dir / "theta_star.pt", run_dir / "subsets.npz"]}
     rc, out, err = cli(*args, "--k", "3")
     assert rc == 0, err
     assert "stage meta_train: loaded" in err and "stage surrogate: loaded" in err
@@ -533,16 +537,20 @@ def test_sigterm_ends_a_forked_subprocess_quietly(monkeypatch: pytest.MonkeyPatc
 
 
 def test_closed_form_end_to_end(tmp_path, cli):
-    """--surrogate closed_form (the default above 40 tasks): no subsets, per-task statistics streamed from the
-    feature files, confidence from blocks of transitions. A 24-task planted family at a tiny budget recovers its
-    four groups; show and the report say what was resampled; a rerun loads every stage; commands that need subsets
-    say why they cannot run."""
+    """--surrogate closed_form (the default above 40 tasks): no subsets, per-task statistics written by the feature
+    stage (--store statistics, auto with the closed form: no per-transition features), confidence from blocks of
+    transitions. A 24-task planted family at a tiny budget recovers its four groups; show and the report say what
+    was resampled; a rerun loads every stage; commands that need subsets say why they cannot run; --store
+    features gives the same groups and an affinity equal to float rounding; --store statistics where it cannot
+    serve is refused in one line."""
     run_dir = tmp_path / "planted24"
     argv = ["run", "planted(n=24,groups=4)", "--preset", "tiny", "--transitions", "1024", "--k", "4",
             "--surrogate", "closed_form", "--out", run_dir]
     rc, out, err = cli(*argv)
     assert rc == 0, err
-    assert not (run_dir / "subsets.json").exists() and (run_dir / "statistics.npz").exists()
+    assert not (run_dir / "subsets.npz").exists() and (run_dir / "statistics.npz").exists()
+    assert sorted(f.name for f in (run_dir / "features").glob("*.npz")) == ["statistics_0000.npz"]
+    assert json.loads((run_dir / "features" / "meta.json").read_text())["store"] == "statistics"
     record = json.loads((run_dir / "surrogate.json").read_text())
     assert record["method"] == "closed_form" and record["blocks"] == 32 and record["curvature"] == "shared"
     groups = _groups(run_dir)
@@ -557,6 +565,16 @@ def test_closed_form_end_to_end(tmp_path, cli):
     assert rc == 0 and err.count("loaded from disk") == 5, err
     rc, _, err = cli("adapt", run_dir, "--subset", "0", "--output", tmp_path / "a.pt")
     assert_one_line_error(rc, err, "closed-form surrogate", "--surrogate exact or newton")
+    features_dir = tmp_path / "features24"
+    rc, _, err = cli(*argv[:-1], features_dir, "--store", "features")
+    assert rc == 0, err
+    assert len(list((features_dir / "features").glob("task_*.npz"))) == 24
+    assert _groups(features_dir)["group_indices"] == groups["group_indices"]
+    np.testing.assert_allclose(np.load(features_dir / "affinity.npy"), np.load(run_dir / "affinity.npy"), atol=1e-4)
+    rc, _, err = cli("run", "planted(n=24,groups=4)", "--preset", "tiny", "--store", "statistics",
+                     "--surrogate", "exact", "--out", tmp_path / "refused")
+    assert_one_line_error(rc, err, "--store statistics needs the closed-form surrogate")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_many_tasks_end_to_end_summarise_instead_of_printing_the_matrix(tmp_path, cli):
@@ -592,7 +610,10 @@ def test_factorised_projection_end_to_end(tmp_path, cli, surrogate):
                                       "--surrogate", surrogate))
     assert rc == 0, err
     meta = json.loads((run_dir / "features" / "meta.json").read_text())
-    assert meta["d"] == 31 and np.load(run_dir / "features" / "task_000.npz")["features"].shape[1] == 31
+    if surrogate == "exact":
+        assert meta["d"] == 31 and np.load(run_dir / "features" / "task_000.npz")["features"].shape[1] == 31
+    else:  # --store statistics: the block sums of the factorised features
+        assert meta["d"] == 31 and np.load(run_dir / "features" / "statistics_0000.npz")["b"].shape == (8, 31)
     if surrogate == "exact":
         rc, out, err = cli("adapt", run_dir, "--subset", "0", "--output", tmp_path / "a.pt")
         assert rc == 0, err
@@ -605,15 +626,15 @@ def test_newton_surrogate_end_to_end_matches_the_exact_groups(tiny_run, tmp_path
 
     out = tmp_path / "newton"
     shutil.copytree(tiny_run, out)
-    for name in ("subsets.json", "surrogate_v.npy"):
+    for name in ("subsets.npz", "surrogate.json", "surrogate_v.npy"):
         (out / name).unlink()
     record = json.loads((out / "config.json").read_text())
     record["config"]["surrogate"]["method"] = "newton"
     (out / "config.json").write_text(json.dumps(record))
     rc, _, err = cli(*tiny_run_args(out, "cartpole", "--surrogate", "newton"))
     assert rc == 0, err
-    exact = json.loads((tiny_run / "subsets.json").read_text())
-    newton = json.loads((out / "subsets.json").read_text())
-    assert newton["method"] == "newton" and [s["tasks"] for s in newton["subsets"]] == [s["tasks"] for s in exact["subsets"]]
-    rho = spearmanr([s["f_hat"] for s in exact["subsets"]], [s["f_hat"] for s in newton["subsets"]])[0]
+    exact, newton = SubsetTable.load(tiny_run / "subsets.npz"), SubsetTable.load(out / "subsets.npz")
+    assert json.loads((out / "surrogate.json").read_text())["method"] == "newton"
+    assert np.array_equal(newton.tasks, exact.tasks)
+    rho = spearmanr(exact.f_hat, newton.f_hat)[0]
     assert rho > 0.99

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -217,3 +218,24 @@ def test_factorised_lift_is_the_adjoint_and_inner_products_are_unbiased():
                          for s in range(300)])
     se = draws.std(0) / 300 ** 0.5
     assert float(((draws.mean(0) - true).abs() / se).max()) < 4.0  # unbiased: within 4 standard errors
+
+
+@pytest.mark.parametrize("projection", ["dense", "factorised"])
+@pytest.mark.parametrize("kind", ["discrete", "gaussian"])
+def test_block_sums_are_projections_of_one_weighted_backward(kind, projection):
+    """--store statistics: the sum over a block of rows of z_t g~_t is the projection of one backward of
+    sum_t z_t log pi(a_t|s_t), for both projections; checked against the per-sample loop's gradients."""
+    from policygradex.pipeline.gradient_statistics import weighted_gradient_sums
+    from policygradex.pipeline.projection import factorised_projection
+
+    model, obs, actions = _model_and_batch(kind, batch=20)
+    p = sum(q.numel() for n, q in model.named_parameters() if n.startswith("actor"))
+    proj = RandomProjection(p, 24, seed=5) if projection == "dense" else factorised_projection(model, 64, seed=5)
+    z = torch.randn(20, generator=torch.Generator().manual_seed(7))
+    bounds = np.array([0, 3, 11, 20])
+    got = weighted_gradient_sums(model, obs, actions, z, bounds, proj)
+    per_sample = proj.project(loop_grads(model, obs, actions).to(torch.float64)).numpy()
+    expected = np.stack([(z[lo:hi].double().numpy()[:, None] * per_sample[lo:hi]).sum(0)
+                         for lo, hi in zip(bounds[:-1], bounds[1:])])
+    assert got.shape == (3, proj.d)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())

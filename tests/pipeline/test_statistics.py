@@ -236,3 +236,106 @@ def test_transition_bootstrap_is_seeded():
     a = transition_bootstrap(st, 0.1, 4, labels, reps=5, seed=3, method="sdp")
     b = transition_bootstrap(st, 0.1, 4, labels, reps=5, seed=3, method="sdp")
     assert a == b
+
+
+def _policy_tasks(n: int = 5, N: int = 120, seed: int = 0):
+    """A perturbed small MLP policy and n tasks' random transitions and advantages."""
+    import gymnasium as gym
+
+    from policygradex.nets.base import make_network
+    from policygradex.nets.config import NetworkConfig
+
+    torch.manual_seed(seed)
+    model = make_network(6, gym.spaces.Discrete(3), NetworkConfig(hidden_sizes=(16, 16)))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith("actor"):
+                param.add_(0.3 * torch.randn_like(param))
+    gen = torch.Generator().manual_seed(seed + 1)
+    tasks = [(torch.randn(N, 6, generator=gen), torch.randint(0, 3, (N,), generator=gen),
+              torch.randn(N, generator=gen, dtype=torch.float64).numpy()) for _ in range(n)]
+    return model, tasks
+
+
+@pytest.mark.parametrize("curvature_rows", [None, 20])
+def test_statistics_store_equals_the_statistics_of_the_features(tmp_path: Path, curvature_rows):
+    """--store statistics: per-task statistics from block backwards plus a curvature subsample, written in two
+    blocks of tasks and merged, equal compute_statistics of the same transitions' per-transition features (all
+    rows, or the same evenly spaced 20 rows per task for the curvature) to float rounding."""
+    from policygradex.pipeline.config import FeatureConfig
+    from policygradex.pipeline.features import feature_arrays, fit_rows
+    from policygradex.pipeline.gradient_statistics import block_statistics, merge_block_statistics, task_statistics
+    from policygradex.pipeline.projection import RandomProjection
+
+    model, tasks = _policy_tasks()
+    fc = FeatureConfig(transitions_per_task=120, holdout_fraction=0.25)
+    p = sum(q.numel() for n, q in model.named_parameters() if n.startswith("actor"))
+    proj = RandomProjection(p, 10, seed=2)
+    n_fit = fit_rows(120, 0.25)
+    rows = n_fit if curvature_rows is None else curvature_rows
+    per_task = [task_statistics(model, o, a, adv, proj, fc, 8, rows) for o, a, adv in tasks]
+    paths = [tmp_path / "b0.npz", tmp_path / "b1.npz"]
+    block_statistics(paths[0], range(0, 3), per_task[:3], [1.0, None, 2.0])
+    block_statistics(paths[1], range(3, 5), per_task[3:], [3.0, 4.0])
+    got = merge_block_statistics(paths, 5)
+    feats = [feature_arrays(model, o, a, adv, proj, fc) for o, a, adv in tasks]
+    want = compute_statistics(((torch.from_numpy(f["features"]), torch.from_numpy(f["labels"]),
+                                torch.from_numpy(f["weights"])) for f in feats), n_fit, 8, curvature_rows)
+    assert got.rows == want.rows == n_fit and got.curvature_rows == want.curvature_rows == rows
+    np.testing.assert_array_equal(got.block_rows, want.block_rows)
+    for name in ("c", "b", "block_sums", "curvature", "held_c", "held_b"):
+        a, b = getattr(got, name), getattr(want, name)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max(), err_msg=name)
+    if curvature_rows is None:  # the held-out curvature from all held-out rows, as compute_statistics takes it
+        np.testing.assert_allclose(got.held_curvature, want.held_curvature, rtol=1e-5)
+    else:
+        assert not np.allclose(got.curvature, compute_statistics(
+            ((torch.from_numpy(f["features"]), torch.from_numpy(f["labels"]), torch.from_numpy(f["weights"]))
+             for f in feats), n_fit, 8, None).curvature)
+
+
+def test_merged_statistics_refuse_missing_or_reordered_blocks(tmp_path: Path):
+    from policygradex.pipeline.config import FeatureConfig
+    from policygradex.pipeline.gradient_statistics import block_statistics, merge_block_statistics, task_statistics
+    from policygradex.pipeline.projection import RandomProjection
+
+    model, tasks = _policy_tasks(n=2, N=40)
+    p = sum(q.numel() for n, q in model.named_parameters() if n.startswith("actor"))
+    proj, fc = RandomProjection(p, 6, seed=2), FeatureConfig(transitions_per_task=40)
+    per_task = [task_statistics(model, o, a, adv, proj, fc, 4, 10) for o, a, adv in tasks]
+    block_statistics(tmp_path / "b0.npz", range(0, 1), per_task[:1], [None])
+    block_statistics(tmp_path / "b1.npz", range(1, 2), per_task[1:], [None])
+    with pytest.raises(PolicyGradExError, match="do not cover tasks"):
+        merge_block_statistics([tmp_path / "b1.npz", tmp_path / "b0.npz"], 2)
+    atomic_save_npz(tmp_path / "bad.npz", c=np.zeros(1))
+    with pytest.raises(PolicyGradExError, match="not a block statistics file"):
+        merge_block_statistics([tmp_path / "bad.npz"], 1)
+
+
+def test_store_resolution_and_curvature_rows():
+    """auto stores statistics exactly where the closed form with a shared curvature runs; the curvature subsample
+    spreads CURVATURE_TOTAL_ROWS over the tasks, at least CURVATURE_MIN_ROWS each, at most the task's rows."""
+    from dataclasses import replace
+
+    from policygradex.pipeline.config import RunConfig
+    from policygradex.pipeline.gradient_statistics import (
+        CURVATURE_MIN_ROWS,
+        CURVATURE_TOTAL_ROWS,
+        auto_curvature_rows,
+        resolve_store,
+        statistics_refusal,
+    )
+
+    cfg = RunConfig()
+    assert resolve_store(cfg, 10) == "features" and resolve_store(cfg, 40) == "features"
+    assert resolve_store(cfg, 41) == "statistics"
+    closed = replace(cfg, surrogate=replace(cfg.surrogate, method="closed_form"))
+    assert resolve_store(closed, 10) == "statistics"
+    first = replace(closed, surrogate=replace(closed.surrogate, curvature="first_order"))
+    assert resolve_store(first, 100) == "features" and "--curvature shared" in statistics_refusal(first, 100)
+    batch = replace(closed, features=replace(cfg.features, advantage_normalization="batch", task_block=64))
+    assert resolve_store(batch, 64) == "statistics" and resolve_store(batch, 65) == "features"
+    assert "closed-form" in statistics_refusal(cfg, 10)
+    assert auto_curvature_rows(100, 12288, None) == math.ceil(CURVATURE_TOTAL_ROWS / 100)
+    assert auto_curvature_rows(10**6, 12288, None) == CURVATURE_MIN_ROWS
+    assert auto_curvature_rows(2, 500, None) == 500 and auto_curvature_rows(100, 500, 7) == 7

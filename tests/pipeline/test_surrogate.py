@@ -201,3 +201,34 @@ def test_in_sample_evaluation_needs_no_held_out_rows():
     data = FeatureSet(features=X, labels=y, weights=w, n_fit=20)
     res = run_surrogate(data, [[0, 1], [1, 2], [0, 2]], SurrogateConfig(evaluation="in_sample"))
     np.testing.assert_array_equal(res.f_hat, res.f_hat_in_sample)
+
+
+def test_subset_table_round_trip_and_refusals(tmp_path):
+    """subsets.npz: the surrogate's outputs in, the same arrays out; the members' losses read off an (m, n) matrix
+    and put back where the per-target affinity reads them; a truncated or foreign file is refused, not misread."""
+    import numpy as np
+
+    from policygradex.common.artifacts import atomic_save_npz
+    from policygradex.common.errors import PolicyGradExError
+    from policygradex.pipeline.subset_table import SubsetTable
+
+    subsets = [[0, 2], [1, 3], [0, 3]]
+    loss = np.full((3, 4), np.nan)
+    for j, s in enumerate(subsets):
+        loss[j, s] = [10 * j + s[0], 10 * j + s[1]]
+    t = SubsetTable.from_result(subsets, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [np.nan] * 3, [4.0, 5.0, 6.0],
+                                [0.1, 0.2, 0.3], loss)
+    assert t.task_loss.tolist() == [[0, 2], [11, 13], [20, 23]]
+    t.save(tmp_path / "subsets.npz")
+    back = SubsetTable.load(tmp_path / "subsets.npz")
+    assert back.subsets == subsets and back.m == 3
+    np.testing.assert_array_equal(back.task_loss_matrix(4), loss)
+    assert np.isnan(back.f_hat_held_out).all()
+    atomic_save_npz(tmp_path / "short.npz", tasks=np.zeros((3, 2), dtype=np.int64), f_hat=np.zeros(3))
+    with pytest.raises(PolicyGradExError, match="not a subsets table"):
+        SubsetTable.load(tmp_path / "short.npz")
+    arrays = {k: getattr(t, k) for k in ("tasks", "f_hat_in_sample", "f_hat_held_out", "loss_at_theta_star",
+                                         "relative_distance", "task_loss")}
+    atomic_save_npz(tmp_path / "bad.npz", **arrays, f_hat=np.zeros(2))
+    with pytest.raises(PolicyGradExError, match="disagree in shape"):
+        SubsetTable.load(tmp_path / "bad.npz")

@@ -6,15 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from policygradex.analysis.context import load_context
-from policygradex.common.artifacts import atomic_torch_save, load_json, load_npy
+from policygradex.common.artifacts import atomic_torch_save, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.nets.base import flat_params
 from policygradex.pipeline.features import projection_for
+from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import reconstruct_theta, relative_distance
 
 
 def adapt_subset(run_dir: Path, subset: int, output: Path) -> str:
-    """Write theta^(S) for subset number ``subset`` of subsets.json to ``output``; returns a one-line summary."""
+    """Write theta^(S) for subset number ``subset`` of subsets.npz to ``output``; returns a one-line summary."""
     if Path(output).is_dir():
         raise PolicyGradExError(f"--output {output} is a directory; give a file name such as theta_0.pt")
     ctx = load_context(run_dir, need=("subsets",))
@@ -34,6 +35,6 @@ def adapt_subset(run_dir: Path, subset: int, output: Path) -> str:
         state[name] = theta[offset : offset + size].reshape(state[name].shape).clone()
         offset += size
     atomic_torch_save({"state_dict": state}, output)
-    subsets = load_json(ctx.rd.subsets)["subsets"]
-    return (f"theta^(S) for subset {subset} {subsets[subset]['task_names']} -> {output} "
+    members = [ctx.names[i] for i in SubsetTable.load(ctx.rd.subsets).subsets[subset]]
+    return (f"theta^(S) for subset {subset} {members} -> {output} "
             f"(||theta - theta_star|| / ||theta_star|| = {relative_distance(theta_star, theta):.3%})")

@@ -52,6 +52,7 @@ from policygradex.pipeline.affinity import subset_affinity
 from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.features import feature_arrays, feature_set, projection_for
 from policygradex.pipeline.partitions import groups_from_labels
+from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import run_surrogate
 
 
@@ -140,8 +141,7 @@ def groups_at_dimension(ctx: RunContext, trans: dict[str, Any], d: int, k: int) 
     projection = projection_for(cfg, ctx.model, dim=d)
     data = feature_set([feature_arrays(ctx.model, t["obs"], t["actions"], t["advantages"].numpy(), projection, cfg.features)
                         for t in trans["tasks"]], cfg.features.holdout_fraction)
-    record = load_json(ctx.rd.subsets)
-    subsets = [s["tasks"] for s in record["subsets"]]
+    subsets = SubsetTable.load(ctx.rd.subsets).subsets
     res = run_surrogate(data, subsets, cfg.surrogate)
     U = subset_affinity(subsets, res.f_hat, ctx.family.n)
     return groups_from_labels(cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels)

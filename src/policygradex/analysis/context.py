@@ -52,7 +52,8 @@ def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
     paths = {"config": rd.config, "theta_star": rd.theta_star, "groups": rd.groups, "subsets": rd.subsets,
              "affinity": rd.affinity}
     for key in ("config", "theta_star", *need):
-        if key == "subsets" and not paths[key].exists() and rd.surrogate_record.exists():
+        if (key == "subsets" and not paths[key].exists() and rd.surrogate_record.exists()
+                and load_json(rd.surrogate_record).get("method") == "closed_form"):
             raise PolicyGradExError(f"{rd.path} used the closed-form surrogate, which samples no subsets; this needs "
                                     "a run with --surrogate exact or newton")
         if not paths[key].exists():

@@ -52,6 +52,7 @@ from policygradex.pipeline.affinity import split_half_reliability, subset_affini
 from policygradex.pipeline.clustering import cluster, standardize
 from policygradex.pipeline.features import build_feature_set, projection_for, run_transitions
 from policygradex.pipeline.partitions import groups_from_labels, labels_from_groups
+from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import pair_counts, run_surrogate
 from policygradex.rl.config import PPOConfig
 from policygradex.rl.ppo import train_ppo
@@ -81,16 +82,16 @@ class GroundTruthConfig:
     """Random groupings drawn for the NMI floor."""
 
 
-def surrogate_variants(record_s: dict[str, Any], subsets: list[list[int]], f_true: np.ndarray, U_true: np.ndarray,
+def surrogate_variants(table: SubsetTable, subsets: list[list[int]], f_true: np.ndarray, U_true: np.ndarray,
                        groups_true: list[list[int]], k: int, n: int, solver: str) -> dict[str, dict[str, float]]:
     """Both ways of evaluating f^ that the run stored, held-out and in-sample (the paper's L^), each turned into U by
     eq. 5 over all the run's subsets and clustered with k, scored against the ground truth by
     :func:`score_against_truth`."""
-    all_subsets = [s["tasks"] for s in record_s["subsets"]]
+    all_subsets = table.subsets
     truth_labels = labels_from_groups(groups_true, n)
     out = {}
     for name in ("held_out", "in_sample"):
-        f_hat = np.array([s.get(f"f_hat_{name}", np.nan) for s in record_s["subsets"]], dtype=float)
+        f_hat = getattr(table, f"f_hat_{name}")
         if not np.isfinite(f_hat).all():
             continue
         labels = cluster(subset_affinity(all_subsets, f_hat, n), k=k, solver=solver, exhaustive_check=False).labels
@@ -144,14 +145,14 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
         raise PolicyGradExError(f"--target must be one of {', '.join(TARGETS)}, got {gt.target!r}")
     if gt.steps_per_task < 1 or gt.eval_episodes < 1 or gt.seeds_per_subset < 1:
         raise PolicyGradExError("--steps-per-task, --eval-episodes and --seeds-per-subset must be >= 1")
-    record_s = load_json(ctx.rd.subsets)
+    table = SubsetTable.load(ctx.rd.subsets)
     groups_run = load_json(ctx.rd.groups)
-    all_subsets = [s["tasks"] for s in record_s["subsets"]]
+    all_subsets = table.subsets
     m = len(all_subsets) if gt.max_subsets is None else min(gt.max_subsets, len(all_subsets))
     if m < 1:
         raise PolicyGradExError(f"--max-subsets must be >= 1, got {gt.max_subsets}")
     subsets = all_subsets[:m]
-    f_hat = np.array([s["f_hat"] for s in record_s["subsets"][:m]])
+    f_hat = table.f_hat[:m]
     counts = pair_counts(subsets, n)
     if (counts == 0).any():
         i, j = np.argwhere(counts == 0)[0]
@@ -204,7 +205,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
             if gt.seeds_per_subset >= 2 else None,
         }
     main = per_target[gt.target]
-    variants = surrogate_variants(record_s, subsets, f_true[gt.target], main["U_true"], main["groups_true"], k, n,
+    variants = surrogate_variants(table, subsets, f_true[gt.target], main["U_true"], main["groups_true"], k, n,
                                   cc.solver)
     sizes = [len(g) for g in groups_run["group_indices"]]
     floor_mean, floor_std = random_nmi(labels_from_groups(main["groups_true"], n), sizes, gt.random_draws, gt.seed)

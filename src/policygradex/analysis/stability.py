@@ -41,6 +41,7 @@ from policygradex.pipeline.features import (
     projection_for,
 )
 from policygradex.pipeline.partitions import groups_from_labels, labels_from_groups
+from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import run_surrogate
 
 JOB_VERSION = 2
@@ -132,8 +133,8 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     N = sc.transitions_per_task or cfg.features.transitions_per_task
     if N < 8:
         raise PolicyGradExError(f"--transitions must be >= 8, got {N}")
-    record_s = load_json(ctx.rd.subsets)
-    subsets = [s["tasks"] for s in record_s["subsets"]]
+    run_subsets = SubsetTable.load(ctx.rd.subsets)
+    subsets = run_subsets.subsets
     groups_run = load_json(ctx.rd.groups)
     k = int(groups_run["k"])
     common = {"config": cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
@@ -153,7 +154,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     # the same for the other evaluation of f^ (held-out <-> in-sample), which every resample computes too; through
     # eq. 5 whatever the run's affinity kind, as per-task losses exist for one evaluation only
     other = "in_sample" if cfg.surrogate.evaluation == "held_out" else "held_out"
-    f_other = [np.array([s[f"f_hat_{other}"] for s in record_s["subsets"]])] + \
+    f_other = [getattr(run_subsets, f"f_hat_{other}")] + \
         [np.asarray(r[f"f_hat_{other}"]) for r in results]
     U_other = [subset_affinity(subsets, f, n) for f in f_other]
     labels_other = [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in U_other]
@@ -164,7 +165,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     same_n = N == cfg.features.transitions_per_task
     first = 0 if same_n else 1
     pooled = np.mean(Us[first:], axis=0)
-    f_hats = [np.array([s["f_hat"] for s in record_s["subsets"]])] + [np.asarray(r["f_hat"]) for r in results]
+    f_hats = [run_subsets.f_hat] + [np.asarray(r["f_hat"]) for r in results]
     f_hat_pooled = np.mean(f_hats[first:], axis=0)
     pooled_labels = cluster(pooled, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels
     pooled_groups = groups_from_labels(pooled_labels)

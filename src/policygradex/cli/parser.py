@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_dir_command(sub, "show", "print a run's groups and affinity matrix")
 
     adapt = add_run_dir_command(sub, "adapt", "write theta^(S) = theta_star + P v_S for one sampled subset")
-    adapt.add_argument("--subset", type=int, required=True, help="index of the subset in subsets.json")
+    adapt.add_argument("--subset", type=int, required=True, help="index of the subset (row of subsets.npz)")
     adapt.add_argument("--output", type=Path, required=True, help="file for the adapted state_dict (.pt)")
     _add_run_dir_commands(sub)
     return parser

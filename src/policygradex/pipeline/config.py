@@ -111,7 +111,7 @@ class SurrogateConfig:
     has median ~2% at 0.1 but ~28% at 1e-3 (the paper's Table 1 finds the linearisation good to ~1% distance)."""
     evaluation: Literal["in_sample", "held_out"] = "in_sample"
     """Evaluate f^(S) = -L_S(v_S) on the fitting transitions, the paper's L^ (default), or on each task's held-out
-    ones. Both are always computed and stored in subsets.json; this picks the one eq. 5 averages into U.
+    ones. Both are always computed and stored in subsets.npz; this picks the one eq. 5 averages into U.
 
     Measured against real fine-tuning (results/evaluation.md), in-sample is the better estimate at the run's N:
     on cartpole, whose ground truth is reproducible (seed reliability 0.86), its standardised U correlates 0.43

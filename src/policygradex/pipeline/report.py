@@ -181,8 +181,7 @@ def surrogate_lines(cfg: Any, sur: dict[str, Any]) -> list[str]:
             f"{rd_['single_task_median']:.2%}, max {rd_['single_task_max']:.2%}; all tasks together "
             f"{rd_['all_tasks']:.2%}.",
         ]
-    dists = [s["relative_distance"] for s in sur["subsets"]]
-    f_hat = np.array([s["f_hat"] for s in sur["subsets"]])
+    dist, f_hat = sur["relative_distance"], sur["f_hat"]
     method = sur.get("method", "exact")
     solver = (f"Batched L-BFGS: {sur['solver']['iterations']} iterations, {sur['solver']['converged']}/"
               f"{sur['num_subsets']} converged (max |grad| {sur['solver']['max_grad_inf_norm']:.2e})."
@@ -194,8 +193,8 @@ def surrogate_lines(cfg: Any, sur: dict[str, Any]) -> list[str]:
            f"(of {sur.get('possible_subsets', '?')} possible; {sur['topped_up']} added to cover all pairs)")
         + f"; l2 = {cfg.surrogate.l2}; f^ evaluated {sur['evaluation']}.",
         solver,
-        f"f^ range {f_hat.min():.4f} .. {f_hat.max():.4f}; adapted theta distance ||P v|| / ||theta_star||: "
-        f"median {np.median(dists):.2%}, max {np.max(dists):.2%}.",
+        f"f^ range {f_hat['min']:.4f} .. {f_hat['max']:.4f}; adapted theta distance ||P v|| / ||theta_star||: "
+        f"median {dist['median']:.2%}, max {dist['max']:.2%}.",
     ]
 
 

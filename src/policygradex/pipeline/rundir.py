@@ -36,7 +36,7 @@ class RunDir:
     checkpoint = property(lambda self: self.path / "theta_star.checkpoint.pt")
     curve = property(lambda self: self.path / "meta_train_curve.csv")
     features_dir = property(lambda self: self.path / "features")
-    subsets = property(lambda self: self.path / "subsets.json")
+    subsets = property(lambda self: self.path / "subsets.npz")
     surrogate_v = property(lambda self: self.path / "surrogate_v.npy")
     statistics = property(lambda self: self.path / "statistics.npz")
     surrogate_record = property(lambda self: self.path / "surrogate.json")

@@ -68,6 +68,7 @@ from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, la
 from policygradex.pipeline.rundir import RunDir
 from policygradex.pipeline.closed_form import CurvatureTerms, affinity, curvature_terms
 from policygradex.pipeline.statistics import Statistics, rows_of_files, statistics_of_files
+from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import (
     default_num_subsets,
     default_subset_size,
@@ -105,6 +106,9 @@ class RunState:
     terms: CurvatureTerms | None = None
     """``closed_form`` with ``curvature = first_order``: the per-task curvature terms (also in statistics.npz)."""
     surrogate: dict[str, Any] = field(default_factory=dict)
+    """The surrogate stage's record (surrogate.json)."""
+    subsets: SubsetTable | None = None
+    """The exact and Newton surrogates' subsets and per-subset values (subsets.npz)."""
     U: np.ndarray | None = None
     groups: dict[str, Any] = field(default_factory=dict)
     launcher: LauncherConfig = field(default_factory=lambda: LauncherConfig(backend="sequential"))
@@ -277,10 +281,11 @@ def stage_surrogate(st: RunState) -> None:
         return
     cfg, rd, n = st.cfg, st.rd, st.family.n
     sc = cfg.surrogate
-    if not st.stale("surrogate", rd.subsets, rd.surrogate_v):
-        st.surrogate = load_json(rd.subsets)
-        if not isinstance(st.surrogate, dict) or "subsets" not in st.surrogate:
-            raise PolicyGradExError(f"{rd.subsets} is not a subsets file; delete it to refit the surrogate")
+    if not st.stale("surrogate", rd.subsets, rd.surrogate_record, rd.surrogate_v):
+        st.subsets = SubsetTable.load(rd.subsets)
+        st.surrogate = load_json(rd.surrogate_record)
+        if not isinstance(st.surrogate, dict) or st.surrogate.get("num_subsets") != st.subsets.m:
+            raise PolicyGradExError(f"{rd.surrogate_record} does not describe {rd.subsets}; delete both to refit")
         st.done("surrogate", computed=False)
         return
     assert st.model is not None
@@ -310,17 +315,15 @@ def stage_surrogate(st: RunState) -> None:
         "evaluation": sc.evaluation,
         "solver": {"iterations": res.info.iterations, "converged": int(res.info.converged.sum()),
                    "max_grad_inf_norm": float(res.info.grad_inf_norm.max())},
-        "subsets": [
-            {"tasks": s, "task_names": [st.family.tasks[i].name for i in s], "f_hat": float(res.f_hat[j]),
-             "f_hat_in_sample": float(res.f_hat_in_sample[j]), "f_hat_held_out": float(res.f_hat_held_out[j]),
-             "loss_at_theta_star": float(res.loss_at_theta_star[j]), "relative_distance": rel[j],
-             "task_loss": {str(i): float(res.task_loss[j, i]) for i in s}}
-            for j, s in enumerate(subsets)
-        ],
+        "relative_distance": {"median": float(np.median(rel)), "max": float(np.max(rel))},
+        "f_hat": {"min": float(res.f_hat.min()), "max": float(res.f_hat.max())},
     }
+    table = SubsetTable.from_result(subsets, res.f_hat, res.f_hat_in_sample, res.f_hat_held_out,
+                                    res.loss_at_theta_star, np.asarray(rel), res.task_loss)
     atomic_save_npy(rd.surrogate_v, res.v.astype(np.float32))
-    atomic_write_json(rd.subsets, record)
-    st.surrogate = record
+    table.save(rd.subsets)
+    atomic_write_json(rd.surrogate_record, record)
+    st.surrogate, st.subsets = record, table
     st.done("surrogate", computed=True, seconds=time.perf_counter() - t0)
 
 
@@ -401,12 +404,8 @@ def stage_affinity(st: RunState) -> None:
         U = affinity(st.stats, cfg.surrogate.l2, subset_size(cfg, n), cfg.surrogate.evaluation, st.terms)
         reliability = transition_split_half(st.stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed)
     else:
-        subsets = [s["tasks"] for s in st.surrogate["subsets"]]
-        f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
-        task_loss = np.full((len(subsets), n), np.nan)
-        for j, s in enumerate(st.surrogate["subsets"]):
-            for i, v in s["task_loss"].items():
-                task_loss[j, int(i)] = v
+        assert st.subsets is not None
+        subsets, f_hat, task_loss = st.subsets.subsets, st.subsets.f_hat, st.subsets.task_loss_matrix(n)
         U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n,
                                       interaction=cfg.cluster.interaction == "subsets")
         reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed)
@@ -496,8 +495,8 @@ def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
                 boot = transition_bootstrap(st.stats, st.cfg.surrogate.l2, subset_size(st.cfg, n), labels, st.terms,
                                             reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
             else:
-                subsets = [s["tasks"] for s in st.surrogate["subsets"]]
-                f_hat = np.array([s["f_hat"] for s in st.surrogate["subsets"]])
+                assert st.subsets is not None
+                subsets, f_hat = st.subsets.subsets, st.subsets.f_hat
                 boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
                                         interaction=cc.interaction == "subsets", method=method, solver=cc.solver)
         out.update(boot)

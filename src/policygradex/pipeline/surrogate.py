@@ -257,7 +257,7 @@ def fit_logistic_batched(
 
 @dataclass
 class SurrogateResult:
-    """Everything stage 3 produces (written to subsets.json and surrogate_v.npy)."""
+    """Everything stage 3 produces (written to subsets.npz, surrogate.json and surrogate_v.npy)."""
 
     subsets: list[list[int]]
     v: np.ndarray
