@@ -1,5 +1,6 @@
 """Features to groups at the default budget (N = 16,384 transitions per task, d = 400, the 64-64-64 MLP) for 100
-planted tasks, with the dense and the factorised projection: the issue's "n = 100 features through groups under one
+planted tasks: the default (dense P, ``--store statistics`` by ``auto``), the same with per-transition features
+(``--store features``), and the factorised projection: the issue's "n = 100 features through groups under one
 minute at the default budget". Meta-training is cut to 2,048 steps per task slot (it is not part of features to
 groups, and its budget does not change the later stages' cost).
 
@@ -31,14 +32,14 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows = []
-    for projection in ("dense", "factorised"):
-        out = args.root / f"{projection}-s{args.seed}"
-        log(f"{FAMILY} --projection {projection}")
-        wall = run_fresh([FAMILY, *OPTIONS, "--projection", projection, "--seed", str(args.seed)], out)
+    for projection, store in (("dense", "auto"), ("dense", "features"), ("factorised", "auto")):
+        out = args.root / f"{projection}-{store}-s{args.seed}"
+        log(f"{FAMILY} --projection {projection} --store {store}")
+        wall = run_fresh([FAMILY, *OPTIONS, "--projection", projection, "--store", store, "--seed", str(args.seed)], out)
         t = load_json(out / "timings.json")
         g = load_json(out / "groups.json")
         meta = load_json(out / "features" / "meta.json")
-        rows.append([projection, str(meta["d"]), *[fmt_s(t[s]) for s in STAGES],
+        rows.append([projection, f"{store} ({meta['store']})", str(meta["d"]), *[fmt_s(t[s]) for s in STAGES],
                      fmt_s(meta["seconds"]["rollouts"]), f"**{fmt_s(sum(t[s] for s in STAGES[1:]))}**", fmt_s(wall),
                      f"{g['nmi_planted']:.2f}"])
     info = machine_info()
@@ -46,10 +47,10 @@ def main() -> None:
         "# 100 tasks at the default budget: features to groups", "",
         f"Produced by (from the repository root): `{command_line()}`", "",
         f"- machine: {info['cpu']}, nproc={info['nproc']}, torch {info['torch']}; source: {git_state()}",
-        f"- `policygradex run '{FAMILY}' {' '.join(OPTIONS)} --projection P --seed {args.seed}`: every other option "
+        f"- `policygradex run '{FAMILY}' {' '.join(OPTIONS)} --projection P --store S --seed {args.seed}`: every other option "
         f"the default (N = 16,384, d = 400, 64-64-64 MLP, closed-form surrogate, SDP clustering with a fast bootstrap); "
         f"wall time of the page {time.perf_counter() - t0:.0f} s", "",
-        table(["projection", "d", *[f"{s} s" for s in STAGES], "of features: rollouts s", "features to groups s",
+        table(["projection", "store (resolved)", "d", *[f"{s} s" for s in STAGES], "of features: rollouts s", "features to groups s",
                "whole command s", "NMI planted"], rows), "",
     ])
     write_report(args.out, text, t0)

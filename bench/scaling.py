@@ -150,6 +150,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     bx.plot(ns, mean_of("peak_rss_gib"), marker="o", color="tab:red", label="peak RSS (GiB)")
     bx.set_xscale("log"), bx.set_xlabel("tasks n"), bx.set_ylabel("GiB", color="tab:red")
+    bx.set_ylim(0, max(mean_of("peak_rss_gib")) * 1.15)  # from 0: the growth reads against the whole footprint
     cx = bx.twinx()
     if all(r["nmi_planted"] is not None for r in rows):
         cx.plot(ns, mean_of("nmi_planted"), marker="s", color="tab:blue", label="NMI planted")
