@@ -264,7 +264,7 @@ def test_statistics_store_equals_the_statistics_of_the_features(tmp_path: Path, 
     rows, or the same evenly spaced 20 rows per task for the curvature) to float rounding."""
     from policygradex.pipeline.config import FeatureConfig
     from policygradex.pipeline.features import feature_arrays, fit_rows
-    from policygradex.pipeline.gradient_statistics import block_statistics, merge_block_statistics, task_statistics
+    from policygradex.pipeline.gradient_statistics import BlockStatistics, merge_block_statistics, task_statistics
     from policygradex.pipeline.projection import RandomProjection
 
     model, tasks = _policy_tasks()
@@ -275,8 +275,11 @@ def test_statistics_store_equals_the_statistics_of_the_features(tmp_path: Path, 
     rows = n_fit if curvature_rows is None else curvature_rows
     per_task = [task_statistics(model, o, a, adv, proj, fc, 8, rows) for o, a, adv in tasks]
     paths = [tmp_path / "b0.npz", tmp_path / "b1.npz"]
-    block_statistics(paths[0], range(0, 3), per_task[:3], [1.0, None, 2.0])
-    block_statistics(paths[1], range(3, 5), per_task[3:], [3.0, 4.0])
+    for path, ids, returns in ((paths[0], range(0, 3), [1.0, None, 2.0]), (paths[1], range(3, 5), [3.0, 4.0])):
+        block = BlockStatistics()
+        for i, r in zip(ids, returns):
+            block.add(i, per_task[i], r)
+        block.save(path)
     got = merge_block_statistics(paths, 5)
     feats = [feature_arrays(model, o, a, adv, proj, fc) for o, a, adv in tasks]
     want = compute_statistics(((torch.from_numpy(f["features"]), torch.from_numpy(f["labels"]),
@@ -296,15 +299,17 @@ def test_statistics_store_equals_the_statistics_of_the_features(tmp_path: Path, 
 
 def test_merged_statistics_refuse_missing_or_reordered_blocks(tmp_path: Path):
     from policygradex.pipeline.config import FeatureConfig
-    from policygradex.pipeline.gradient_statistics import block_statistics, merge_block_statistics, task_statistics
+    from policygradex.pipeline.gradient_statistics import BlockStatistics, merge_block_statistics, task_statistics
     from policygradex.pipeline.projection import RandomProjection
 
     model, tasks = _policy_tasks(n=2, N=40)
     p = sum(q.numel() for n, q in model.named_parameters() if n.startswith("actor"))
     proj, fc = RandomProjection(p, 6, seed=2), FeatureConfig(transitions_per_task=40)
     per_task = [task_statistics(model, o, a, adv, proj, fc, 4, 10) for o, a, adv in tasks]
-    block_statistics(tmp_path / "b0.npz", range(0, 1), per_task[:1], [None])
-    block_statistics(tmp_path / "b1.npz", range(1, 2), per_task[1:], [None])
+    for i in range(2):
+        block = BlockStatistics()
+        block.add(i, per_task[i], None)
+        block.save(tmp_path / f"b{i}.npz")
     with pytest.raises(PolicyGradExError, match="do not cover tasks"):
         merge_block_statistics([tmp_path / "b1.npz", tmp_path / "b0.npz"], 2)
     atomic_save_npz(tmp_path / "bad.npz", c=np.zeros(1))

@@ -41,7 +41,7 @@ from policygradex.pipeline.features import (
     projection_for,
     task_blocks,
 )
-from policygradex.pipeline.gradient_statistics import auto_curvature_rows, block_statistics, resolve_store, task_statistics
+from policygradex.pipeline.gradient_statistics import BlockStatistics, auto_curvature_rows, resolve_store, task_statistics
 from policygradex.pipeline.rundir import RunDir
 from policygradex.rl.ppo import network_for
 
@@ -86,23 +86,25 @@ def feature_block_job(args: dict[str, Any], seed: int,
     projection = projection_for(cfg, model)
     returns: dict[str, float | None] = {}
     statistics = args.get("store", "features") == "statistics"
-    per_task = []
+    block_stats = BlockStatistics()
     if statistics:
         sc = cfg.surrogate
         rows = auto_curvature_rows(family.n, fit_rows(cfg.features.transitions_per_task, cfg.features.holdout_fraction),
                                    sc.curvature_rows)
     for i, tr, adv in zip(ids, transitions, advantages):
+        mean_return = float(np.mean(tr.episode_returns)) if tr.episode_returns else None
         if statistics:
-            per_task.append(task_statistics(model, tr.obs, tr.actions, adv, projection, cfg.features, sc.blocks, rows))
+            block_stats.add(i, task_statistics(model, tr.obs, tr.actions, adv, projection, cfg.features, sc.blocks,
+                                               rows), mean_return)
         else:
             arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features)
             atomic_save_npz(rd.task_features(i), **arrays, advantages=tr.advantages.astype(np.float32),
                             episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
-        returns[family.tasks[i].name] = float(np.mean(tr.episode_returns)) if tr.episode_returns else None
+        returns[family.tasks[i].name] = mean_return
         if on_task is not None:
             on_task()
     if statistics:
-        block_statistics(rd.block_statistics(block), ids, per_task, [returns[family.tasks[i].name] for i in ids])
+        block_stats.save(rd.block_statistics(block))
     return {"block": block, "mean_episode_return": returns, "rollout_seconds": rollout_seconds}
 
 

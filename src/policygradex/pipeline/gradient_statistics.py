@@ -17,7 +17,7 @@ float rounding: the sums are taken over gradients before the projection rather t
 subsample's, results/statistics-store.md measures what that changes.
 
 The feature stage's job of each block of tasks (:mod:`.feature_blocks`) writes one statistics file for the block
-(:func:`block_statistics`): per task c, b, block sums, the held-out c and b, its mean episode return, and the sum
+(:class:`BlockStatistics`): per task c, b, block sums, the held-out c and b, its mean episode return, and the sum
 over the block's tasks of the curvature on the subsampled rows. :func:`merge_block_statistics` adds the blocks in
 order into one :class:`.statistics.Statistics`, so the statistics are sharded exactly like the features, on every
 backend (sequential, process pool, Ray), with the same bytes.
@@ -132,22 +132,42 @@ def task_statistics(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, 
     return out
 
 
-def block_statistics(path: Path, ids: range, per_task: list[dict[str, Any]], returns: list[float | None]) -> None:
-    """Write one block's statistics file: per task c, b, block sums, held-out c and b, mean episode return (nan:
-    no episode ended); the sums over the block's tasks of the two curvatures."""
-    first = per_task[0]
-    arrays: dict[str, np.ndarray] = {
-        "ids": np.asarray(list(ids), dtype=np.int64),
-        "c": np.array([t["c"] for t in per_task]), "b": np.stack([t["b"] for t in per_task]),
-        "block_sums": np.stack([t["block_sums"] for t in per_task]), "block_rows": first["block_rows"],
-        "rows": np.asarray(first["rows"]), "curvature_rows": np.asarray(first["curvature_rows"]),
-        "curvature_sum": _ordered_sum([t["curvature"] for t in per_task]),
-        "mean_episode_return": np.array([np.nan if r is None else r for r in returns], dtype=np.float64),
-    }
-    if "held_b" in first:
-        arrays.update(held_c=np.array([t["held_c"] for t in per_task]), held_b=np.stack([t["held_b"] for t in per_task]),
-                      held_curvature_sum=_ordered_sum([t["held_curvature"] for t in per_task]))
-    atomic_save_npz(path, **arrays)
+class BlockStatistics:
+    """One block's statistics file, filled task by task (:meth:`add`) and written by :meth:`save`: per task c, b,
+    block sums, held-out c and b and the mean episode return (nan: no episode ended); the two curvatures are
+    summed as the tasks arrive, so a block holds O(T R d + d^2) numbers, not T curvatures."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.returns: list[float] = []
+        self.sums: dict[str, np.ndarray] = {}
+
+    def add(self, task: int, stats: dict[str, Any], mean_return: float | None) -> None:
+        stats = dict(stats)
+        for key in ("curvature", "held_curvature"):
+            if key in stats:
+                H = stats.pop(key)
+                self.sums[key] = H.copy() if key not in self.sums else self.sums[key] + H
+        self.ids.append(task)
+        self.tasks.append(stats)
+        self.returns.append(np.nan if mean_return is None else mean_return)
+
+    def save(self, path: Path) -> None:
+        first = self.tasks[0]
+        arrays: dict[str, np.ndarray] = {
+            "ids": np.asarray(self.ids, dtype=np.int64),
+            "c": np.array([t["c"] for t in self.tasks]), "b": np.stack([t["b"] for t in self.tasks]),
+            "block_sums": np.stack([t["block_sums"] for t in self.tasks]), "block_rows": first["block_rows"],
+            "rows": np.asarray(first["rows"]), "curvature_rows": np.asarray(first["curvature_rows"]),
+            "curvature_sum": self.sums["curvature"],
+            "mean_episode_return": np.asarray(self.returns, dtype=np.float64),
+        }
+        if "held_b" in first:
+            arrays.update(held_c=np.array([t["held_c"] for t in self.tasks]),
+                          held_b=np.stack([t["held_b"] for t in self.tasks]),
+                          held_curvature_sum=self.sums["held_curvature"])
+        atomic_save_npz(path, **arrays)
 
 
 def _ordered_sum(mats: list[np.ndarray]) -> np.ndarray:
