@@ -380,12 +380,21 @@ def test_unfinished_run_is_reported_by_show(tiny_run, tmp_path, cli):
 
 
 # ----------------------------------------------------------------------------------------------- known src bugs
-def test_malformed_groups_json_is_reported(tiny_run, tmp_path, cli):
-    """A groups.json that is valid JSON but lacks fields is a one-line error, not a traceback."""
+@pytest.mark.parametrize("edit", ["fields", "partition"])
+def test_malformed_groups_json_is_reported(tiny_run, tmp_path, cli, edit):
+    """A groups.json that is valid JSON but lacks fields, or whose groups leave a task out, is a one-line error
+    naming the file, from `show` and from the analyses that read it (`compare`)."""
     run_dir = _copy(tiny_run, tmp_path)
-    (run_dir / "groups.json").write_text(json.dumps({"groups": [["len=0.20"]]}))
-    rc, _, err = cli("show", run_dir)
-    assert_one_line_error(rc, err, "groups.json")
+    path = run_dir / "groups.json"
+    if edit == "fields":
+        path.write_text(json.dumps({"groups": [["len=0.20"]]}))
+    else:
+        blob = json.loads(path.read_text())
+        blob["groups"][0], blob["group_indices"][0] = blob["groups"][0][1:], blob["group_indices"][0][1:]
+        path.write_text(json.dumps(blob))
+    for command in (("show", run_dir), ("compare", run_dir, "--seeds", "1", "--steps-per-task", "64")):
+        rc, _, err = cli(*command)
+        assert_one_line_error(rc, err, "groups.json")
 
 
 def test_negative_learning_rate_is_a_user_error(tmp_path, cli):

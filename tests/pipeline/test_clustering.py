@@ -506,10 +506,14 @@ def test_unknown_method_is_refused():
 
 def test_report_names_the_spectral_bound_as_such():
     """A fast-path partition's bound is the spectral one, and the report must not call it the SDP's value."""
+    from policygradex.pipeline.group_record import Groups, Relaxation
     from policygradex.pipeline.report import partition_sentence
 
-    rel = {"k": 3, "sdp_value": 5.0, "partition_value": 4.0, "gap": 1.0, "bound": "spectral", "solver": "eigh"}
-    text = partition_sentence({"k": 3, "method": "fast", "relaxation": rel})
+    def groups(method: str, bound: str) -> Groups:
+        rel = Relaxation(k=3, sdp_value=5.0, partition_value=4.0, gap=1.0, solver="eigh", bound=bound)
+        return Groups(names=(("a",), ("b",), ("c",)), indices=((0,), (1,), (2,)), k=3, selection="fixed k",
+                      cluster_config={}, method=method, relaxation=rel)
+
+    text = partition_sentence(groups("fast", "spectral"))
     assert "Spectral bound" in text and "SDP value" not in text
-    rel_sdp = dict(rel, bound="sdp", solver="SCS")
-    assert "SDP value" in partition_sentence({"k": 3, "method": "sdp", "relaxation": rel_sdp})
+    assert "SDP value" in partition_sentence(groups("sdp", "sdp"))

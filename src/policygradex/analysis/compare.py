@@ -51,6 +51,7 @@ from policygradex.nets.base import check_network_name, with_network
 from policygradex.pipeline.affinity import subset_affinity
 from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.features import feature_arrays, feature_set, projection_for
+from policygradex.pipeline.group_record import Groups
 from policygradex.pipeline.partitions import groups_from_labels
 from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import run_surrogate
@@ -175,8 +176,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
         if name in BUILT_IN or name.startswith("policygradex ") or name in extra:
             raise PolicyGradExError(f"--groups {name}=...: the name {name!r} is taken; choose another")
         extra[name] = load_partition(Path(path), n)
-    groups_run = load_json(ctx.rd.groups)
-    k = int(groups_run["k"])
+    groups_run = Groups.load(ctx.rd.groups, ctx.family.n)
+    k = groups_run.k
     trans = load_transitions(ensure_transitions(ctx, console), ctx.theta_sha)
     grad_groups, _ = gradient_similarity_groups(ctx, trans, k)
 
@@ -185,7 +186,7 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
         "multitask": [[list(range(n))]] * cc.seeds,
         "random": [random_groups(n, k, cc.seed * 1000 + s) for s in range(cc.seeds)],
         "gradient_similarity": [grad_groups] * cc.seeds,
-        "policygradex": [groups_run["group_indices"]] * cc.seeds,
+        "policygradex": [groups_run.index_lists()] * cc.seeds,
     }
     for name, groups in extra.items():
         methods[name] = [groups] * cc.seeds

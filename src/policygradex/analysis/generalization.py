@@ -54,11 +54,12 @@ from policygradex.analysis.hessian import (
     top_eigenvalue,
 )
 from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
-from policygradex.common.artifacts import atomic_write_json, load_json
+from policygradex.common.artifacts import atomic_write_json
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import save_figure
 from policygradex.envs.vector import MultiTaskVectorEnv
 from policygradex.nets.base import flat_params
+from policygradex.pipeline.group_record import Groups
 from policygradex.rl.config import PPOConfig
 from policygradex.rl.gae import add_advantages
 from policygradex.rl.ppo import train_ppo
@@ -225,7 +226,7 @@ def hessian_analysis(run_dir: Path, hc: HessianConfig, launcher: LauncherConfig,
         raise PolicyGradExError(f"--bound-measure must be one of {', '.join(BOUND_MEASURES)}, got {hc.bound_measure!r}")
     if not hc.alphas or min(hc.alphas) < 1:
         raise PolicyGradExError(f"--alphas must be positive subset sizes, got {hc.alphas}")
-    groups = load_json(ctx.rd.groups)["group_indices"]
+    groups = Groups.load(ctx.rd.groups, ctx.family.n).index_lists()
     configs: dict[str, list[int]] = {f"single ({names[groups[0][0]]})": [groups[0][0]], "multitask (all)": list(range(n))}
     for g, members in enumerate(groups):
         configs[f"group {g + 1}"] = sorted(members)

@@ -43,7 +43,7 @@ from policygradex.analysis.scores import (
     score_against_truth,
     test_retest,
 )
-from policygradex.common.artifacts import atomic_save_npy, atomic_write_json, load_json, load_npy
+from policygradex.common.artifacts import atomic_save_npy, atomic_write_json, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import plot_heatmaps, save_figure
 from policygradex.common.progress import status
@@ -51,6 +51,7 @@ from policygradex.common.threads import thread_limit
 from policygradex.pipeline.affinity import split_half_reliability, subset_affinity
 from policygradex.pipeline.clustering import cluster, standardize
 from policygradex.pipeline.features import build_feature_set, projection_for, run_transitions
+from policygradex.pipeline.group_record import Groups
 from policygradex.pipeline.partitions import groups_from_labels, labels_from_groups
 from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import pair_counts, run_surrogate
@@ -146,7 +147,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     if gt.steps_per_task < 1 or gt.eval_episodes < 1 or gt.seeds_per_subset < 1:
         raise PolicyGradExError("--steps-per-task, --eval-episodes and --seeds-per-subset must be >= 1")
     table = SubsetTable.load(ctx.rd.subsets)
-    groups_run = load_json(ctx.rd.groups)
+    groups_run = Groups.load(ctx.rd.groups, ctx.family.n)
     all_subsets = table.subsets
     m = len(all_subsets) if gt.max_subsets is None else min(gt.max_subsets, len(all_subsets))
     if m < 1:
@@ -182,8 +183,8 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
 
     U = load_npy(ctx.rd.affinity)
     U_same = subset_affinity(subsets, f_hat, n)
-    k = int(groups_run["k"])
-    labels_est = labels_from_groups(groups_run["group_indices"], n)
+    k = groups_run.k
+    labels_est = labels_from_groups(groups_run.index_lists(), n)
     cc = ctx.cfg.cluster
     out_dir = ctx.rd.path / "ground_truth"
     per_target: dict[str, Any] = {}
@@ -207,7 +208,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     main = per_target[gt.target]
     variants = surrogate_variants(table, subsets, f_true[gt.target], main["U_true"], main["groups_true"], k, n,
                                   cc.solver)
-    sizes = [len(g) for g in groups_run["group_indices"]]
+    sizes = [len(g) for g in groups_run.index_lists()]
     floor_mean, floor_std = random_nmi(labels_from_groups(main["groups_true"], n), sizes, gt.random_draws, gt.seed)
 
     with status(console, "measuring FLOPs and single-thread time of the surrogate"):
@@ -222,7 +223,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
         "config": asdict(gt),
         "num_subsets": m,
         "k": k,
-        "groups_estimated": groups_run["groups"],
+        "groups_estimated": [list(g) for g in groups_run.names],
         "groups_true": [[names[i] for i in g] for g in main["groups_true"]],
         "nmi": main["nmi"],
         "nmi_random": {"mean": floor_mean, "std": floor_std},

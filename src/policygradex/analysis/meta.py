@@ -39,10 +39,11 @@ from policygradex.analysis.context import (
 )
 from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.analysis.scores import mean_spread, seeds_phrase
-from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
+from policygradex.common.artifacts import atomic_write_json, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.plots import save_figure
 from policygradex.envs.base import unseen_tasks
+from policygradex.pipeline.group_record import Groups
 from policygradex.rl.config import MAMLConfig
 from policygradex.rl.maml import adaptation_curve, meta_train
 
@@ -118,14 +119,14 @@ def meta(run_dir: Path, mc: MetaConfig, launcher: LauncherConfig, console: Conso
     if ctx.cfg.network.task_id:
         raise PolicyGradExError("meta adapts to unseen tasks, which have no task id: give a run made without "
                                 "--task-id")
-    groups_run = load_json(ctx.rd.groups)
-    k = int(groups_run["k"])
+    groups_run = Groups.load(ctx.rd.groups, ctx.family.n)
+    k = groups_run.k
     U = load_npy(ctx.rd.affinity)
     trans = load_transitions(ensure_transitions(ctx, console), ctx.theta_sha)
     grad_groups, S = gradient_similarity_groups(ctx, trans, k)
 
     training: dict[str, list[list[int]]] = {  # row -> per seed: the training tasks
-        "policygradex": [representatives(groups_run["group_indices"], U, mc.representatives,
+        "policygradex": [representatives(groups_run.index_lists(), U, mc.representatives,
                                          job_seed("meta reps", mc.seed, s)) for s in range(mc.seeds)],
         "all tasks": [list(range(n))] * mc.seeds,
         "random": [sorted(int(i) for i in np.random.default_rng(job_seed("meta random", mc.seed, s))

@@ -40,6 +40,7 @@ from policygradex.pipeline.features import (
     collect_transitions,
     projection_for,
 )
+from policygradex.pipeline.group_record import Groups
 from policygradex.pipeline.partitions import groups_from_labels, labels_from_groups
 from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import run_surrogate
@@ -135,8 +136,8 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         raise PolicyGradExError(f"--transitions must be >= 8, got {N}")
     run_subsets = SubsetTable.load(ctx.rd.subsets)
     subsets = run_subsets.subsets
-    groups_run = load_json(ctx.rd.groups)
-    k = int(groups_run["k"])
+    groups_run = Groups.load(ctx.rd.groups, ctx.family.n)
+    k = groups_run.k
     common = {"config": cfg.to_dict(), "theta_sha": ctx.theta_sha, "subsets": subsets,
               "transitions_per_task": N, "version": JOB_VERSION}
     specs = [JobSpec("policygradex.analysis.stability:resample_job", common, seed=job_seed("stability", sc.seed, r),
@@ -148,7 +149,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     Us = [load_npy(ctx.rd.affinity)]
     for res in results:
         Us.append(affinity_matrix(kind, subsets, np.asarray(res["f_hat"]), np.asarray(res["task_loss"]), n)[0])
-    labels = [labels_from_groups(groups_run["group_indices"], n)]
+    labels = [labels_from_groups(groups_run.index_lists(), n)]
     labels += [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in Us[1:]]
     table = _agreement(Us, labels)
     # the same for the other evaluation of f^ (held-out <-> in-sample), which every resample computes too; through
@@ -187,7 +188,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         **table,
         "other_evaluation": table_other,
         "nmi_pooled_vs_run": float(normalized_mutual_info_score(labels[0], labels_from_groups(pooled_groups, n))),
-        "groups_run": groups_run["groups"],
+        "groups_run": [list(g) for g in groups_run.names],
         "groups_resamples": [[[names[i] for i in g] for g in groups_from_labels(lab)] for lab in labels[1:]],
         "groups_pooled": [[names[i] for i in g] for g in pooled_groups],
         "group_indices_pooled": pooled_groups,

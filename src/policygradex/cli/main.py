@@ -99,8 +99,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     out = args.out or Path("runs") / f"{Path(args.family.replace(':', '-')).name}-seed{args.seed}"
     st = run_pipeline(cfg, out, console, threads=args.threads, launcher=launcher_config(args))
     # the result goes to stdout (progress and logs went to stderr)
-    print(f"{st.family.name}: {len(st.groups['groups'])} groups -> {out}/groups.json")
-    for gi, grp in enumerate(st.groups["groups"]):
+    assert st.groups is not None
+    print(f"{st.family.name}: {st.groups.k} groups -> {out}/groups.json")
+    for gi, grp in enumerate(st.groups.names):
         print(f"  group {gi + 1}: {', '.join(grp)}")
     console.print(f"report: {out}/report.md   heatmap: {out}/affinity.png")
 
@@ -129,21 +130,21 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
     names = [t["name"] for t in record["family"]["tasks"]]
     if U.shape != (len(names), len(names)):
         raise PolicyGradExError(f"{args.run_dir}/affinity.npy has shape {U.shape}, expected {len(names)} tasks")
-    print(f"{record['family']['name']} ({args.run_dir}): k = {groups['k']}")
-    for gi, grp in enumerate(groups["groups"]):
+    print(f"{record['family']['name']} ({args.run_dir}): k = {groups.k}")
+    for gi, grp in enumerate(groups.names):
         print(f"  group {gi + 1}: {', '.join(grp)}")
-    conf = groups.get("confidence")
+    conf = groups.confidence
     if conf:
-        print(textwrap.fill(f"How sure: {conf['verdict']}", width=78, subsequent_indent="  "))
-        for gi, j in enumerate(conf.get("group_jaccard") or []):
-            print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf['reps']} resamples of the "
-                  f"{conf.get('resampled', 'subsets')})")
+        print(textwrap.fill(f"How sure: {conf.verdict}", width=78, subsequent_indent="  "))
+        for gi, j in enumerate(conf.group_jaccard):
+            print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf.reps} resamples of the "
+                  f"{conf.resampled})")
     print()
     if len(names) > MATRIX_MAX_N:
-        print("\n".join(affinity_summary(standardize(U), names, groups["group_indices"])))
+        print("\n".join(affinity_summary(standardize(U), names, groups.index_lists())))
         print(f"\n({len(names)} tasks: affinity.csv and affinity.png in {args.run_dir} hold the whole matrix)")
     else:
-        print(matrix_text(standardize(U), names, [i for g in groups["group_indices"] for i in g]))
+        print(matrix_text(standardize(U), names, [i for g in groups.indices for i in g]))
 
 
 def cmd_adapt(args: argparse.Namespace, console: Console) -> None:

@@ -145,7 +145,7 @@ def _dot(F: np.ndarray, G: np.ndarray, p: dict[str, float], q: dict[str, float])
 
 def _bil(t: CurvatureTerms, x: np.ndarray, y: np.ndarray, p: dict[str, float], q: dict[str, float]) -> np.ndarray:
     """(i, j) -> p(x)^T (Delta_i + Delta_j) q(y), from the curvature terms; "T" is X or Y."""
-    X, Y = x.sum(0), y.sum(0)
+    Y = y.sum(0)
     col = lambda v: v[:, None]  # noqa: E731  (a per-task value of task i)
     Bi = {  # p^T Delta_i q for each pair of families' members
         ("i", "i"): col(t.tau), ("i", "j"): t.z @ y.T, ("i", "T"): col(t.z @ Y),

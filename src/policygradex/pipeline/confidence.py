@@ -54,11 +54,12 @@ def _jaccard(a: set[int], b: set[int]) -> float:
 def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels: np.ndarray, reps: int = 200,
                      seed: int = 0, interaction: bool = True, **cluster_kwargs: Any) -> dict[str, Any]:
     """Resample the subsets with replacement ``reps`` times; recluster with the run's k (``cluster_kwargs``), the
-    run's groups as one more start."""
+    run's groups as one more start. Returns ``reps`` (resamples used), the mean Jaccard per group and, for
+    n <= COCLUSTERING_MAX_N, the (n, n) co-clustering matrix (else None)."""
     rng = np.random.default_rng(seed)
     groups = [set(g) for g in groups_from_labels(labels)]
     k = len(groups)
-    co = np.zeros((n, n))
+    co = np.zeros((n, n)) if n <= COCLUSTERING_MAX_N else None
     jac = np.zeros((reps, k))
     used = 0
     for r in range(reps):
@@ -69,13 +70,13 @@ def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels
         except PolicyGradExError:  # a resample in which two tasks share no subset: skipped (rare at the default m)
             continue
         lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, init=labels, **cluster_kwargs).labels
-        co += lab[:, None] == lab[None, :]
-        boot = [set(g) for g in groups_from_labels(lab)]
-        jac[used] = [max(_jaccard(g, b) for b in boot) for g in groups]
+        if co is not None:
+            co += lab[:, None] == lab[None, :]
+        jac[used] = _group_jaccards(groups, lab)
         used += 1
     jac = jac[:used]
     return {"reps": used, "group_jaccard": jac.mean(0).tolist() if used else [float("nan")] * k,
-            "coclustering": (co / max(used, 1)).tolist()}
+            "coclustering": None if co is None else co / max(used, 1)}
 
 
 def _group_jaccards(groups: list[set[int]], labels: np.ndarray) -> list[float]:
@@ -108,7 +109,7 @@ def transition_bootstrap(stats: Statistics, l2: float, alpha: int, labels: np.nd
         jac[r] = _group_jaccards(groups, lab)
     out: dict[str, Any] = {"reps": reps, "group_jaccard": jac.mean(0).tolist(), "resampled": "transitions"}
     if co is not None:
-        out["coclustering"] = (co / max(reps, 1)).tolist()
+        out["coclustering"] = co / max(reps, 1)
     return out
 
 

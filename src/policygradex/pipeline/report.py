@@ -13,6 +13,7 @@ import numpy as np
 from policygradex.common.plots import plot_curve, plot_heatmaps
 from policygradex.pipeline.clustering import standardize
 from policygradex.pipeline.confidence import stability_word
+from policygradex.pipeline.group_record import Groups
 
 if TYPE_CHECKING:
     from policygradex.pipeline.stages import RunState
@@ -40,49 +41,49 @@ def markdown_matrix(U: np.ndarray, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def partition_sentence(groups: dict[str, Any]) -> str:
+def partition_sentence(groups: Groups) -> str:
     """How the groups were found and how far from the best partition they can be, in one paragraph."""
     out = []
-    method, k = groups.get("method"), groups["k"]
+    method, k = groups.method, groups.k
     if method == "exact":
         out.append(f"These groups are the best partition into k = {k} groups of the objective the SDP relaxes (exact "
                    "search over all partitions).")
-    check = groups.get("exhaustive_check")
+    check = groups.exhaustive_check
     if check:
-        verdict = "optimal" if check["sdp_is_optimal"] else "NOT optimal"
-        out.append(f"Exhaustive check over all partitions with k = {check['k']}: the SDP groups are {verdict} "
-                   f"(objective {check['sdp_objective']:.4f} vs best {check['optimal_objective']:.4f} on standardised U).")
-    rel = groups.get("relaxation")
-    if rel and rel.get("bound") == "spectral":
+        verdict = "optimal" if check.sdp_is_optimal else "NOT optimal"
+        out.append(f"Exhaustive check over all partitions with k = {check.k}: the SDP groups are {verdict} "
+                   f"(objective {check.sdp_objective:.4f} vs best {check.optimal_objective:.4f} on standardised U).")
+    rel = groups.relaxation
+    if rel and rel.bound == "spectral":
         out.append(f"Spectral bound (the relaxation without X >= 0, which is looser than the SDP): no partition into "
-                   f"k = {rel['k']} groups exceeds {rel['sdp_value']:.4f}; this one scores {rel['partition_value']:.4f} "
-                   f"(gap {rel['gap']:.4f}).")
+                   f"k = {rel.k} groups exceeds {rel.sdp_value:.4f}; this one scores {rel.partition_value:.4f} "
+                   f"(gap {rel.gap:.4f}).")
     elif rel:
-        tight = "the relaxation is tight: no partition does better" if rel["gap"] < 1e-3 else (
+        tight = "the relaxation is tight: no partition does better" if rel.gap < 1e-3 else (
             "the relaxation is not tight here, so the bound is loose" if method == "exact" else
             "no partition can beat this one by more than the gap")
-        out.append(f"Relaxation gap: SDP value {rel['sdp_value']:.4f} vs this partition's {rel['partition_value']:.4f} "
-                   f"(gap {rel['gap']:.4f}; {tight}).")
+        out.append(f"Relaxation gap: SDP value {rel.sdp_value:.4f} vs this partition's {rel.partition_value:.4f} "
+                   f"(gap {rel.gap:.4f}; {tight}).")
     return " ".join(out)
 
 
-def confidence_lines(groups: dict[str, Any], names: list[str]) -> list[str]:
+def confidence_lines(groups: Groups, names: list[str]) -> list[str]:
     """How sure the groups are (see :mod:`policygradex.pipeline.confidence`): the verdict, then one line per group."""
-    conf = groups.get("confidence")
+    conf = groups.confidence
     if not conf:
         return []
-    out = [f"**How sure:** {conf['verdict']}"]
-    grad = conf.get("gradient_reliability")
+    out = [f"**How sure:** {conf.verdict}"]
+    grad = conf.gradient_reliability
     if grad is not None:
         out.append(f"Gradient signal over transitions (split-half reliability of the gradient interaction): {grad:.2f}.")
-    if groups.get("nmi_planted") is not None:
-        out.append(f"NMI with the family's planted groups: {groups['nmi_planted']:.2f}.")
-    jac = conf.get("group_jaccard")
+    if groups.nmi_planted is not None:
+        out.append(f"NMI with the family's planted groups: {groups.nmi_planted:.2f}.")
+    jac = conf.group_jaccard
     if jac:
-        out += ["", f"| group | tasks | stays together (Jaccard over {conf['reps']} resamples of the "
-                    f"{conf.get('resampled', 'subsets')}) |",
+        out += ["", f"| group | tasks | stays together (Jaccard over {conf.reps} resamples of the "
+                    f"{conf.resampled}) |",
                 "|---|---|---|"]
-        for gi, (g, j) in enumerate(zip(groups["group_indices"], jac)):
+        for gi, (g, j) in enumerate(zip(groups.indices, jac)):
             out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({stability_word(j)}) |")
     return out
 
@@ -92,7 +93,8 @@ def write_report(st: "RunState") -> None:
 
     cfg, rd, fam = st.cfg, st.rd, st.family
     names = fam.task_names
-    groups_idx = st.groups["group_indices"]
+    assert st.groups is not None
+    groups_idx = st.groups.index_lists()
     assert st.U is not None
     plot_affinity(st.U, names, groups_idx, rd.heatmap, f"{fam.name}: affinity, {len(groups_idx)} groups")
     plot_curve(st.curve, names, rd.curve_png, f"{fam.name}: meta-training (theta_star)")
@@ -106,11 +108,11 @@ def write_report(st: "RunState") -> None:
         "",
         "## Groups",
         "",
-        f"k = {st.groups['k']} ({st.groups['selection']}"
-        + (f", lambda = {st.groups['lam']:.3g}" if st.groups.get("lam") is not None else "") + ")",
+        f"k = {st.groups.k} ({st.groups.selection}"
+        + (f", lambda = {st.groups.lam:.3g}" if st.groups.lam is not None else "") + ")",
         "",
     ]
-    for gi, g in enumerate(st.groups["groups"]):
+    for gi, g in enumerate(st.groups.names):
         lines.append(f"- group {gi + 1}: {', '.join(g)}")
     lines += ["", partition_sentence(st.groups)]
     lines += ["", *confidence_lines(st.groups, names)]

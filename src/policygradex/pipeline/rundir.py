@@ -17,6 +17,7 @@ from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
 from policygradex.common.errors import PolicyGradExError
 from policygradex.envs.base import TaskFamily
 from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.group_record import Groups
 
 
 @dataclass
@@ -137,7 +138,7 @@ def run_lock(rd: RunDir) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def load_run(out: Path) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+def load_run(out: Path) -> tuple[dict[str, Any], Groups, np.ndarray]:
     """(config record, groups, affinity) of a finished run, with clear errors for anything missing."""
     rd = RunDir(out)
     if not rd.path.is_dir():
@@ -148,11 +149,9 @@ def load_run(out: Path) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
     for p in (rd.groups, rd.affinity):
         if not p.exists():
             raise PolicyGradExError(f"{p} is missing: the run is unfinished; rerun `policygradex run` with --out {rd.path}")
-    groups = load_json(rd.groups)
+    if not (isinstance(record, dict) and isinstance(record.get("family"), dict)
+            and isinstance(record["family"].get("tasks"), list)):
+        raise PolicyGradExError(f"{rd.path}: config.json is malformed; rerun into a fresh directory")
+    groups = Groups.load(rd.groups, len(record["family"]["tasks"]))
     U = load_npy(rd.affinity)
-    ok = (isinstance(record, dict) and isinstance(record.get("family"), dict)
-          and isinstance(record["family"].get("tasks"), list)
-          and isinstance(groups, dict) and {"groups", "group_indices", "k"} <= set(groups))
-    if not ok:
-        raise PolicyGradExError(f"{rd.path}: config.json or groups.json is malformed; rerun into a fresh directory")
     return record, groups, U

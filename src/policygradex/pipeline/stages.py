@@ -63,6 +63,7 @@ from policygradex.pipeline.feature_blocks import (
     returns_of_files,
 )
 from policygradex.pipeline.features import FeatureSet, feature_set, projection_for, task_blocks
+from policygradex.pipeline.group_record import Confidence, ExhaustiveCheck, GridRow, Groups, Relaxation
 from policygradex.pipeline.gradient_statistics import merge_block_statistics, resolve_store, returns_of_statistics
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
 from policygradex.pipeline.rundir import RunDir
@@ -110,7 +111,8 @@ class RunState:
     subsets: SubsetTable | None = None
     """The exact and Newton surrogates' subsets and per-subset values (subsets.npz)."""
     U: np.ndarray | None = None
-    groups: dict[str, Any] = field(default_factory=dict)
+    groups: Groups | None = None
+    """The cluster stage's record (groups.json)."""
     launcher: LauncherConfig = field(default_factory=lambda: LauncherConfig(backend="sequential"))
     """Where the feature stage's blocks of tasks run (``run --backend``; default: one by one in this process)."""
 
@@ -428,10 +430,8 @@ def stage_cluster(st: RunState) -> None:
     cc = cfg.cluster
     options = dataclasses.asdict(cc)
     if not st.stale("cluster", rd.groups):
-        st.groups = load_json(rd.groups)
-        if not isinstance(st.groups, dict) or "groups" not in st.groups:
-            raise PolicyGradExError(f"{rd.groups} is not a groups file; delete it to recluster")
-        if st.groups.get("cluster_config") == options:
+        st.groups = Groups.load(rd.groups, st.family.n)
+        if st.groups.cluster_config == options:
             st.done("cluster", computed=False)
             return
     assert st.U is not None
@@ -441,25 +441,26 @@ def stage_cluster(st: RunState) -> None:
                       exhaustive_check=cc.exhaustive_check, min_silhouette=cc.min_silhouette)
     names = st.family.task_names
     groups = groups_from_labels(res.labels)
-    confidence = group_confidence(st, res.labels)
-    st.groups = {
-        "groups": [[names[i] for i in g] for g in groups],
-        "group_indices": groups,
-        "k": res.k,
-        "lam": res.lam,
-        "method": res.method,
-        "selection": "fixed k" if cc.k else ("given lambda" if cc.lam is not None else "lambda grid, best silhouette"),
-        "grid": res.grid,
-        "exhaustive_check": res.check,
-        "objective": res.objective,
-        "relaxation": res.relaxation,
-        "confidence": confidence,
-        "cluster_config": options,
-    }
+    nmi = None
     if st.family.planted_groups is not None:
         truth = labels_from_groups([list(g) for g in st.family.planted_groups], st.family.n)
-        st.groups["nmi_planted"] = float(normalized_mutual_info_score(truth, res.labels))
-    atomic_write_json(rd.groups, st.groups)
+        nmi = float(normalized_mutual_info_score(truth, res.labels))
+    st.groups = Groups(
+        names=tuple(tuple(names[i] for i in g) for g in groups),
+        indices=tuple(tuple(g) for g in groups),
+        k=res.k,
+        selection="fixed k" if cc.k else ("given lambda" if cc.lam is not None else "lambda grid, best silhouette"),
+        cluster_config=options,
+        lam=res.lam,
+        method=res.method,
+        objective=res.objective,
+        grid=tuple(GridRow.from_json(r) for r in res.grid),
+        exhaustive_check=None if res.check is None else ExhaustiveCheck.from_json(res.check),
+        relaxation=None if res.relaxation is None else Relaxation.from_json(res.relaxation),
+        confidence=group_confidence(st, res.labels),
+        nmi_planted=nmi,
+    )
+    st.groups.save(rd.groups)
     st.done("cluster", computed=True, seconds=time.perf_counter() - t0)
 
 
@@ -470,7 +471,7 @@ def bootstrap_method(method: str, n: int) -> str:
     return method
 
 
-def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
+def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
     """Bootstrap of the groups (over the subsets, or over blocks of transitions for ``closed_form``), gradient
     reliability over transitions, and the verdict."""
     cc, n = st.cfg.cluster, st.family.n
@@ -482,8 +483,7 @@ def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
         X, y, w = (t.numpy() for t in st.feature_data().part(held_out=False))
         grad_rel = gradient_reliability(X, y, w)
     split = load_json(st.rd.affinity_stats).get("split_half")
-    out: dict[str, Any] = {"gradient_reliability": grad_rel,
-                           "split_half_reliability": None if split is None else split["reliability"]}
+    split_rel = None if split is None else split["reliability"]
     k = int(labels.max() + 1)
     resampled = "transitions" if closed else "subsets"
     reps = BOOTSTRAP_REPS if n <= EXACT_MAX_N else BOOTSTRAP_REPS // 4
@@ -499,11 +499,10 @@ def group_confidence(st: RunState, labels: np.ndarray) -> dict[str, Any]:
                 subsets, f_hat = st.subsets.subsets, st.subsets.f_hat
                 boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
                                         interaction=cc.interaction == "subsets", method=method, solver=cc.solver)
-        out.update(boot)
-        out["resampled"] = resampled
-        out["verdict"] = verdict(boot["group_jaccard"], out["split_half_reliability"], grad_rel, resampled)
-    elif grad_rel is not None and grad_rel < GRADIENT_MIN:
-        out["verdict"] = verdict([], out["split_half_reliability"], grad_rel, resampled)
-    else:
-        out["verdict"] = "One group (or per-target affinity): no bootstrap of the groups."
-    return out
+        co = boot.get("coclustering")
+        return Confidence(verdict(boot["group_jaccard"], split_rel, grad_rel, resampled), grad_rel, split_rel,
+                          resampled, int(boot["reps"]), tuple(float(j) for j in boot["group_jaccard"]),
+                          None if co is None else np.asarray(co, dtype=np.float64))
+    if grad_rel is not None and grad_rel < GRADIENT_MIN:
+        return Confidence(verdict([], split_rel, grad_rel, resampled), grad_rel, split_rel)
+    return Confidence("One group (or per-target affinity): no bootstrap of the groups.", grad_rel, split_rel)
