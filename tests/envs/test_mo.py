@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,8 @@ def test_an_mo_family_without_the_extra_is_one_line(tmp_path: Path, cli, monkeyp
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_mo)
+    for name in [m for m in sys.modules if m.split(".")[0] == "mo_gymnasium"]:  # imported by an earlier test
+        monkeypatch.delitem(sys.modules, name)
     rc, _, err = cli(*tiny_run_args(tmp_path / "run", "mo:mo-lunar-lander-v3(weights=3)"))
     assert_one_line_error(rc, err, "MO-Gymnasium", "pip install --no-deps")
 

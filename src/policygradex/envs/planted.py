@@ -54,7 +54,7 @@ class _Rotated(gym.ObservationWrapper):
         return (self.Q @ np.asarray(observation, dtype=np.float32)).astype(np.float32)
 
 
-class _RotatedVector(gym.vector.VectorObservationWrapper):
+class RotatedVector(gym.vector.VectorObservationWrapper):
     def __init__(self, env: gym.vector.VectorEnv, Qs: np.ndarray) -> None:
         super().__init__(env)
         self.Qs = Qs.astype(np.float32)  # (num_envs, 4, 4)
@@ -101,7 +101,7 @@ def _vector(tasks: Sequence[Task]) -> gym.vector.VectorEnv:
 
     env = CartPoleVectorEnv(num_envs=len(tasks), max_episode_steps=500)
     set_cartpole_length(env, np.array([t.params["half_length"] for t in tasks], dtype=np.float64))
-    return _RotatedVector(env, np.stack([group_transform(t.params) for t in tasks]))
+    return RotatedVector(env, np.stack([group_transform(t.params) for t in tasks]))
 
 
 def planted(n: int = 10, groups: int = 3, conflict: float = 1.0, orthogonal: int = 0) -> TaskFamily:

@@ -17,7 +17,17 @@ from policygradex.envs.metaworld import mt10
 from policygradex.envs.mo import mo_family
 
 
+SUITE_KEYS = {"kind", "env", "sizes", "shuffle"}
+"""Parameters that make ``planted`` a family of the planted suite (:mod:`.conflicts`) instead of the original one."""
+
+
 def _planted(**kwargs: Any) -> TaskFamily:
+    if SUITE_KEYS & set(kwargs):
+        from policygradex.envs.conflicts import conflict_family
+
+        if "orthogonal" in kwargs:
+            raise PolicyGradExError("planted family: orthogonal applies only to the original family (no kind/env)")
+        return conflict_family(**kwargs)
     from policygradex.envs.planted import planted
 
     return planted(**kwargs)
@@ -44,19 +54,25 @@ def register_family(name: str, factory: Callable[[], TaskFamily]) -> None:
 
 # ----------------------------------------------------------------------------------------------- loading
 def parse_call(spec: str) -> tuple[str, dict[str, Any]]:
-    """``name(key=value,...)`` -> (name, {key: value}) with Python literals as values (numbers, lists of numbers);
-    a plain name -> (name, {})."""
+    """``name(key=value,...)`` -> (name, {key: value}) with Python literals as values (numbers, lists of numbers,
+    quoted strings) or bare words (``kind=reward``: the string "reward"); a plain name -> (name, {})."""
     if not spec.endswith(")") or "(" not in spec:
         return spec, {}
     name, _, rest = spec[:-1].partition("(")
-    usage = f"family {spec!r}: expected name(key=number,...) with numbers or lists of numbers, e.g. planted(n=12,groups=4)"
+    usage = (f"family {spec!r}: expected name(key=value,...) with numbers, lists of numbers or words, e.g. "
+             "planted(n=12,groups=4) or planted(kind=reward,env=lunarlander)")
     try:
         call = ast.parse(f"f({rest})", mode="eval").body
         assert isinstance(call, ast.Call) and not call.args and all(kw.arg for kw in call.keywords)
-        kwargs = {str(kw.arg): ast.literal_eval(kw.value) for kw in call.keywords}
+        kwargs = {str(kw.arg): kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value)
+                  for kw in call.keywords}
     except (SyntaxError, ValueError, AssertionError):
         raise PolicyGradExError(usage) from None
     for value in kwargs.values():
+        if isinstance(value, str):
+            if value.lower() in ("nan", "inf", "infinity"):  # a number's name, not a word
+                raise PolicyGradExError(usage)
+            continue
         if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in _numbers(value)):
             raise PolicyGradExError(usage)
     return name.strip(), kwargs
@@ -105,7 +121,7 @@ def load_family(spec: str) -> TaskFamily:
         name, kwargs = call
         try:
             family = FAMILIES[name](**kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # a missing or unknown parameter, a word where a number belongs
             raise PolicyGradExError(f"family {spec!r}: {exc}") from None
     else:
         raise PolicyGradExError(
