@@ -304,7 +304,7 @@ def test_continuous_family_end_to_end(tmp_path, cli):
         (["run", "tests.plugin_raises_on_import:f"], ["RuntimeError", "broken at import time"]),
         (["run", "tests.plugin_families:make_env_raises"], ["'broken'", "ValueError", "no such simulator"]),
         (["run", "planted(n=3,groups=5)"], ["groups=5"]),
-        (["run", "planted(n=abc)"], ["name(key=number"]),
+        (["run", "planted(n=abc)"], ["planted(n=abc)", "a number"]),
         (["run", "planted(colour=3)"], ["colour"]),
         (["run", "cartpole", "--threads", "0"], ["--threads"]),
         (["run", "cartpole", "--surrogate", "closed_form", "--affinity", "per_target"], ["per_target", "--surrogate"]),

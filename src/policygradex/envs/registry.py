@@ -121,8 +121,10 @@ def load_family(spec: str) -> TaskFamily:
         name, kwargs = call
         try:
             family = FAMILIES[name](**kwargs)
-        except (TypeError, ValueError) as exc:  # a missing or unknown parameter, a word where a number belongs
+        except TypeError as exc:  # a missing or unknown parameter
             raise PolicyGradExError(f"family {spec!r}: {exc}") from None
+        except ValueError as exc:  # a word where a number belongs
+            raise PolicyGradExError(f"family {spec!r}: {exc}; that parameter takes a number") from None
     else:
         raise PolicyGradExError(
             f"unknown family {spec!r}; built-in families: {', '.join(sorted(FAMILIES))} "
