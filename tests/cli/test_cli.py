@@ -371,6 +371,24 @@ def test_corrupt_theta_star_is_reported_on_resume(tiny_run, tmp_path, cli, damag
     assert_one_line_error(rc, err, "theta_star.pt")
 
 
+def test_show_names_tasks_too_weak_to_place(tiny_run, tmp_path, cli):
+    """A task whose own gradient signal is below the threshold is named by `show`, with its signal."""
+    run_dir = _copy(tiny_run, tmp_path)
+    path = run_dir / "groups.json"
+    blob = json.loads(path.read_text())
+    n = sum(len(g) for g in blob["group_indices"])
+    blob["confidence"]["task_signal"] = [0.9] * n
+    blob["confidence"]["task_signal"][2] = 0.12
+    path.write_text(json.dumps(blob))
+    rc, out, _ = cli("show", run_dir)
+    assert rc == 0
+    names = [name for g in blob["groups"] for name in g]
+    index_name = {i: name for g, gi in zip(blob["groups"], blob["group_indices"]) for name, i in zip(g, gi)}
+    weak_line = next(line for line in out.splitlines() if line.startswith("Too weak to place"))
+    assert f"{index_name[2]} (0.12)" in weak_line
+    assert all(f"{name} (" not in weak_line for name in names if name != index_name[2])
+
+
 def test_unfinished_run_is_reported_by_show(tiny_run, tmp_path, cli):
     """`show` on a run whose groups.json is missing says the run is unfinished."""
     run_dir = _copy(tiny_run, tmp_path)

@@ -58,3 +58,34 @@ def test_verdict_words():
     assert "raise --num-subsets" in verdict([0.9, 0.8, 0.95], 0.1, 0.9)
     assert verdict([0.4, 0.3, 0.5], 0.9, 0.9).startswith("Not distinguishable")
     assert verdict([0.9, 0.55, 0.7], 0.9, 0.9).startswith("Partly stable")
+
+
+def test_task_signal_separates_reproducible_directions_from_noise():
+    """A task whose own direction (beyond what all tasks share) is the same in both halves scores ~1; one whose
+    halves are independent noise around the shared direction scores ~0, however large the shared part."""
+    from policygradex.pipeline.confidence import task_signal
+
+    rng = np.random.default_rng(0)
+    n, d = 8, 50
+    shared = 100.0 * rng.normal(size=d)
+    own = rng.normal(size=(n, d))
+    first = shared + own + 0.05 * rng.normal(size=(n, d))
+    second = shared + own + 0.05 * rng.normal(size=(n, d))
+    second[:4] = shared + rng.normal(size=(4, d))  # tasks 0-3: their own part is fresh noise in the second half
+    first[:4] = shared + rng.normal(size=(4, d))
+    s = task_signal(first, second)
+    assert s[4:].min() > 0.95 and np.abs(s[:4]).max() < 0.6 and s[:4].mean() < 0.3
+    np.testing.assert_allclose(task_signal(first, first), 1.0)
+
+
+def test_noise_verdict_takes_the_stable_word_away():
+    """When the verdict finds no signal, no group is called stable, however high its Jaccard."""
+    from policygradex.pipeline.confidence import is_noise
+    from policygradex.pipeline.group_record import Confidence
+
+    jac = (0.9, 0.8)
+    for grad, split, noisy in ((0.2, 0.9, True), (0.9, 0.1, True), (0.9, 0.9, False)):
+        assert is_noise(jac, split, grad) is noisy
+        assert verdict(list(jac), split, grad).startswith("Not distinguishable") is noisy
+        conf = Confidence(verdict(list(jac), split, grad), grad, split, "subsets", 10, jac, noise=is_noise(jac, split, grad))
+        assert [conf.word(g) for g in range(2)] == (["noise"] * 2 if noisy else ["stable", "stable"])

@@ -123,7 +123,7 @@ def cmd_families(console: Console) -> None:
 
 def cmd_show(args: argparse.Namespace, console: Console) -> None:
     from policygradex.pipeline.clustering import standardize
-    from policygradex.pipeline.report import MATRIX_MAX_N, affinity_summary, matrix_text
+    from policygradex.pipeline.report import MATRIX_MAX_N, affinity_summary, matrix_text, weak_task_lines
     from policygradex.pipeline.rundir import load_run
 
     record, groups, U = load_run(args.run_dir)
@@ -138,7 +138,10 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
         print(textwrap.fill(f"How sure: {conf.verdict}", width=78, subsequent_indent="  "))
         for gi, j in enumerate(conf.group_jaccard):
             print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf.reps} resamples of the "
-                  f"{conf.resampled})")
+                  f"{conf.resampled}): {conf.word(gi)}")
+        for line in weak_task_lines(conf, names):
+            if line:
+                print(textwrap.fill(line.replace("**", ""), width=78, subsequent_indent="  "))
     print()
     if len(names) > MATRIX_MAX_N:
         print("\n".join(affinity_summary(standardize(U), names, groups.index_lists())))

@@ -43,6 +43,11 @@ class MultiTaskVectorEnv:
         self.infos: dict[str, Any] = {}
         """The sub-envs' infos of the last step (Gymnasium's vector layout: arrays, with ``_key`` masks)."""
 
+    @property
+    def task_id_dim(self) -> int:
+        """Width of the one-hot task id at the end of each observation (0 without a task id)."""
+        return int(self._onehot.shape[1])
+
     def _augment(self, obs: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1), self._onehot], axis=1)
 

@@ -134,16 +134,54 @@ def transition_split_half(stats: Statistics, l2: float, alpha: int, splits: int 
     return None if out is None else {**out, "blocks": R, "resampled": "transitions"}
 
 
+def gradient_halves_from_blocks(stats: Statistics) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each task's G over the first and the second half (in time) of its blocks, (n, d) each; None below 2 blocks."""
+    R = stats.blocks
+    if R < 2:
+        return None
+    first, second = (stats.block_sums[:, sl].sum(1) for sl in (slice(0, R // 2), slice(R // 2, R)))
+    return first, second
+
+
+def gradient_halves(features: np.ndarray, labels: np.ndarray, weights: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each task's advantage-weighted mean gradient feature G_k = mean(sign(A) |A| g~) over the first and the second
+    half (in time) of its transitions, (n, d) float64 each; None below 4 transitions."""
+    N = labels.shape[1]
+    if N < 4:
+        return None
+    yw = (labels * weights)[..., None]
+    first, second = ((yw[:, sl] * features[:, sl]).mean(1).astype(np.float64)
+                     for sl in (slice(0, N // 2), slice(N // 2, N)))
+    return first, second
+
+
 def gradient_reliability_from_blocks(stats: Statistics) -> float | None:
     """:func:`gradient_reliability` from the replicate statistics: the first and second half (in time) of each task's
     blocks give the two G's."""
-    n, R = stats.n, stats.blocks
-    if R < 2 or n < 3:
-        return None
-    return _interaction_reliability(*(stats.block_sums[:, sl].sum(1) for sl in (slice(0, R // 2), slice(R // 2, R))))
+    halves = gradient_halves_from_blocks(stats)
+    return None if halves is None or stats.n < 3 else interaction_reliability(*halves)
 
 
-def _interaction_reliability(G_first: np.ndarray, G_second: np.ndarray) -> float | None:
+WEAK_TASK = 0.5
+"""Below this :func:`task_signal` a task's gradient does not reproduce across halves of its transitions: its
+group is a guess, and ``show`` and the report name it."""
+
+
+def task_signal(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Per task, how well its gradient signal reproduces across the two halves (in time) of its transitions: the
+    cosine of its two halves' G_k after the mean over tasks is removed from each half (what every task shares, such
+    as balancing the pole, says nothing about which group a task is in), stepped up by Spearman-Brown
+    (2 c / (1 + c), the reliability of the whole from that of halves). 1: the same direction in both halves;
+    about 0 or below: the task's own direction is noise at this N. O(n d)."""
+    a, b = first - first.mean(0), second - second.mean(0)
+    norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    c = np.sum(a * b, axis=1) / np.where(norm > 0, norm, np.inf)  # 0 for a task with no signal at all
+    c = np.clip(c, -1.0 + 1e-9, 1.0)
+    return np.clip(2.0 * c / (1.0 + c), -1.0, 1.0)
+
+
+def interaction_reliability(G_first: np.ndarray, G_second: np.ndarray) -> float | None:
     """Spearman-Brown reliability of G G^T from two halves' per-task G (n, d); None when either has no structure."""
     r = standardized_corr(G_first @ G_first.T, G_second @ G_second.T)
     return None if np.isnan(r) else spearman_brown(r)
@@ -153,12 +191,17 @@ def gradient_reliability(features: np.ndarray, labels: np.ndarray, weights: np.n
     """Split-half (in time) reliability of the gradient interaction G G^T, stepped up by Spearman-Brown.
 
     features (n, N, d), labels sign(A) and weights |A| (n, N)."""
-    n, N = labels.shape
-    if N < 4 or n < 3:
-        return None
-    yw = (labels * weights)[..., None]
-    halves = [(yw[:, sl] * features[:, sl]).mean(1).astype(np.float64) for sl in (slice(0, N // 2), slice(N // 2, N))]
-    return _interaction_reliability(*halves)
+    halves = gradient_halves(features, labels, weights)
+    return None if halves is None or labels.shape[0] < 3 else interaction_reliability(*halves)
+
+
+def is_noise(group_jaccard: list[float] | tuple[float, ...], split_half: float | None, gradient: float | None) -> bool:
+    """Whether :func:`verdict` calls the groups indistinguishable from noise: the gradient signal below
+    GRADIENT_MIN, U not reproducible across halves (split-half < 0.3), or the groups dissolving (mean Jaccard < 0.5).
+    Then no group is called stable, whatever its own Jaccard."""
+    mean = float(np.mean(group_jaccard)) if group_jaccard else float("nan")
+    return bool((gradient is not None and gradient < GRADIENT_MIN) or (split_half is not None and split_half < 0.3)
+                or mean < DISSOLVED)
 
 
 def verdict(group_jaccard: list[float], split_half: float | None, gradient: float | None,

@@ -65,6 +65,12 @@ class FeatureConfig:
     ``per_task`` (default) standardises each task's GAE advantages, as PPO does per batch, so that a task's
     reward scale does not dominate the weighted loss and the affinity reflects compatibility of updates rather
     than reward magnitude; ``batch`` standardises over all tasks at once; ``none`` keeps raw GAE advantages."""
+    baseline: Literal["policy", "per_task"] = "policy"
+    """The value estimates behind each task's advantages. ``policy``: theta_star's own value head, as the paper
+    does. Without a task id it is one value function for every task, so for tasks paid differently it is biased per
+    task, and GAE's truncation (lambda < 1) then hides whatever pays off over more steps than it looks ahead.
+    ``per_task``: each task's own value function, a ridge regression of its discounted returns-to-go on quadratic
+    features of its observations (:func:`~policygradex.pipeline.features.task_baselines`)."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S

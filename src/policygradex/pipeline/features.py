@@ -32,8 +32,9 @@ from policygradex.pipeline.projection import FactorisedProjection, RandomProject
 Projection = RandomProjection | FactorisedProjection
 """Either projector: ``p``, ``d``, ``project`` and ``lift``."""
 from policygradex.rl.config import PPOConfig
-from policygradex.rl.gae import add_advantages
-from policygradex.rl.rollout import collect_rollout
+from policygradex.rl.baseline import fit_task_values
+from policygradex.rl.gae import add_advantages, compute_gae
+from policygradex.rl.rollout import Rollout, collect_rollout
 
 
 @dataclass
@@ -65,12 +66,14 @@ def collect_transitions(
     while True:
         env = MultiTaskVectorEnv(family, ids, cfg.envs_per_task, seed, task_id)
         tracker = EpisodeTracker(env.env_task)
-        rollout, _ = collect_rollout(env, model, env.reset(), num_steps, tracker)
+        rollout, next_obs = collect_rollout(env, model, env.reset(), num_steps, tracker)
         env.close()
         valid_counts = [int(rollout.valid[:, env.env_task == i].sum()) for i in ids]
         if min(valid_counts) >= want:
             break
         num_steps = int(num_steps * 1.5) + 8
+    if cfg.baseline == "per_task":
+        task_baselines(rollout, next_obs, env, ids, ppo_cfg.gamma)
     add_advantages(rollout, ppo_cfg.gamma, ppo_cfg.gae_lambda)
     episodes = tracker.pop()
     out = []
@@ -88,6 +91,22 @@ def collect_transitions(
             )
         )
     return out
+
+
+def task_baselines(rollout: Rollout, next_obs: np.ndarray, env: MultiTaskVectorEnv, ids: Sequence[int],
+                   gamma: float) -> None:
+    """``FeatureConfig.baseline = per_task``: replace the policy's value estimates in ``rollout`` by each task's own
+    value function, fitted on that task's transitions (:func:`~policygradex.rl.baseline.fit_task_values`: ridge
+    regression of the discounted returns-to-go, bootstrapped by the policy's value where a rollout or a time limit
+    cuts an episode, on quadratic features of the observation without the task id). O(N q^2) per task, q the number
+    of features."""
+    returns = compute_gae(rollout.rewards, rollout.values, rollout.next_value, rollout.terminated, rollout.truncated,
+                          gamma, 1.0) + rollout.values
+    raw = env.obs_dim - env.task_id_dim
+    obs = rollout.obs[..., :raw]
+    nxt = torch.as_tensor(np.asarray(next_obs, dtype=np.float32))[..., :raw]
+    columns = [torch.as_tensor(np.flatnonzero(env.env_task == i)) for i in ids]
+    rollout.values, rollout.next_value = fit_task_values(obs, nxt, returns, rollout.valid.float(), columns)
 
 
 def task_blocks(n: int, size: int) -> list[range]:

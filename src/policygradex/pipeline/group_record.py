@@ -21,6 +21,7 @@ import numpy as np
 
 from policygradex.common.artifacts import atomic_write_json, load_json
 from policygradex.common.errors import PolicyGradExError
+from policygradex.pipeline.confidence import WEAK_TASK, stability_word
 
 
 def _opt_float(x: Any) -> float | None:
@@ -116,6 +117,12 @@ class Confidence:
     """Per group, the mean over resamples of its best Jaccard overlap with a resampled group (Hennig)."""
     coclustering: np.ndarray | None = field(default=None, compare=False)
     """(n, n) how often each pair of tasks shared a group over the resamples; None above COCLUSTERING_MAX_N."""
+    task_signal: tuple[float, ...] = ()
+    """Per task, the split-half (in time) reliability of its own gradient direction (``confidence.task_signal``);
+    below ``confidence.WEAK_TASK`` the task is too weak to place. Empty in files written before it existed."""
+    noise: bool = False
+    """Whether the verdict calls the groups indistinguishable from noise (``confidence.is_noise``): then no group's
+    word is "stable"."""
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Confidence":
@@ -125,7 +132,9 @@ class Confidence:
         resampled = d.get("resampled", "subsets" if reps else None)
         return cls(str(d.get("verdict", "")), _opt_float(d.get("gradient_reliability")),
                    _opt_float(d.get("split_half_reliability")), resampled, reps,
-                   tuple(float(j) for j in jac), None if co is None else np.asarray(co, dtype=np.float64))
+                   tuple(float(j) for j in jac), None if co is None else np.asarray(co, dtype=np.float64),
+                   tuple(float(x) for x in d.get("task_signal") or []),
+                   bool(d.get("noise", str(d.get("verdict", "")).startswith("Not distinguishable"))))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"gradient_reliability": self.gradient_reliability,
@@ -134,8 +143,19 @@ class Confidence:
             out.update({"resampled": self.resampled, "reps": self.reps, "group_jaccard": list(self.group_jaccard)})
             if self.coclustering is not None:
                 out["coclustering"] = self.coclustering.tolist()
+        out["task_signal"] = list(self.task_signal)
+        out["noise"] = self.noise
         out["verdict"] = self.verdict
         return out
+
+    def word(self, group: int) -> str:
+        """The group's stability word: Hennig's reading of its Jaccard (``confidence.stability_word``), but
+        ``noise`` whenever the verdict finds no signal."""
+        return "noise" if self.noise else stability_word(self.group_jaccard[group])
+
+    def weak_tasks(self, threshold: float = WEAK_TASK) -> list[int]:
+        """Tasks whose own gradient signal is below ``threshold`` (``confidence.WEAK_TASK``): too weak to place."""
+        return [i for i, s in enumerate(self.task_signal) if s < threshold]
 
     @property
     def mean_jaccard(self) -> float:

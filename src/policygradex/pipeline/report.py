@@ -12,8 +12,8 @@ import numpy as np
 
 from policygradex.common.plots import plot_curve, plot_heatmaps
 from policygradex.pipeline.clustering import standardize
-from policygradex.pipeline.confidence import stability_word
-from policygradex.pipeline.group_record import Groups
+from policygradex.pipeline.confidence import WEAK_TASK
+from policygradex.pipeline.group_record import Confidence, Groups
 
 if TYPE_CHECKING:
     from policygradex.pipeline.stages import RunState
@@ -84,8 +84,21 @@ def confidence_lines(groups: Groups, names: list[str]) -> list[str]:
                     f"{conf.resampled}) |",
                 "|---|---|---|"]
         for gi, (g, j) in enumerate(zip(groups.indices, jac)):
-            out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({stability_word(j)}) |")
+            out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({conf.word(gi)}) |")
+    out += weak_task_lines(conf, names)
     return out
+
+
+def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20) -> list[str]:
+    """One paragraph naming the tasks too weak to place (``Confidence.weak_tasks``), weakest first; none: []."""
+    weak = sorted(conf.weak_tasks(), key=lambda i: conf.task_signal[i])
+    if not weak:
+        return []
+    shown = ", ".join(f"{names[i]} ({conf.task_signal[i]:.2f})" for i in weak[:limit])
+    more = f" and {len(weak) - limit} more" if len(weak) > limit else ""
+    return ["", f"**Too weak to place:** {shown}{more}. Their own gradient direction does not reproduce across the "
+                f"two halves of their transitions (signal below {WEAK_TASK}), so the group each is in is a guess. "
+                "Raise --transitions, or, for tasks paid differently from the others, try --baseline per_task."]
 
 
 def write_report(st: "RunState") -> None:

@@ -48,8 +48,11 @@ from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.confidence import (
     GRADIENT_MIN,
     bootstrap_groups,
-    gradient_reliability,
-    gradient_reliability_from_blocks,
+    gradient_halves,
+    gradient_halves_from_blocks,
+    interaction_reliability,
+    is_noise,
+    task_signal,
     transition_bootstrap,
     transition_split_half,
     verdict,
@@ -473,15 +476,17 @@ def bootstrap_method(method: str, n: int) -> str:
 
 def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
     """Bootstrap of the groups (over the subsets, or over blocks of transitions for ``closed_form``), gradient
-    reliability over transitions, and the verdict."""
+    reliability and each task's own signal over transitions, and the verdict."""
     cc, n = st.cfg.cluster, st.family.n
     closed = st.surrogate_method == "closed_form"
     if closed:
         assert st.stats is not None
-        grad_rel = gradient_reliability_from_blocks(st.stats)
+        halves = gradient_halves_from_blocks(st.stats)
     else:
         X, y, w = (t.numpy() for t in st.feature_data().part(held_out=False))
-        grad_rel = gradient_reliability(X, y, w)
+        halves = gradient_halves(X, y, w)
+    grad_rel = None if halves is None or n < 3 else interaction_reliability(*halves)
+    signal = () if halves is None else tuple(float(x) for x in task_signal(*halves))
     split = load_json(st.rd.affinity_stats).get("split_half")
     split_rel = None if split is None else split["reliability"]
     k = int(labels.max() + 1)
@@ -502,7 +507,10 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
         co = boot.get("coclustering")
         return Confidence(verdict(boot["group_jaccard"], split_rel, grad_rel, resampled), grad_rel, split_rel,
                           resampled, int(boot["reps"]), tuple(float(j) for j in boot["group_jaccard"]),
-                          None if co is None else np.asarray(co, dtype=np.float64))
+                          None if co is None else np.asarray(co, dtype=np.float64), signal,
+                          is_noise(boot["group_jaccard"], split_rel, grad_rel))
     if grad_rel is not None and grad_rel < GRADIENT_MIN:
-        return Confidence(verdict([], split_rel, grad_rel, resampled), grad_rel, split_rel)
-    return Confidence("One group (or per-target affinity): no bootstrap of the groups.", grad_rel, split_rel)
+        return Confidence(verdict([], split_rel, grad_rel, resampled), grad_rel, split_rel, task_signal=signal,
+                          noise=True)
+    return Confidence("One group (or per-target affinity): no bootstrap of the groups.", grad_rel, split_rel,
+                      task_signal=signal)
