@@ -4,7 +4,7 @@ Each task sets ``config["vehicles_density"]``. highway-env places each of the 20
 ``highway-fast-v0`` ahead of the previous one, at a gap of (12 m + speed) x exp(-5/40 x lanes) x U(0.9, 1.1) /
 density, so every gap scales by 1/density (highway-env's default is 1; its ``exit-v0`` uses 1.5). The range is
 geometric from 0.25 to 2.0, three tasks per doubling, so 0.5, 1.0 and 2.0 are tasks too. It spans three regimes,
-measured with one fixed action per episode over 8 seeded episodes per density (``bench/highway_densities.py``,
+measured with one fixed action per episode over 8 seeded episodes per density (``experiments/highway_densities.py``,
 results/highway_densities.md; highway-env 1.12.1):
 
 - sparse (0.25-0.4): at 0.25 only 1-2 of the 4 observed vehicle slots are filled on average, and accelerating

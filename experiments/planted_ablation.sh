@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one-suspect-at-a-time table of results/planted.md: the planted family at the demo budget, seeds 0-2, under
-# the defaults and with one setting changed per row, then bench/diagnose_planted.py on every run.
-#   bash bench/planted_ablation.sh runs/planted-ablation > results/planted-ablation.jsonl
+# The one-suspect-at-a-time table of results/planted-diagnosis.md: the planted family at the demo budget, seeds 0-2, under
+# the defaults and with one setting changed per row, then experiments/diagnose_planted.py on every run.
+#   bash experiments/planted_ablation.sh runs/planted-ablation > results/planted-ablation.jsonl
 set -euo pipefail
 out=${1:-runs/planted-ablation}
 B=.venv/bin/policygradex
@@ -20,5 +20,5 @@ for name in default taskid-N2048 taskid-N16384 noid-N2048 noid-N8192 taskid-20k-
     if (( s % 2 == 1 )); then wait; fi
   done
   wait
-  .venv/bin/python bench/diagnose_planted.py "$out/$name"-s{0,1,2} --l2 0.1,10 | sed "s/^{/{\"row\": \"$name\", /"
+  .venv/bin/python experiments/diagnose_planted.py "$out/$name"-s{0,1,2} --l2 0.1,10 | sed "s/^{/{\"row\": \"$name\", /"
 done

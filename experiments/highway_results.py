@@ -2,7 +2,7 @@
 
     policygradex run highway --k 3 --steps-per-task 10000 --transitions 2048 --out runs/highway
     policygradex compare runs/highway --seeds 3 --steps-per-task 2000 --eval-episodes 5 --network-rows softmod,paco
-    python bench/highway_results.py runs/highway --out results/highway.md
+    python experiments/highway_results.py runs/highway --out results/highway.md
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ For every run directory given (a finished ``policygradex run`` with ``--surrogat
 ``--l2`` refits the exact surrogate on the same features and subsets at other ridges (where the quadratic model
 should break: smaller l2 lets v_S run away from theta_star) and repeats the comparison there.
 
-    python bench/surrogate_reduction.py runs/agree-* --l2 0.01,0.001 --l2-runs runs/agree-cartpole \\
+    python experiments/surrogate_reduction.py runs/agree-* --l2 0.01,0.001 --l2-runs runs/agree-cartpole \\
         --out results/surrogate-reduction.md
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import normalized_mutual_info_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the benchmarks' report helpers
 from common import command_line, git_state, machine_info, table  # noqa: E402
 
 from policygradex.common.artifacts import load_json, load_npy, load_npz  # noqa: E402

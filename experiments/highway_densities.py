@@ -2,20 +2,23 @@
 For each density and each fixed action (keep the speed, accelerate, slow down), 8 seeded episodes: how many end in a
 crash, their mean length and return, and how many of the 4 observed vehicle slots are filled on average.
 
-    .venv/bin/python bench/highway_densities.py --out results/highway_densities.md   # ~1 min on one core
+    .venv/bin/python experiments/highway_densities.py --out results/highway_densities.md   # ~1 min on one core
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from common import command_line, table
 from policygradex.envs.highway import require_highway_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the benchmarks' report helpers
+from common import command_line, table  # noqa: E402
 
 DENSITIES = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 ACTIONS = {"idle": 1, "faster": 3, "slower": 4}

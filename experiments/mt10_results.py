@@ -2,7 +2,7 @@
 
     policygradex run mt10 --k 3 --network softmod --steps-per-task 50000 --out runs/mt10-s0
     policygradex compare runs/mt10-s0 --seeds 3 --steps-per-task 40000 --group-network softmod --network-rows mlp,softmod,care,paco
-    python bench/mt10_results.py runs/mt10-s0 --out results/mt10.md
+    python experiments/mt10_results.py runs/mt10-s0 --out results/mt10.md
 """
 
 from __future__ import annotations

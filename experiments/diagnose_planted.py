@@ -1,7 +1,7 @@
 """Diagnose a run on a family with planted groups: NMI against the planted groups of the run's own groups, of
 gradient similarity on the run's own features, and of U refitted at other l2; plus the gradient reliability.
 
-    python bench/diagnose_planted.py runs/planted-s0 runs/planted-s1 --l2 0.1,10
+    python experiments/diagnose_planted.py runs/planted-s0 runs/planted-s1 --l2 0.1,10
 
 Gradient similarity here uses the run's projected features: G_k = mean over task k's transitions of
 sign(A) |A| g~ (advantages normalised as in the run), clustered by cosine ("cos") or inner product ("inner") with

@@ -5,7 +5,7 @@
       policygradex run mo:mo-lunar-lander-v3 --weights $W --preset demo --k 3 --seed $s --out runs/mo-ll-s$s
     done
     policygradex compare runs/mo-ll-s0 --seeds 5
-    python bench/mo_results.py runs/mo-ll-s0 runs/mo-ll-s1 runs/mo-ll-s2 --out results/mo-lunar-lander.md
+    python experiments/mo_results.py runs/mo-ll-s0 runs/mo-ll-s1 runs/mo-ll-s2 --out results/mo-lunar-lander.md
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     policygradex run cartpole --preset demo --k 3 --out runs/demo-cartpole
     policygradex run lunarlander --preset demo --k 3 --steps-per-task 30000 --out runs/demo-lunarlander
-    python bench/demo_results.py runs/demo-cartpole runs/demo-lunarlander --out results/demo.md
+    python experiments/demo_results.py runs/demo-cartpole runs/demo-lunarlander --out results/demo.md
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ HEADER = """# Demo runs: groups found by `policygradex run`
 Budget: `--preset demo`. PPO runs 100k steps per task for cartpole and 30k for lunarlander, with no task id. The
 features use N = 16384 transitions per task and d = 400. The surrogate fits all 252 subsets of 5, with l2 = 0.1 and
 f^ evaluated in-sample. k = 3, as in the paper. Each section below is copied verbatim from the run's report.md by
-`bench/demo_results.py`. The runs used 2 CPU cores and the default single torch thread, so the groups are the same
+`experiments/demo_results.py`. The runs used 2 CPU cores and the default single torch thread, so the groups are the same
 on any machine with these package versions. How the groups compare with real subset training is in
 [evaluation.md](evaluation.md), measured under the earlier defaults.
 

@@ -9,7 +9,7 @@
     policygradex meta runs/meta-cartpole-matched --seeds 5 --unseen-tasks 50 --adapt-steps 20 --iterations 100 --env-steps 1000000 --trajectories 5
     cp -r runs/meta-lunarlander runs/meta-lunarlander-matched && rm -r runs/meta-lunarlander-matched/meta
     policygradex meta runs/meta-lunarlander-matched --seeds 5 --unseen-tasks 20 --adapt-steps 10 --iterations 50 --env-steps 1000000 --trajectories 5
-    python bench/meta_results.py runs/meta-cartpole runs/meta-cartpole-matched runs/meta-lunarlander runs/meta-lunarlander-matched --out results/meta-rl.md
+    python experiments/meta_results.py runs/meta-cartpole runs/meta-cartpole-matched runs/meta-lunarlander runs/meta-lunarlander-matched --out results/meta-rl.md
 
 A section is made from RUN/meta/meta.json; its command is read back from the record, so the table always states the
 budget it was made with. A run whose MAML stops at theta_star's budget gets its own section, beside the family's.
