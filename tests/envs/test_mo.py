@@ -60,6 +60,24 @@ def test_weights_csv_goes_into_the_family_name(tmp_path: Path, cli) -> None:
     assert_one_line_error(rc, err, "mo:ENV_ID")
 
 
+def test_weights_csv_with_a_header_row(tmp_path: Path, capsys) -> None:
+    """A header row is read as column names: numeric columns become the weights, a name column is skipped, and
+    stderr says which columns were read. A header whose data rows are not all numbers is still refused."""
+    from policygradex.cli.options import family_with_weights
+    from policygradex.common.errors import PolicyGradExError
+
+    csv = tmp_path / "w.csv"
+    csv.write_text("name,landing,shaping,main_fuel,side_fuel\nland,0.5,0.5,0,0\nsave,0.1,0.3,0.6,0\n")
+    assert family_with_weights("mo:mo-lunar-lander-v3", csv) == \
+        "mo:mo-lunar-lander-v3(weights=[[0.5,0.5,0.0,0.0],[0.1,0.3,0.6,0.0]])"
+    err = capsys.readouterr().err
+    assert "landing, shaping, main_fuel, side_fuel" in err and "skipped: name" in err
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a,b\n1,2\n3\n")
+    with pytest.raises(PolicyGradExError, match="--weights"):
+        family_with_weights("mo:mo-lunar-lander-v3", ragged)
+
+
 def test_an_mo_family_without_the_extra_is_one_line(tmp_path: Path, cli, monkeypatch) -> None:
     import builtins
 

@@ -4,6 +4,7 @@ job-launcher options, and the run configuration built from ``run``'s options."""
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -99,16 +100,50 @@ def launcher_config(args: argparse.Namespace) -> LauncherConfig:
     return LauncherConfig(backend=args.backend, workers=args.workers, ray_address=args.ray_address)
 
 
+def read_weights(path: Path) -> tuple[np.ndarray, str | None]:
+    """An n x r CSV of weight vectors, one per row, ``#`` comments allowed. A first row with a cell that is not a
+    number is a header: then the columns whose every other cell is a number are read (a name column is skipped).
+    Returns the weights and, with a header, a line saying which columns were read."""
+    import csv
+
+    def number(cell: str) -> bool:
+        try:
+            float(cell)
+        except ValueError:
+            return False
+        return True
+
+    try:
+        with open(path, newline="") as fh:
+            rows = [[c.strip() for c in r] for r in csv.reader(line for line in fh if not line.lstrip().startswith("#"))]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyGradExError(f"--weights {path}: not a readable CSV ({exc})") from None
+    rows = [r for r in rows if any(r)]
+    header = rows[0] if rows and not all(number(c) for c in rows[0]) else None
+    body = rows[1:] if header is not None else rows
+    if not body or len({len(r) for r in body}) != 1 or (header is not None and len(header) != len(body[0])):
+        raise PolicyGradExError(f"--weights {path}: not an n x r CSV of numbers (rows of different lengths, or none)")
+    keep = [j for j in range(len(body[0])) if all(number(r[j]) for r in body)]
+    if not keep or (header is None and len(keep) != len(body[0])):
+        raise PolicyGradExError(f"--weights {path}: not an n x r CSV of numbers, one weight vector per row")
+    W = np.array([[float(r[j]) for j in keep] for r in body], dtype=np.float64)
+    note = None
+    if header is not None:
+        skipped = [header[j] for j in range(len(header)) if j not in keep]
+        note = (f"--weights {path}: header row read; weights from columns {', '.join(header[j] for j in keep)}"
+                + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
+    return W, note
+
+
 def family_with_weights(family: str, path: Path) -> str:
-    """``mo:ENV_ID`` with the weights of an n x r CSV written in: ``mo:ENV_ID(weights=[[...], ...])``, so that
-    config.json holds them."""
+    """``mo:ENV_ID`` with the weights of an n x r CSV (:func:`read_weights`) written in:
+    ``mo:ENV_ID(weights=[[...], ...])``, so that config.json holds them. Says on stderr which columns a header named."""
     if not family.startswith("mo:") or "(" in family:
         raise PolicyGradExError("--weights goes with a family mo:ENV_ID (without parameters), e.g. "
                                 "mo:mo-lunar-lander-v3")
-    try:
-        W = np.loadtxt(path, delimiter=",", ndmin=2, comments="#")
-    except (OSError, ValueError) as exc:
-        raise PolicyGradExError(f"--weights {path}: not a readable n x r CSV of numbers ({exc})") from None
+    W, note = read_weights(path)
+    if note is not None:
+        print(note, file=sys.stderr)
     if W.size == 0 or not np.isfinite(W).all():
         raise PolicyGradExError(f"--weights {path}: expected finite numbers, one weight vector per row")
     return f"{family}(weights={[[float(x) for x in row] for row in W]})".replace(" ", "")
