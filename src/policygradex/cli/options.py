@@ -115,7 +115,8 @@ def read_weights(path: Path) -> tuple[np.ndarray, str | None]:
 
     try:
         with open(path, newline="") as fh:
-            rows = [[c.strip() for c in r] for r in csv.reader(line for line in fh if not line.lstrip().startswith("#"))]
+            lines = (line for line in fh if not line.lstrip().startswith("#"))
+            rows = [[c.strip() for c in r] for r in csv.reader(lines)]
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyGradExError(f"--weights {path}: not a readable CSV ({exc})") from None
     rows = [r for r in rows if any(r)]

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "environment) or package.module:function")
     run.add_argument("--out", type=Path, help="run directory (default runs/FAMILY-seedS)")
     run.add_argument("--weights", type=Path, metavar="CSV",
-                     help="for an mo:ENV_ID family: preference weights, one task per row (n x r, comma-separated; a header row names the columns)")
+                     help="for an mo:ENV_ID family: preference weights, one task per row (n x r, comma-separated; "
+                          "a header row names the columns)")
     run.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
     run.add_argument("--threads", type=int, default=1,
                      help="torch / BLAS threads (default: 1: the same groups whatever OMP_NUM_THREADS is; 2 runs the "
