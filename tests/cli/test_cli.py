@@ -464,6 +464,32 @@ def test_recluster_reuses_every_earlier_stage(tiny_run, tmp_path, cli):
     assert_one_line_error(rc, err, "different configuration", "l2")
 
 
+def test_interaction_matrix_describes_the_u_it_clusters(tiny_run, tmp_path, cli, monkeypatch):
+    """Under --interaction matrix the split-half reliability is that of eq. 5 on f^ itself (the U clustered), not
+    of the interaction residuals; and the heatmap's first panel does not claim the per-task part was removed."""
+    from policygradex.common.artifacts import load_json
+    from policygradex.pipeline import report
+    from policygradex.pipeline.affinity import split_half_reliability
+    from policygradex.pipeline.subset_table import SubsetTable
+
+    titles: list[str] = []
+    real = report.plot_heatmaps
+    monkeypatch.setattr(report, "plot_heatmaps", lambda panels, *a, **k: (titles.extend(p[1] for p in panels),
+                                                                           real(panels, *a, **k)))
+    run_dir = _copy(tiny_run, tmp_path)
+    rc, _, err = cli(*tiny_run_args(run_dir), "--interaction", "matrix")
+    assert rc == 0, err
+    table = SubsetTable.load(run_dir / "subsets.npz")
+    n = len(json.loads((run_dir / "config.json").read_text())["family"]["tasks"])
+    subsets, f_hat, loss = table.subsets, table.f_hat, table.task_loss_matrix(n)
+    want = split_half_reliability(subsets, f_hat, n, "subset", loss, seed=0, interaction=False)
+    residuals = split_half_reliability(subsets, f_hat, n, "subset", loss, seed=0, interaction=True)
+    got = load_json(run_dir / "affinity_stats.json")["split_half"]
+    assert got["interaction"] == "matrix" and got["reliability"] == pytest.approx(want["reliability"])
+    assert abs(want["reliability"] - residuals["reliability"]) > 1e-3  # the two really differ on this run
+    assert titles and "per-task part of f^ removed" not in titles[0]
+
+
 def test_unwritable_out_is_one_line(tmp_path, cli):
     """--out under a regular file cannot be created: one error line, exit 2, no traceback."""
     blocker = tmp_path / "file.txt"

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from policygradex.pipeline.confidence import bootstrap_groups, gradient_reliability, verdict
+from policygradex.pipeline.confidence import stability_word, bootstrap_groups, gradient_reliability, verdict
 from policygradex.pipeline.surrogate import sample_subsets
 
 N_TASKS = 9
@@ -58,6 +58,10 @@ def test_verdict_words():
     assert "raise --num-subsets" in verdict([0.9, 0.8, 0.95], 0.1, 0.9)
     assert verdict([0.4, 0.3, 0.5], 0.9, 0.9).startswith("Not distinguishable")
     assert verdict([0.9, 0.55, 0.7], 0.9, 0.9).startswith("Partly stable")
+    # the sentence must use the same thresholds as the per-group words: 0.7 is a pattern, 0.55 is weak
+    partly = verdict([0.9, 0.55, 0.7], 0.9, 0.9)
+    assert "below 0.75 are patterns at best" in partly and "below 0.6: weak" in partly
+    assert (stability_word(0.7), stability_word(0.55)) == ("pattern", "weak")
 
 
 def test_task_signal_separates_reproducible_directions_from_noise():

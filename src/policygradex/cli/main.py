@@ -1,4 +1,5 @@
-"""The ``policygradex`` command line: run, show, families, adapt.
+"""The ``policygradex`` command line: run, families, show, adapt, check-linear, ground-truth, compare, meta,
+stability, hessian (``cli/parser.py`` holds their options).
 
 Every user error is printed as one line ``policygradex: error: ...`` with exit status 2; Ctrl-C exits 130 and
 the same command resumes from the finished stages.

@@ -96,14 +96,16 @@ def halves_reliability(rs: list[float]) -> dict[str, Any] | None:
 
 def split_half_reliability(
     subsets: list[list[int]], f_hat: np.ndarray, n: int, kind: str = "subset", task_loss: np.ndarray | None = None,
-    splits: int = 50, seed: int = 0,
+    splits: int = 50, seed: int = 0, interaction: bool = True,
 ) -> dict[str, float | int] | None:
     """How reproducible the affinity is over the subsets: U from one random half of the *distinct* subsets vs U
     from the other half.
 
-    Each half's U is built from its own subsets with per-task effects removed first (``interaction``): the halves
-    are incomplete designs, and per-task effects leaking into their U's through unbalanced co-membership made
-    complementary halves anti-correlated (r ~ -0.95 on the planted family with all 252 subsets split in two).
+    Each half's U is built as the run builds the U it clusters: with per-task effects removed from f^ first
+    (``interaction=True``, ``--interaction subsets``) or eq. 5 on f^ itself (``False``, ``--interaction matrix``).
+    The halves are incomplete designs, and under ``matrix`` per-task effects leak into their U's through unbalanced
+    co-membership: complementary halves anti-correlated (r ~ -0.95 on the planted family with all 252 subsets split
+    in two), which is what that option's U is worth.
     Pearson correlation r of the two halves' standardised off-diagonal entries (the part clustering sees), averaged
     over ``splits`` random halvings and stepped up to all subsets by Spearman-Brown, 2r / (1 + r). A subset that
     occurs more than once stays on one side with all its copies: on both sides it would correlate with itself and
@@ -131,7 +133,7 @@ def split_half_reliability(
                 break
             per_pair.append(counts)
             tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
-            halves.append(affinity_matrix(kind, sub, f_hat[idx], tl, n, interaction=True)[0])
+            halves.append(affinity_matrix(kind, sub, f_hat[idx], tl, n, interaction=interaction)[0])
         if ok:
             rs.append(standardized_corr(halves[0], halves[1]))
     out = halves_reliability(rs)
@@ -143,4 +145,5 @@ def split_half_reliability(
         "distinct_subsets": len(groups),
         "pair_min": int(pp.min()),
         "pair_median": float(np.median(pp)),
+        "interaction": "subsets" if interaction else "matrix",
     }

@@ -223,5 +223,5 @@ def verdict(group_jaccard: list[float], split_half: float | None, gradient: floa
                 f"are resampled (mean Jaccard {mean:.2f})"]) + ". Treat these groups as a guess.")
     if worst >= STABLE:
         return f"Stable: every group survives resampling of the {resampled} (Jaccard >= {worst:.2f})."
-    return (f"Partly stable: mean Jaccard {mean:.2f}; groups below {PATTERN} are patterns at best, those below "
-            f"{DISSOLVED} dissolve when the {resampled} are resampled.")
+    return (f"Partly stable: mean Jaccard {mean:.2f}; groups below {STABLE} are patterns at best (below {PATTERN}: "
+            f"weak), those below {DISSOLVED} dissolve when the {resampled} are resampled.")

@@ -19,11 +19,14 @@ if TYPE_CHECKING:
     from policygradex.pipeline.stages import RunState
 
 
-def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path: Path, title: str = "") -> None:
-    """Two heatmaps ordered by group, white lines between groups: U of eq. 5 (``--interaction subsets``: from f^ less
-    its per-task fit), and its standardised interaction part (additive per-task effects removed, diagonal zeroed),
-    which is what the SDP clusters."""
-    plot_heatmaps([(U, "affinity U (eq. 5; per-task part of f^ removed)", "viridis"),
+def plot_affinity(U: np.ndarray, names: list[str], groups: list[list[int]], path: Path, title: str = "",
+                  interaction: str = "subsets") -> None:
+    """Two heatmaps ordered by group, white lines between groups: U of eq. 5 (``interaction="subsets"``: from f^ less
+    its per-task fit; ``"matrix"``: from f^ itself, as the paper writes it), and its standardised interaction part
+    (additive per-task effects removed, diagonal zeroed), which is what the SDP clusters."""
+    first = ("affinity U (eq. 5; per-task part of f^ removed)" if interaction == "subsets" else
+             "affinity U (eq. 5 on f^)")
+    plot_heatmaps([(U, first, "viridis"),
                    (standardize(U), "interaction (std units, clustered)", "RdBu_r")],
                   names, groups, path, title or "task affinity, ordered by group")
 
@@ -109,7 +112,8 @@ def write_report(st: "RunState") -> None:
     assert st.groups is not None
     groups_idx = st.groups.index_lists()
     assert st.U is not None
-    plot_affinity(st.U, names, groups_idx, rd.heatmap, f"{fam.name}: affinity, {len(groups_idx)} groups")
+    plot_affinity(st.U, names, groups_idx, rd.heatmap, f"{fam.name}: affinity, {len(groups_idx)} groups",
+                  st.cfg.cluster.interaction)
     plot_curve(st.curve, names, rd.curve_png, f"{fam.name}: meta-training (theta_star)")
     sur = st.surrogate
     last = st.curve[-1] if st.curve else {}

@@ -413,7 +413,8 @@ def stage_affinity(st: RunState) -> None:
         subsets, f_hat, task_loss = st.subsets.subsets, st.subsets.f_hat, st.subsets.task_loss_matrix(n)
         U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n,
                                       interaction=cfg.cluster.interaction == "subsets")
-        reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed)
+        reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed,
+                                             interaction=cfg.cluster.interaction == "subsets")
     atomic_write_json(stats_path, {"split_half": reliability, "options": options})
     if directed is not None:
         atomic_save_npy(rd.affinity_directed, directed)

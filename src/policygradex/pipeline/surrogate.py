@@ -263,7 +263,7 @@ class SurrogateResult:
     v: np.ndarray
     """(m, d) fitted v_S; theta^(S) = theta_star + P v_S."""
     f_hat: np.ndarray
-    """(m,) f^(S) = -L_S(v_S) under the configured evaluation (held-out by default)."""
+    """(m,) f^(S) = -L_S(v_S) under the configured evaluation (in-sample by default, as the paper)."""
     f_hat_in_sample: np.ndarray
     f_hat_held_out: np.ndarray
     loss_at_theta_star: np.ndarray
