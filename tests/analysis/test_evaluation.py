@@ -265,7 +265,11 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     assert methods["policygradex"]["policygradex_improvement"] is None
     pgx, mt = np.array(methods["policygradex"]["per_seed"]), np.array(methods["multitask"]["per_seed"])
     assert methods["multitask"]["policygradex_difference"] == pytest.approx(pgx.mean() - mt.mean())
-    assert methods["multitask"]["difference_stderr"] == pytest.approx(np.sqrt(pgx.var(ddof=1) / 2 + mt.var(ddof=1) / 2))
+    # k = 1 shares every training job with multitask, seed by seed: the paired difference is exactly 0 +- 0
+    assert methods["policygradex k=1"]["policygradex_difference"] == methods["multitask"]["policygradex_difference"]
+    assert methods["policygradex k=1"]["difference_stderr"] == methods["multitask"]["difference_stderr"]
+    assert "paired by seed" in cmp["difference_analysis"]
+    assert cmp["steps_per_task"] == cmp["steps_per_task_asked"] == 128
     assert (run / "compare" / "learning_curves.png").exists() and "| policygradex |" in out
 
 
@@ -366,3 +370,16 @@ def test_transfer_warning_names_the_tasks_far_below_their_single_task_return() -
     assert "b (40%)" in text and "a (" not in text and "Warning" in text
     del record["methods"]["single"]
     assert transfer_lines(record) == []
+
+
+def test_paired_difference_by_hand() -> None:
+    """Mean and standard error of per-seed differences: groupings that differ by a constant in every seed (they
+    share what varies between seeds) are resolved exactly, where a two-sample error would not resolve them."""
+    from policygradex.analysis.compare import paired_difference
+
+    assert paired_difference(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0])) == (0.0, 0.0)
+    diff, se = paired_difference(np.array([10.0, 20.0, 30.0]), np.array([9.0, 19.0, 29.0]))
+    assert diff == pytest.approx(1.0) and se == pytest.approx(0.0, abs=1e-12)
+    diff, se = paired_difference(np.array([1.0, 2.0, 4.0]), np.array([1.0, 1.0, 1.0]))
+    # differences 0, 1, 3: mean 4/3, sample sd sqrt(7/3), SE sqrt(7/9)
+    assert diff == pytest.approx(4 / 3) and se == pytest.approx(np.sqrt(7 / 9))

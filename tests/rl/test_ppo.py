@@ -78,9 +78,10 @@ def test_gaussian_policy_trains_on_pendulum():
     assert model.actor[0].in_features == 3  # no task id by default
     assert not torch.equal(model.actor_logstd.detach(), torch.zeros(1, 1))  # updated by PPO
     assert len(res.curve) == 2
-    # episodes last 200 steps: none ends in the first 128-step rollout (NaN), each sub-env's first ends in the second
-    assert math.isnan(res.curve[0]["mean_return"])
+    # episodes last 200 steps: none ends in the first 128-step rollout, each sub-env's first ends in the second
+    assert res.curve[0]["episodes"] == 0
     row = res.curve[1]
+    assert row["episodes"] == 4
     assert -16.3 * 200 <= row["mean_return"] <= 0.0  # pendulum rewards lie in [-16.3, 0]
     assert math.isfinite(row["return/g=2"]) and math.isfinite(row["return/g=20"])
     assert all(math.isfinite(r["v_loss"]) for r in res.curve)
@@ -111,6 +112,57 @@ def test_resume_after_interrupt_is_bit_identical(cartpole, tmp_path, stop_at):
     np.testing.assert_array_equal(_curve_values(resumed.curve), _curve_values(whole.curve))
     for k, v in whole.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_curve_returns_are_a_rolling_window_of_episodes(cartpole):
+    """Each row's returns are over each task's last RETURN_WINDOW finished episodes, carried across iterations and
+    environment restarts: recomputed here from the episodes as they end, with the window cut by hand."""
+    from policygradex.rl import ppo as ppo_module
+
+    ended: list[list] = []
+    real_pop = ppo_module.EpisodeTracker.pop
+
+    def spy(self):
+        out = real_pop(self)
+        ended.append(out)
+        return out
+
+    cfg = PPOConfig(steps_per_task=6 * 64, envs_per_task=2, num_steps=64, checkpoint_every=2)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ppo_module.EpisodeTracker, "pop", spy)
+    mp.setattr(ppo_module, "RETURN_WINDOW", 5)
+    try:
+        res = train_ppo(cartpole, [0, 9], TINY_NET, cfg, seed=3)
+    finally:
+        mp.undo()
+    history: dict[int, list[float]] = {0: [], 9: []}
+    for row, eps in zip(res.curve, ended):
+        for e in eps:
+            history[e.task].append(e.ret)
+        means = {t: np.mean(h[-5:]) for t, h in history.items() if h}
+        assert row["episodes"] == sum(min(len(h), 5) for h in history.values())
+        for t, name in ((0, cartpole.task_names[0]), (9, cartpole.task_names[9])):
+            assert row[f"return/{name}"] == pytest.approx(means[t])
+        assert row["mean_return"] == pytest.approx(np.mean(list(means.values())))
+    assert all(math.isfinite(r["mean_return"]) for r in res.curve)
+
+
+def test_budget_is_whole_rollouts_and_says_so():
+    """steps_per_task is rounded down to whole rollouts, and the config says what was run: 100,000 asked with
+    4 x 128-step rollouts is 195 rollouts, 99,840 steps; an exact multiple says nothing more."""
+    cfg = PPOConfig(steps_per_task=100_000, envs_per_task=4, num_steps=128)
+    assert (cfg.iterations, cfg.steps_run) == (195, 99_840)
+    assert cfg.budget_text() == "99,840 steps per task (195 rollouts of 4 envs x 128 steps; 100,000 asked)"
+    assert PPOConfig(steps_per_task=512, envs_per_task=2, num_steps=64).budget_text() == \
+        "512 steps per task (4 rollouts of 2 envs x 64 steps)"
+    assert PPOConfig(steps_per_task=10, envs_per_task=2, num_steps=64).steps_run == 128  # at least one rollout
+
+
+def test_train_ppo_runs_the_budget_it_reports(cartpole):
+    """The curve's last env_steps_per_task is PPOConfig.steps_run, for a budget that is not whole rollouts."""
+    cfg = PPOConfig(steps_per_task=300, envs_per_task=2, num_steps=64)
+    res = train_ppo(cartpole, [0], TINY_NET, cfg, seed=0)
+    assert res.curve[-1]["env_steps_per_task"] == cfg.steps_run == 256
 
 
 def test_minibatches_split_evenly(cartpole, monkeypatch):
@@ -174,16 +226,21 @@ def test_task_batch_covers_every_task_each_epoch():
 
 
 def test_batched_training_steps_only_the_batch(cartpole):
-    """With tasks_per_iteration = 3 of 10 tasks, an iteration's returns come from its batch's tasks only."""
+    """With tasks_per_iteration = 3 of 10 tasks, an iteration's new episodes come from its batch's tasks only: the
+    rolling returns of the other tasks stay as they were."""
     from policygradex.envs.vector import task_batch
 
     cfg = replace(TINY_PPO, steps_per_task=8 * 64, tasks_per_iteration=3)
     res = train_ppo(cartpole, range(cartpole.n), TINY_NET, cfg, seed=1)
     assert len(res.curve) == 8
+    prev = {name: float("nan") for name in cartpole.task_names}
     for it, row in enumerate(res.curve):
         batch = set(task_batch(range(cartpole.n), 3, 1, it).tolist())
-        finite = {i for i, name in enumerate(cartpole.task_names) if math.isfinite(row[f"return/{name}"])}
-        assert finite and finite <= batch, (it, finite, batch)
+        now = {name: row[f"return/{name}"] for name in cartpole.task_names}
+        changed = {i for i, name in enumerate(cartpole.task_names)
+                   if not (now[name] == prev[name] or (math.isnan(now[name]) and math.isnan(prev[name])))}
+        assert changed and changed <= batch, (it, changed, batch)
+        prev = now
 
 
 def test_batched_training_continues_episodes_across_batches():
@@ -195,7 +252,7 @@ def test_batched_training_continues_episodes_across_batches():
     res = train_ppo(fam, [0, 9], TINY_NET, cfg, seed=0)
     returns = [[row[f"return/{name}"] for name in ("g=2", "g=20")] for row in res.curve]
     assert all(math.isnan(r) for r in returns[0] + returns[1]), returns
-    assert sum(math.isfinite(r) for r in returns[2] + returns[3]) == 2, returns
+    assert [row["episodes"] for row in res.curve] == [0, 0, 1, 2], res.curve  # one 200-step episode a task
 
 
 def test_batched_resume_after_interrupt_is_bit_identical(cartpole, tmp_path):

@@ -18,7 +18,8 @@ mean ± std over seeds, and PolicyGradEx's relative improvement over each groupi
 
 The std describes the spread of the seeds' results: numpy's population std (ddof=0), the convention of
 Stable-Baselines3's ``evaluate_policy`` and of every table in ``results/``. Whether a difference is resolved is read
-from the difference's standard error instead, which uses the sample variance (ddof=1).
+from the difference's standard error instead: paired by seed (:func:`paired_difference`, sample variance, ddof=1),
+because groupings that share a group share that group's trained policy within a seed.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from policygradex.pipeline.group_record import Groups
 from policygradex.pipeline.partitions import groups_from_labels
 from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import run_surrogate
+from policygradex.rl.config import PPOConfig
 
 
 @dataclass(frozen=True)
@@ -267,14 +269,17 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     for method, row in table.items():
         row["policygradex_improvement"] = (pgx - row["overall_mean"]) / abs(row["overall_mean"]) \
             if method != "policygradex" and row["overall_mean"] != 0 else None
-        # PolicyGradEx minus this grouping, with the standard error of a difference of two independent means
-        # (different groupings train with different seeds, so the seeds are not paired)
-        other = np.array(row["per_seed"])
-        row["policygradex_difference"] = None if method == "policygradex" else float(pgx - other.mean())
-        row["difference_stderr"] = None if method == "policygradex" or cc.seeds < 2 else \
-            float(np.sqrt(pgx_seeds.var(ddof=1) / cc.seeds + other.var(ddof=1) / cc.seeds))
+        # PolicyGradEx minus this grouping, paired by seed (paired_difference): a group that both groupings hold is
+        # the same trained policy in the same seed, so their scores are not independent
+        if method == "policygradex":
+            row["policygradex_difference"] = row["difference_stderr"] = None
+        else:
+            diff, se = paired_difference(pgx_seeds, np.array(row["per_seed"]))
+            row["policygradex_difference"], row["difference_stderr"] = diff, (se if cc.seeds > 1 else None)
     out_dir = ctx.rd.path / "compare"
-    record = {"family": ctx.family.name, "task_names": names, "k": k, "steps_per_task": steps,
+    trained = PPOConfig(**ppo)
+    record = {"family": ctx.family.name, "task_names": names, "k": k, "steps_per_task": trained.steps_run,
+              "steps_per_task_asked": steps, "difference_analysis": DIFFERENCE_ANALYSIS,
               "group_network": cc.group_network or ctx.cfg.network.name, "metric": metric,
               "eval_episodes": eval_episodes,
               "vector_metrics": vector_metrics,
@@ -335,19 +340,37 @@ def transfer_lines(record: dict[str, Any]) -> list[str]:
     return out
 
 
+DIFFERENCE_ANALYSIS = ("paired by seed: the standard error of the mean of the per-seed differences (groupings that "
+                       "share a group share its trained policy within a seed)")
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the per-seed differences a_s - b_s (seed s of both groupings). Groupings that
+    share a group share its training job within a seed, so their scores are correlated and a two-sample standard
+    error would be wrong; identical groupings give 0 +- 0. nan SE below two seeds."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
+
+
 def markdown(record: dict[str, Any]) -> str:
     names, metric = record["task_names"], record.get("metric", "return")
     seeds = record["config"]["seeds"]
     lines = [f"# Downstream comparison: {record['family']}", "",
              f"One policy per group, trained from scratch with PPO and the `{record.get('group_network', 'mlp')}` "
-             f"network, {record['steps_per_task']} environment steps per task for every grouping (same total budget)"
+             f"network, {record['steps_per_task']:,} environment steps per task for every grouping (same total budget"
+             + (f"; {record['steps_per_task_asked']:,} asked, rounded down to whole rollouts"
+                if record.get("steps_per_task_asked", record["steps_per_task"]) != record["steps_per_task"] else "")
+             + ")"
              + ("; `all tasks (NAME)`: one NAME network on all tasks" if any(m.startswith("all tasks (")
                                                                          for m in record["methods"]) else "")
              + f". k = {record['k']}; {seeds_phrase(seeds)} of the mean {metric} over all tasks, from "
              f"{record.get('eval_episodes', 10)} evaluation episodes per task.",
              "",
-             f"PolicyGradEx - it: the difference of the mean {metric}s ± its standard error (seeds independent); "
-             "a difference within 2 standard errors is not resolved by these seeds.", "",
+             f"PolicyGradEx - it: the difference of the mean {metric}s ± its standard error, "
+             + record.get("difference_analysis", "seeds taken as independent (a record written before the paired "
+                          "analysis)")
+             + "; a difference within 2 standard errors is not resolved by these seeds.", "",
              f"| grouping | mean {metric} | PolicyGradEx vs it | PolicyGradEx - it | " + " | ".join(names) + " |",
              "|---|---|---|---|" + "---|" * len(names)]
     digits = 1 if metric == "return" else 3  # returns, or rates in [0, 1]

@@ -14,6 +14,7 @@ from policygradex.common.plots import plot_curve, plot_heatmaps
 from policygradex.pipeline.clustering import standardize
 from policygradex.pipeline.confidence import WEAK_TASK
 from policygradex.pipeline.group_record import Confidence, Groups
+from policygradex.rl.ppo import RETURN_WINDOW
 
 if TYPE_CHECKING:
     from policygradex.pipeline.stages import RunState
@@ -104,6 +105,18 @@ def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20) -> list
                 "Raise --transitions, or, for tasks paid differently from the others, try --baseline per_task."]
 
 
+def final_return_line(last: dict[str, Any]) -> str:
+    """The report's line on where meta-training ended: the mean return over each task's last episodes, or why
+    there is none (curves written before the rolling window have no ``episodes`` column)."""
+    ret = last.get("mean_return", float("nan"))
+    if isinstance(ret, float) and math.isnan(ret):
+        return "Final mean episodic return: no episode ended during meta-training."
+    if "episodes" not in last:
+        return f"Final mean episodic return (episodes that ended in the last iteration): {_fmt(ret)}."
+    return (f"Final mean episodic return (each task's last {RETURN_WINDOW} episodes, tasks weighted equally): "
+            f"{_fmt(ret)}.")
+
+
 def write_report(st: "RunState") -> None:
     from policygradex.common.artifacts import atomic_write_text
 
@@ -160,10 +173,9 @@ def write_report(st: "RunState") -> None:
         "",
         "## Meta-training",
         "",
-        f"{cfg.ppo.steps_per_task} steps per task, {cfg.ppo.envs_per_task} envs x {cfg.ppo.num_steps} steps per task "
-        f"per rollout, network {cfg.network.name} {list(cfg.network.hidden_sizes)}, "
+        f"{cfg.ppo.budget_text()}, network {cfg.network.name} {list(cfg.network.hidden_sizes)}, "
         + ("with" if cfg.network.task_id else "without") + " a task id.",
-        f"Final mean episodic return (last iteration): {_fmt(last.get('mean_return', float('nan')))}.",
+        final_return_line(last),
         "theta_star's mean return per task, on the episodes behind the features: "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in st.feature_meta.get("mean_episode_return", {}).items())
         + ". `policygradex compare DIR --single` trains each task alone and warns where one policy for all falls far "

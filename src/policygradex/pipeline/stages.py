@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ from policygradex.pipeline.surrogate import (
     run_surrogate,
     sample_subsets,
 )
-from policygradex.rl.ppo import network_for, train_ppo
+from policygradex.rl.ppo import RETURN_WINDOW, network_for, train_ppo
 
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
 BOOTSTRAP_REPS = 200
@@ -183,12 +184,12 @@ def stage_meta_train(st: RunState) -> None:
         st.done("meta_train", computed=False)
         return
     t0 = time.perf_counter()
-    iterations = max(1, cfg.ppo.steps_per_task // (cfg.ppo.envs_per_task * cfg.ppo.num_steps))
+    iterations = cfg.ppo.iterations
     with make_progress(st.console) as progress:
         bar = progress.add_task("meta-train PPO", total=iterations, info="")
 
         def on_iteration(i: int, total: int, row: dict[str, Any]) -> None:
-            progress.update(bar, completed=i, info=f"return {row['mean_return']:.1f}")
+            progress.update(bar, completed=i, info=return_info(row))
 
         result = train_ppo(st.family, range(st.family.n), cfg.network, cfg.ppo, cfg.seed,
                            checkpoint_path=rd.checkpoint, on_iteration=on_iteration)
@@ -201,18 +202,27 @@ def stage_meta_train(st: RunState) -> None:
     st.done("meta_train", computed=True, seconds=time.perf_counter() - t0)
 
 
+def return_info(row: dict[str, Any]) -> str:
+    """A progress line's return: over each task's last RETURN_WINDOW episodes, or that none has ended yet."""
+    if not row.get("episodes"):
+        return "no episode has ended yet"
+    return f"return {row['mean_return']:.1f} (last {RETURN_WINDOW} episodes a task)"
+
+
 def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows(rows)
+    # a value not there yet (a task none of whose episodes has ended) is an empty cell, not "nan"
+    writer.writerows({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows)
     atomic_write_text(path, buf.getvalue())
 
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
     try:
         with open(path) as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+                    for row in csv.DictReader(f)]
     except (OSError, ValueError) as exc:
         raise PolicyGradExError(f"{path} is unreadable ({exc}); delete it and theta_star.pt to retrain") from None
 

@@ -52,6 +52,23 @@ class PPOConfig:
     checkpoint_every: int = 10
     """Save a resumable checkpoint every this many PPO iterations (0: never)."""
 
+    @property
+    def iterations(self) -> int:
+        """PPO iterations: whole rollouts of ``envs_per_task * num_steps`` steps per task slot, at least one."""
+        return max(1, self.steps_per_task // (self.envs_per_task * self.num_steps))
+
+    @property
+    def steps_run(self) -> int:
+        """The steps per task slot actually run: ``steps_per_task`` rounded down to whole rollouts (at least one).
+        Reports and records say this number, and the asked one where they differ."""
+        return self.iterations * self.envs_per_task * self.num_steps
+
+    def budget_text(self) -> str:
+        """E.g. ``99,840 steps per task (195 rollouts of 4 envs x 128 steps; 100,000 asked)``."""
+        asked = "" if self.steps_run == self.steps_per_task else f"; {self.steps_per_task:,} asked"
+        return (f"{self.steps_run:,} steps per task ({self.iterations} rollouts of {self.envs_per_task} envs x "
+                f"{self.num_steps} steps{asked})")
+
 
 @dataclass(frozen=True)
 class MAMLConfig:

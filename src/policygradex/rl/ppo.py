@@ -12,6 +12,7 @@ dropped from updates, features and returns.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,49 @@ from policygradex.nets.base import make_network
 from policygradex.nets.config import NetworkConfig
 from policygradex.rl.config import PPOConfig
 from policygradex.rl.gae import add_advantages
-from policygradex.rl.rollout import EpisodeTracker, Rollout, collect_rollout
+from policygradex.rl.rollout import Episode, EpisodeTracker, Rollout, collect_rollout
+
+RETURN_WINDOW = 100
+"""The training curve's returns are over each task's last this many finished episodes (Stable-Baselines3's
+``stats_window_size``), not over the episodes that ended in one iteration: long episodes end in few iterations,
+and the environments restart at every checkpoint."""
+
+
+class RecentEpisodes:
+    """Each task's last RETURN_WINDOW finished episodes, carried across iterations and through checkpoints."""
+
+    def __init__(self, tasks: Sequence[int], state: dict[int, list[tuple]] | None = None) -> None:
+        self.by_task: dict[int, deque[Episode]] = {int(t): deque(maxlen=RETURN_WINDOW) for t in tasks}
+        for t, eps in (state or {}).items():
+            self.by_task[int(t)].extend(Episode(*e) for e in eps)
+
+    def add(self, episodes: Sequence[Episode]) -> None:
+        for e in episodes:
+            self.by_task[e.task].append(e)
+
+    def state(self) -> dict[int, list[tuple]]:
+        return {t: [tuple(e) for e in eps] for t, eps in self.by_task.items()}
+
+    def task_return(self, task: int) -> float:
+        """Mean return of the task's recent episodes; nan while none has ended."""
+        eps = self.by_task[task]
+        return float(np.mean([e.ret for e in eps])) if eps else float("nan")
+
+    def mean_return(self) -> float:
+        """Mean over the tasks with an ended episode of their recent mean return (every task weighs the same);
+        nan while no episode has ended."""
+        means = [np.mean([e.ret for e in eps]) for eps in self.by_task.values() if eps]
+        return float(np.mean(means)) if means else float("nan")
+
+    def mean_metric(self, name: str) -> float:
+        """The same task-balanced mean of a scalar episode metric (e.g. success)."""
+        means = [np.mean([e.metrics[name] for e in eps if name in e.metrics]) for eps in self.by_task.values()
+                 if any(name in e.metrics for e in eps)]
+        return float(np.mean(means)) if means else float("nan")
+
+    @property
+    def count(self) -> int:
+        return sum(len(eps) for eps in self.by_task.values())
 
 
 def network_for(family: TaskFamily, net_cfg: NetworkConfig,
@@ -113,7 +156,10 @@ def ppo_update(
 class TrainResult:
     model: nn.Module
     curve: list[dict[str, Any]]
-    """One row per iteration: env_steps, mean return over finished episodes, per-task mean returns, losses."""
+    """One row per iteration: env steps per task, the mean return over each task's last RETURN_WINDOW finished
+    episodes (``mean_return``, every task weighing the same; ``return/NAME`` per task; nan only while no episode of
+    that task has ended), ``episodes`` (how many are in the window), the family's scalar metrics the same way, and
+    the losses."""
     seconds: float
 
 
@@ -144,7 +190,7 @@ def train_ppo(
     torch.manual_seed(seed)
     np.random.seed(seed)
     steps_per_iteration = cfg.envs_per_task * cfg.num_steps  # per task
-    iterations = max(1, cfg.steps_per_task // steps_per_iteration)
+    iterations = cfg.iterations
     probe = MultiTaskVectorEnv(family, task_ids, cfg.envs_per_task, seed, net_cfg.task_id)
     model = network_for(family, net_cfg, (probe.obs_dim, probe.single_action_space))
     if init_state is not None:
@@ -153,6 +199,7 @@ def train_ppo(
     generator = torch.Generator().manual_seed(seed)
     curve: list[dict[str, Any]] = []
     start_iter, elapsed = 0, 0.0
+    recent_state = None
     if checkpoint_path is not None and checkpoint_path.exists():
         ckpt = load_torch(checkpoint_path)
         model.load_state_dict(ckpt["model"])
@@ -162,6 +209,8 @@ def train_ppo(
         if "numpy_rng" in ckpt:
             np.random.set_state(ckpt["numpy_rng"])
         curve, start_iter, elapsed = ckpt["curve"], ckpt["iteration"], ckpt["seconds"]
+        recent_state = ckpt.get("recent_episodes")
+    recent = RecentEpisodes(task_ids, recent_state)
     probe.close()
     segment = cfg.checkpoint_every or iterations  # environments restart at every multiple of this
     batched = cfg.tasks_per_iteration is not None and cfg.tasks_per_iteration < len(task_ids)
@@ -188,19 +237,15 @@ def train_ppo(
         if before_update is not None:
             before_update(model, rollout)
         stats = ppo_update(model, optimizer, rollout, cfg, generator, after_step)
-        episodes = tracker.pop()
+        recent.add(tracker.pop())
         row: dict[str, Any] = {"iteration": it + 1, "env_steps_per_task": (it + 1) * steps_per_iteration}
-        row["mean_return"] = float(np.mean([e.ret for e in episodes])) if episodes else float("nan")
-        by_task: dict[int, list[float]] = {}
-        for e in episodes:
-            by_task.setdefault(e.task, []).append(e.ret)
+        row["mean_return"] = recent.mean_return()
+        row["episodes"] = recent.count
         for task in task_ids:
-            rets = by_task.get(task)
-            row[f"return/{family.tasks[task].name}"] = float(np.mean(rets)) if rets else float("nan")
+            row[f"return/{family.tasks[task].name}"] = recent.task_return(task)
         for m in family.metrics:
-            if m.scalar:  # e.g. the success rate of the episodes that ended in this iteration
-                values = [e.metrics[m.name] for e in episodes if m.name in e.metrics]
-                row[f"mean_{m.name}"] = float(np.mean(values)) if values else float("nan")
+            if m.scalar:  # e.g. the success rate over each task's recent episodes
+                row[f"mean_{m.name}"] = recent.mean_metric(m.name)
         row.update(stats)
         row["seconds"] = time.perf_counter() - t0
         curve.append(row)
@@ -217,6 +262,7 @@ def train_ppo(
                     "torch_rng": torch.get_rng_state(),
                     "numpy_rng": np.random.get_state(),
                     "curve": curve,
+                    "recent_episodes": recent.state(),
                     "iteration": it + 1,
                     "seconds": row["seconds"],
                 },
