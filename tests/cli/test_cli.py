@@ -371,6 +371,23 @@ def test_corrupt_theta_star_is_reported_on_resume(tiny_run, tmp_path, cli, damag
     assert_one_line_error(rc, err, "theta_star.pt")
 
 
+def test_subset_runs_bootstrap_the_transitions_too(tiny_run, cli):
+    """A run that fits subsets also resamples each task's transitions (through the closed form): groups.json has a
+    Jaccard per group for both bootstraps, the word reads the lower, and `show` prints both."""
+    from policygradex.pipeline.group_record import Groups
+
+    blob = json.loads((tiny_run / "groups.json").read_text())
+    groups = Groups.load(tiny_run / "groups.json", sum(len(g) for g in blob["group_indices"]))
+    conf = groups.confidence
+    assert conf is not None and conf.resampled == "subsets"
+    assert conf.transition_reps == conf.reps > 0 and len(conf.transition_jaccard) == groups.k
+    assert all(0.0 < j <= 1.0 for j in conf.transition_jaccard)
+    assert [conf.jaccard(g) for g in range(groups.k)] == [min(a, b) for a, b in zip(conf.group_jaccard,
+                                                                                   conf.transition_jaccard)]
+    rc, out, _ = cli("show", tiny_run)
+    assert rc == 0 and " ".join(out.split()).count("of the transitions):") == groups.k
+
+
 def test_show_names_tasks_too_weak_to_place(tiny_run, tmp_path, cli):
     """A task whose own gradient signal is below the threshold is named by `show`, with its signal."""
     run_dir = _copy(tiny_run, tmp_path)

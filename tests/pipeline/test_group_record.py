@@ -30,7 +30,8 @@ def _record(U: np.ndarray, k: int | None) -> Groups:
     f = np.array([U[np.ix_(s, s)].sum() for s in subsets])
     boot = bootstrap_groups(subsets, f, n, res.labels, reps=5, seed=0)
     conf = Confidence("Stable: ...", 0.9, 0.8, "subsets", boot["reps"], tuple(boot["group_jaccard"]),
-                      boot["coclustering"])
+                      boot["coclustering"], task_signal=(0.9,) * n, transition_jaccard=(0.5,) * len(groups),
+                      transition_reps=7)
     return Groups(names=tuple(tuple(f"t{i}" for i in g) for g in groups), indices=tuple(tuple(g) for g in groups),
                   k=res.k, selection="fixed k" if k else "lambda grid, best silhouette", cluster_config={"k": k},
                   lam=res.lam, method=res.method, objective=res.objective,
@@ -92,3 +93,14 @@ def test_malformed_files_fail_with_the_file_named(tmp_path, blob, n):
     path.write_text(json.dumps(blob))
     with pytest.raises(PolicyGradExError, match="groups.json"):
         Groups.load(path, n=n)
+
+
+def test_a_group_is_as_stable_as_its_weaker_bootstrap():
+    """A group's word reads the lower of its subset and transition Jaccards: stable over the subsets but not over
+    the transitions is not stable; without a transition bootstrap the subset Jaccard alone decides."""
+    both = Confidence("Partly stable", 0.9, 0.9, "subsets", 10, (0.95, 0.9, 0.62), transition_jaccard=(0.9, 0.55, 0.8),
+                      transition_reps=10)
+    assert [both.jaccard(g) for g in range(3)] == [0.9, 0.55, 0.62]
+    assert [both.word(g) for g in range(3)] == ["stable", "weak", "pattern"]
+    subsets_only = Confidence("Stable", 0.9, 0.9, "subsets", 10, (0.95, 0.9, 0.62))
+    assert [subsets_only.word(g) for g in range(3)] == ["stable", "stable", "pattern"]

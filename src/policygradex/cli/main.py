@@ -138,8 +138,11 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
     if conf:
         print(textwrap.fill(f"How sure: {conf.verdict}", width=78, subsequent_indent="  "))
         for gi, j in enumerate(conf.group_jaccard):
-            print(f"  group {gi + 1} stays together in {j:.0%} (Jaccard, {conf.reps} resamples of the "
-                  f"{conf.resampled}): {conf.word(gi)}")
+            also = (f", {conf.transition_jaccard[gi]:.0%} of {conf.transition_reps} of the transitions"
+                    if conf.transition_jaccard else "")
+            print(textwrap.fill(f"group {gi + 1} stays together in {j:.0%} (Jaccard, {conf.reps} resamples of "
+                                f"the {conf.resampled}{also}): {conf.word(gi)}", width=78, initial_indent="  ",
+                                subsequent_indent="    "))
         for line in weak_task_lines(conf, names):
             if line:
                 print(textwrap.fill(line.replace("**", ""), width=78, subsequent_indent="  "))

@@ -205,9 +205,10 @@ def is_noise(group_jaccard: list[float] | tuple[float, ...], split_half: float |
 
 
 def verdict(group_jaccard: list[float], split_half: float | None, gradient: float | None,
-            resampled: str = "subsets") -> str:
-    """A plain-language sentence on whether the groups stand out from noise; ``resampled``: what the bootstrap and
-    the split halves resampled (``subsets`` or ``transitions``)."""
+            resampled: str = "subsets", bootstrapped: str | None = None) -> str:
+    """A plain-language sentence on whether the groups stand out from noise; ``resampled``: what the split halves
+    resampled (``subsets`` or ``transitions``); ``bootstrapped``: what the bootstraps behind ``group_jaccard``
+    resampled (default: the same; ``subsets and transitions`` when each group's Jaccard is the lower of two)."""
     worst = min(group_jaccard) if group_jaccard else float("nan")
     mean = float(np.mean(group_jaccard)) if group_jaccard else float("nan")
     noise = []
@@ -218,10 +219,11 @@ def verdict(group_jaccard: list[float], split_half: float | None, gradient: floa
         fix = "--num-subsets" if resampled == "subsets" else "--transitions"
         noise.append(f"U is not reproducible across halves of the {resampled} (reliability {split_half:.2f}: raise "
                      f"{fix})")
+    over = bootstrapped or resampled
     if mean < DISSOLVED or noise:
-        return ("Not distinguishable from noise: " + "; ".join(noise or [f"the groups dissolve when the {resampled} "
+        return ("Not distinguishable from noise: " + "; ".join(noise or [f"the groups dissolve when the {over} "
                 f"are resampled (mean Jaccard {mean:.2f})"]) + ". Treat these groups as a guess.")
     if worst >= STABLE:
-        return f"Stable: every group survives resampling of the {resampled} (Jaccard >= {worst:.2f})."
+        return f"Stable: every group survives resampling of the {over} (Jaccard >= {worst:.2f})."
     return (f"Partly stable: mean Jaccard {mean:.2f}; groups below {STABLE} are patterns at best (below {PATTERN}: "
-            f"weak), those below {DISSOLVED} dissolve when the {resampled} are resampled.")
+            f"weak), those below {DISSOLVED} dissolve when the {over} are resampled.")

@@ -123,6 +123,11 @@ class Confidence:
     noise: bool = False
     """Whether the verdict calls the groups indistinguishable from noise (``confidence.is_noise``): then no group's
     word is "stable"."""
+    transition_jaccard: tuple[float, ...] = ()
+    """Runs that bootstrap the subsets: per group, its Jaccard under the second bootstrap, over blocks of each task's
+    transitions (``confidence.transition_bootstrap``, through the closed form). Empty where there is none."""
+    transition_reps: int = 0
+    """Resamples of that transition bootstrap (0: none)."""
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Confidence":
@@ -134,7 +139,8 @@ class Confidence:
                    _opt_float(d.get("split_half_reliability")), resampled, reps,
                    tuple(float(j) for j in jac), None if co is None else np.asarray(co, dtype=np.float64),
                    tuple(float(x) for x in d.get("task_signal") or []),
-                   bool(d.get("noise", str(d.get("verdict", "")).startswith("Not distinguishable"))))
+                   bool(d.get("noise", str(d.get("verdict", "")).startswith("Not distinguishable"))),
+                   tuple(float(j) for j in d.get("transition_jaccard") or []), int(d.get("transition_reps", 0)))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"gradient_reliability": self.gradient_reliability,
@@ -143,15 +149,23 @@ class Confidence:
             out.update({"resampled": self.resampled, "reps": self.reps, "group_jaccard": list(self.group_jaccard)})
             if self.coclustering is not None:
                 out["coclustering"] = self.coclustering.tolist()
+        if self.transition_reps:
+            out.update({"transition_reps": self.transition_reps, "transition_jaccard": list(self.transition_jaccard)})
         out["task_signal"] = list(self.task_signal)
         out["noise"] = self.noise
         out["verdict"] = self.verdict
         return out
 
+    def jaccard(self, group: int) -> float:
+        """The group's Jaccard that its word reads: the lower of the subset and the transition bootstrap's, where
+        both ran (a group must survive both kinds of resampling to be stable)."""
+        j = self.group_jaccard[group]
+        return min(j, self.transition_jaccard[group]) if self.transition_jaccard else j
+
     def word(self, group: int) -> str:
-        """The group's stability word: Hennig's reading of its Jaccard (``confidence.stability_word``), but
+        """The group's stability word: Hennig's reading of :meth:`jaccard` (``confidence.stability_word``), but
         ``noise`` whenever the verdict finds no signal."""
-        return "noise" if self.noise else stability_word(self.group_jaccard[group])
+        return "noise" if self.noise else stability_word(self.jaccard(group))
 
     def weak_tasks(self, threshold: float = WEAK_TASK) -> list[int]:
         """Tasks whose own gradient signal is below ``threshold`` (``confidence.WEAK_TASK``): too weak to place."""

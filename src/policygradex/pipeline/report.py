@@ -83,7 +83,13 @@ def confidence_lines(groups: Groups, names: list[str]) -> list[str]:
     if groups.nmi_planted is not None:
         out.append(f"NMI with the family's planted groups: {groups.nmi_planted:.2f}.")
     jac = conf.group_jaccard
-    if jac:
+    if jac and conf.transition_jaccard:
+        out += ["", f"| group | tasks | stays together: Jaccard over {conf.reps} resamples of the {conf.resampled} | "
+                    f"over {conf.transition_reps} resamples of the transitions | word (the lower) |",
+                "|---|---|---|---|---|"]
+        for gi, (g, j, t) in enumerate(zip(groups.indices, jac, conf.transition_jaccard)):
+            out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} | {t:.2f} | {conf.word(gi)} |")
+    elif jac:
         out += ["", f"| group | tasks | stays together (Jaccard over {conf.reps} resamples of the "
                     f"{conf.resampled}) |",
                 "|---|---|---|"]

@@ -515,11 +515,21 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
                 subsets, f_hat = st.subsets.subsets, st.subsets.f_hat
                 boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
                                         interaction=cc.interaction == "subsets", method=method, solver=cc.solver)
+        trans: tuple[float, ...] = ()
+        if not closed and st.store == "features":
+            # the subset bootstrap sees only which subsets were drawn; a second bootstrap over blocks of each task's
+            # transitions (through the closed form) sees the sampling noise of the gradients themselves
+            with status(st.console, f"bootstrap of the groups over the transitions ({reps} resamples)"):
+                tb = transition_bootstrap(st.statistics(), st.cfg.surrogate.l2, subset_size(st.cfg, n), labels,
+                                          reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
+            trans = tuple(float(j) for j in tb["group_jaccard"])
+        jac = tuple(float(j) for j in boot["group_jaccard"])
+        both = [min(a, b) for a, b in zip(jac, trans)] if trans else list(jac)
         co = boot.get("coclustering")
-        return Confidence(verdict(boot["group_jaccard"], split_rel, grad_rel, resampled), grad_rel, split_rel,
-                          resampled, int(boot["reps"]), tuple(float(j) for j in boot["group_jaccard"]),
+        return Confidence(verdict(both, split_rel, grad_rel, resampled, "subsets and transitions" if trans else None),
+                          grad_rel, split_rel, resampled, int(boot["reps"]), jac,
                           None if co is None else np.asarray(co, dtype=np.float64), signal,
-                          is_noise(boot["group_jaccard"], split_rel, grad_rel))
+                          is_noise(both, split_rel, grad_rel), trans, reps if trans else 0)
     if grad_rel is not None and grad_rel < GRADIENT_MIN:
         return Confidence(verdict([], split_rel, grad_rel, resampled), grad_rel, split_rel, task_signal=signal,
                           noise=True)
