@@ -70,7 +70,10 @@ class FeatureConfig:
     does. Without a task id it is one value function for every task, so for tasks paid differently it is biased per
     task, and GAE's truncation (lambda < 1) then hides whatever pays off over more steps than it looks ahead.
     ``per_task``: each task's own value function, a ridge regression of its discounted returns-to-go on quadratic
-    features of its observations (:func:`~policygradex.pipeline.features.task_baselines`)."""
+    features of its observations (:func:`~policygradex.pipeline.features.task_baselines`). results/weak-signal.md
+    measures the suspects one at a time on the planted suite (more transitions, advantage normalisation, GAE lambda,
+    this): the shared value head is what leaves reward-conflict tasks' gradients below their noise, and
+    results/planted.md gives the recovery with each baseline."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S
