@@ -131,6 +131,9 @@ def score(run: Path) -> dict:
             "nmi_gradsim": float(normalized_mutual_info_score(truth, gs)),
             "words": words, "correct": correct, "misplaced": misplaced,
             "weak_tasks": [] if conf is None else conf.weak_tasks(), "n": n,
+            "jaccard": [] if conf is None or not conf.group_jaccard else
+            [conf.jaccard(g) for g in range(len(conf.group_jaccard))],
+            "transition": bool(conf is not None and conf.transition_jaccard),
             "stable_groups": sum(w == "stable" for w in words),
             "stable_groups_correct": sum(w == "stable" and c for w, c in zip(words, correct)),
             "gradient_reliability": None if conf is None else conf.gradient_reliability,
@@ -194,7 +197,8 @@ def page(rows: list[dict], commands: list[str]) -> str:
         "",
         f"Package versions: {versions()}.",
         "",
-        "The runs, then this page:",
+        "The runs (the sweeps ran split by seed and environment in several processes; these commands are "
+        "equivalent, since a finished run directory is reused), then this page:",
         "",
         "```",
         *commands,
@@ -227,16 +231,22 @@ def page(rows: list[dict], commands: list[str]) -> str:
                          f"{'yes' if nmi.mean() > gs.mean() else 'no'} ({paired(list(nmi), list(gs))}) |")
         lines.append("")
     lines += ["## Calibration of the confidence words", "",
-              "Per word, over every group of every run with the default baseline, how often the group is a planted "
-              "group or one plus or minus at most one task. The target for `stable` is 95%.", "",
-              "| seeds | word | groups | match a planted group | rate |", "|---|---|---|---|---|"]
+              "Per word, over every group of every run, how often the group is a planted group or one plus or minus "
+              "at most one task. The target for `stable` is 95%. Runs scored after the transition bootstrap landed "
+              "read the lower of the subset and the transition Jaccard (`transition` column: how many of the groups "
+              "had both).", "",
+              "| seeds | baseline | word | groups | match a planted group | rate | transition |",
+              "|---|---|---|---|---|---|---|"]
     for is_held in (True, False):
-        for word in ("stable", "pattern", "weak", "dissolves", "noise"):
-            hits = [c for r in rows if r["held_out"] == is_held and r.get("baseline", "policy") == DEFAULT_BASELINE
-                    for w, c in zip(r["words"], r["correct"]) if w == word]
-            if hits:
-                lines.append(f"| {'held out' if is_held else 'tuning'} | {word} | {len(hits)} | {sum(hits)} | "
-                             f"{sum(hits) / len(hits):.0%} |")
+        for base in sorted({r.get("baseline", "policy") for r in rows}):
+            sel = [r for r in rows if r["held_out"] == is_held and r.get("baseline", "policy") == base]
+            for word in ("stable", "pattern", "weak", "dissolves", "noise"):
+                hits = [(c, bool(r.get("transition"))) for r in sel for w, c in zip(r["words"], r["correct"])
+                        if w == word]
+                if hits:
+                    ok = sum(c for c, _ in hits)
+                    lines.append(f"| {'held out' if is_held else 'tuning'} | {base} | {word} | {len(hits)} | {ok} | "
+                                 f"{ok / len(hits):.0%} | {sum(t for _, t in hits)} |")
     lines += ["", "## Tasks named too weak to place", "",
               "`show` and report.md name a task whose own gradient direction does not reproduce across the two halves "
               "of its transitions (`confidence.task_signal` < 0.5). A task is misplaced when the group it lands in is "
