@@ -114,3 +114,49 @@ def test_lambda_zero_is_one_step_td_error():
     v_next = torch.cat([values[1:], next_value[None]])
     td = rewards + G * v_next * (~terminated) - values
     torch.testing.assert_close(adv, td, rtol=0, atol=1e-12)
+
+
+def test_gae_through_a_real_rollout_with_resets():
+    """A real rollout with terminations, time-limit truncations, NEXT_STEP reset steps and a rollout end: with
+    lambda = 1, every valid step's return (advantage + value) is the discounted sum of its episode's rewards up to
+    the episode's end, plus gamma^k V(final observation) where a time limit or the rollout cut it (0 where it
+    terminated), computed here by walking each sub-env's steps; reset steps never enter a valid step's return."""
+    import numpy as np
+
+    from policygradex.envs.registry import load_family
+    from policygradex.envs.vector import MultiTaskVectorEnv
+    from policygradex.nets.config import NetworkConfig
+    from policygradex.rl.ppo import network_for
+    from policygradex.rl.rollout import EpisodeTracker, collect_rollout
+
+    torch.manual_seed(0)
+    family = load_family("pendulum")  # 200-step time limit: truncations; and cartpole below for terminations
+    for fam, steps in ((family, 450), (load_family("cartpole"), 120)):
+        env = MultiTaskVectorEnv(fam, [0, fam.n - 1], 1, seed=3, task_id=False)
+        model = network_for(fam, NetworkConfig(hidden_sizes=(8,)), (env.obs_dim, env.single_action_space))
+        rollout, _ = collect_rollout(env, model, env.reset(), steps, EpisodeTracker(env.env_task))
+        env.close()
+        gamma = 0.97
+        returns = compute_gae(rollout.rewards.double(), rollout.values.double(), rollout.next_value.double(),
+                              rollout.terminated, rollout.truncated, gamma, 1.0) + rollout.values.double()
+        r, v = rollout.rewards.double().numpy(), rollout.values.double().numpy()
+        term, trunc, valid = rollout.terminated.numpy(), rollout.truncated.numpy(), rollout.valid.numpy()
+        T = r.shape[0]
+        ends = 0
+        for e in range(r.shape[1]):
+            for t in np.flatnonzero(valid[:, e]):
+                g, disc, j = 0.0, 1.0, t
+                while True:
+                    g += disc * r[j, e]
+                    if term[j, e]:
+                        break
+                    if trunc[j, e] or j == T - 1:
+                        boot = v[j + 1, e] if j + 1 < T else float(rollout.next_value[e])
+                        g += disc * gamma * boot
+                        break
+                    disc *= gamma
+                    j += 1
+                assert abs(float(returns[t, e]) - g) < 1e-6 * max(1.0, abs(g)), (fam.name, t, e)
+            ends += int((term[:, e] | trunc[:, e]).sum())
+            assert not valid[:, e].all()  # reset steps were there, and excluded
+        assert ends >= 2
