@@ -69,3 +69,30 @@ def test_interaction_affinity_removes_per_task_effects_that_eq5_leaks():
     U_int, U_eq5 = subset_affinity(subsets, f, n), subset_affinity(subsets, f, n, interaction=False)
     assert standardized_corr(U_int, truth) > 0.7  # the rest: other same-block pairs sharing its subsets
     assert standardized_corr(U_eq5, truth) < 0.2
+
+
+def test_per_target_affinity_by_hand():
+    """per_target: U_ij is the mean over subsets holding i and j of -(task i's own loss), directed (row i is the
+    target), symmetrised for clustering; checked on three subsets of four tasks worked out by hand."""
+    from policygradex.pipeline.affinity import affinity_matrix, per_target_affinity
+
+    subsets = [[0, 1, 2], [0, 1, 3], [1, 2, 3]]
+    task_loss = np.zeros((3, 4))
+    task_loss[0, [0, 1, 2]] = [1.0, 2.0, 3.0]
+    task_loss[1, [0, 1, 3]] = [5.0, 4.0, 6.0]
+    task_loss[2, [1, 2, 3]] = [7.0, 8.0, 9.0]
+    D = per_target_affinity(subsets, task_loss, 4)
+    # task 0 with task 1: subsets 0 and 1 hold both; task 0's losses there are 1 and 5
+    assert D[0, 1] == -(1.0 + 5.0) / 2
+    # task 1 with task 0: the same subsets, task 1's own losses 2 and 4
+    assert D[1, 0] == -(2.0 + 4.0) / 2
+    # task 1 with task 2: subsets 0 and 2; task 1's losses 2 and 7. Task 2 with task 1: 3 and 8
+    assert (D[1, 2], D[2, 1]) == (-(2.0 + 7.0) / 2, -(3.0 + 8.0) / 2)
+    # task 0 with task 3: only subset 1; task 3 with task 0: task 3's loss there, 6
+    assert (D[0, 3], D[3, 0]) == (-5.0, -6.0)
+    # the diagonal: every subset holding i; task 1 is in all three (2, 4, 7)
+    assert D[1, 1] == -(2.0 + 4.0 + 7.0) / 3
+    U, directed = affinity_matrix("per_target", subsets, np.zeros(3), task_loss, 4)
+    np.testing.assert_array_equal(directed, D)
+    np.testing.assert_array_equal(U, (D + D.T) / 2)
+    assert not np.allclose(D, D.T)  # it really is directed
