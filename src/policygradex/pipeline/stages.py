@@ -72,7 +72,13 @@ from policygradex.pipeline.gradient_statistics import merge_block_statistics, re
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
 from policygradex.pipeline.rundir import RunDir
 from policygradex.pipeline.closed_form import CurvatureTerms, affinity, curvature_terms
-from policygradex.pipeline.statistics import Statistics, rows_of_files, statistics_of_files
+from policygradex.pipeline.statistics import (
+    Statistics,
+    compute_statistics,
+    rows_of_feature_set,
+    rows_of_files,
+    statistics_of_files,
+)
 from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import (
     default_num_subsets,
@@ -141,13 +147,19 @@ class RunState:
         return self.features
 
     def statistics(self, per_task: bool = False) -> Statistics:
-        """The statistics of the feature files, streamed task by task; ``per_task`` (Newton) keeps every H_k."""
+        """The statistics of the features, task by task: from the stacked features when :meth:`feature_data` has
+        already loaded them (no second read of the files), else streamed from the files; ``per_task`` (Newton)
+        keeps every H_k."""
         sc = self.cfg.surrogate
         if self.stats is None and self.store == "statistics":
             self.stats = merge_block_statistics(self.feature_paths, self.family.n)
         elif self.stats is None or (per_task and self.stats.H is None):
-            self.stats = statistics_of_files(self.feature_paths, self.cfg.features.holdout_fraction, sc.blocks,
-                                             sc.curvature_rows, per_task)
+            if self.features is not None:
+                self.stats = compute_statistics(rows_of_feature_set(self.features), self.features.n_fit, sc.blocks,
+                                                sc.curvature_rows, per_task)
+            else:
+                self.stats = statistics_of_files(self.feature_paths, self.cfg.features.holdout_fraction, sc.blocks,
+                                                 sc.curvature_rows, per_task)
         return self.stats
 
     def stale(self, stage: str, *paths: Path) -> bool:
