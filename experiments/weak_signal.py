@@ -45,6 +45,9 @@ from policygradex.pipeline.rundir import RunDir
 from policygradex.pipeline.stages import make_model
 from policygradex.pipeline.statistics import block_bounds
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from planted_suite import versions  # noqa: E402  (one list of package versions for the experiments' pages)
+
 VARIANTS = {
     "default": {},
     "N x4": {"features": {"transitions_per_task": 4}},
@@ -95,14 +98,13 @@ def measure(run: Path, name: str) -> dict:
     truth = labels_from_groups([list(g) for g in family.planted_groups], family.n)
     bn = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
     gs = cluster(bn @ bn.T, k=len(family.planted_groups), exhaustive_check=False, relaxation_gap=False).labels
-    lengths = [np.mean([len(t.advantages)]) for t in trans]
     episodes = [len(t.episode_returns) for t in trans]
     return {"run": str(run), "variant": name, "family": cfg.family, "seed": cfg.seed,
             "N": cfg.features.transitions_per_task, "seconds": round(time.perf_counter() - t0, 1),
             "snr": snr.round(3).tolist(), "task_signal": signal.round(3).tolist(),
             "gradient_reliability": None if rel is None else round(float(rel), 3),
             "nmi_gradsim": round(float(normalized_mutual_info_score(truth, gs)), 3),
-            "episodes": episodes, "rows": [int(x) for x in lengths], "truth": truth.tolist()}
+            "episodes": episodes, "rows": [len(t.advantages) for t in trans], "truth": truth.tolist()}
 
 
 def reading(rows: list[dict]) -> list[str]:
@@ -146,16 +148,6 @@ def page(rows: list[dict], command: str) -> str:
                      f"{np.median(sig):.2f} ({sig.min():.2f}) | {int((sig < 0.5).sum())} / {len(sig)} | {rel} | "
                      f"{r['nmi_gradsim']:.2f} | {r['seconds']:.0f} |")
     return "\n".join(lines + [""] + reading(rows))
-
-
-def versions() -> str:
-    import os
-    import platform
-    from importlib.metadata import version
-
-    names = ("torch", "gymnasium", "numpy", "scikit-learn")
-    return ", ".join(f"{n} {version(n)}" for n in names) + f", Python {platform.python_version()}, " \
-        f"{os.cpu_count()} CPU cores"
 
 
 def main() -> None:
