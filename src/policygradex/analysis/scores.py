@@ -3,6 +3,8 @@ of the interaction parts, test-retest agreement of real training, and all of the
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import normalized_mutual_info_score
@@ -96,3 +98,17 @@ def score_against_truth(f_hat: np.ndarray, labels: np.ndarray, all_subsets: list
             "spearman": float(spearmanr(f_hat[:m], f_true).statistic),
             "spearman_interaction": interaction_spearman(truth_subsets, f_hat[:m], f_true, n),
             "corr_standardized_U": standardized_corr(subset_affinity(all_subsets, f_hat, n), U_true)}
+
+
+def per_task_lines(per_task: dict[str, dict[str, Any]], headline: str) -> list[str]:
+    """A saved policy's evaluation as Markdown: a row per task with its return (mean ± std over the episodes) and
+    the family's headline metric, then each vector metric per task (an MO family's return per objective)."""
+    lines = ["| task | return |" + (f" {headline} |" if headline != "return" else ""),
+             "|---|---|" + ("---|" if headline != "return" else "")]
+    for name, m in per_task.items():
+        extra = f" {m[headline]:.3f} |" if headline != "return" else ""
+        lines.append(f"| {name} | {m['return']:.1f} ± {m['return_std']:.1f} |{extra}")
+    for key in [k for k, v in next(iter(per_task.values())).items() if isinstance(v, list)]:
+        lines += ["", f"{key} (mean per objective): " + "; ".join(
+            f"{name} ({', '.join(f'{x:.1f}' for x in m[key])})" for name, m in per_task.items())]
+    return lines

@@ -1,5 +1,5 @@
-"""The ``policygradex`` command line: run, families, show, adapt, check-linear, ground-truth, compare, meta,
-stability, hessian (``cli/parser.py`` holds their options).
+"""The ``policygradex`` command line: run, families, show, adapt, check-linear, ground-truth, compare, train,
+evaluate, meta, stability, hessian (``cli/parser.py`` holds their options).
 
 Every user error is printed as one line ``policygradex: error: ...`` with exit status 2; Ctrl-C exits 130 and
 the same command resumes from the finished stages.
@@ -19,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from policygradex.cli.options import config_from_args, launcher_config
+from policygradex.cli.options import config_from_args, default_out, launcher_config
 from policygradex.cli.parser import build_parser
 from policygradex.common.errors import PolicyGradExError
 from policygradex.common.signals import end_by_default
@@ -60,6 +60,28 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
     _evaluate(args, console, compare, markdown, cc, "compare")
 
 
+def cmd_train(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.train import TrainConfig, markdown, train_policies
+
+    tc = TrainConfig(groups_file=None if args.groups is None else str(args.groups), network=args.network,
+                     steps_per_task=args.steps_per_task, seeds=args.seeds, eval_episodes=args.eval_episodes,
+                     deterministic=not args.stochastic, out=None if args.out is None else str(args.out),
+                     seed=args.seed)
+    record = train_policies(args.run_dir, tc, launcher_config(args), console)
+    print(markdown(record))
+    out = args.out or args.run_dir / "policies"
+    console.print(f"-> {out}/train.md; load one with policygradex.load_policy(\"{record['policies'][0]['path']}\")")
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
+    from policygradex.analysis.evaluate_policy import EvaluateConfig, evaluate_policy, markdown
+
+    ec = EvaluateConfig(episodes=args.episodes, tasks=tuple(args.tasks), deterministic=not args.stochastic,
+                        seed=args.seed, video=None if args.video is None else str(args.video),
+                        video_episodes=args.video_episodes)
+    print(markdown(evaluate_policy(args.policy, ec)))
+
+
 def cmd_meta(args: argparse.Namespace, console: Console) -> None:
     from policygradex.analysis.meta import MetaConfig, markdown, meta
     from policygradex.rl.config import MAMLConfig
@@ -97,7 +119,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> None:
     if args.k is not None and args.k < 1:
         raise PolicyGradExError(f"--k must be >= 1, got {args.k}")
     cfg = config_from_args(args)
-    out = args.out or Path("runs") / f"{Path(args.family.replace(':', '-')).name}-seed{args.seed}"
+    out = default_out(args)
     st = run_pipeline(cfg, out, console, threads=args.threads, launcher=launcher_config(args))
     # the result goes to stdout (progress and logs went to stderr)
     assert st.groups is not None
@@ -161,7 +183,7 @@ def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
 
 
 COMMANDS = {"run": cmd_run, "adapt": cmd_adapt, "check-linear": cmd_check_linear, "ground-truth": cmd_ground_truth,
-            "compare": cmd_compare, "hessian": cmd_hessian, "meta": cmd_meta, "stability": cmd_stability}
+            "compare": cmd_compare, "train": cmd_train, "evaluate": cmd_evaluate, "hessian": cmd_hessian, "meta": cmd_meta, "stability": cmd_stability}
 
 
 class Terminated(KeyboardInterrupt):

@@ -150,6 +150,11 @@ def family_with_weights(family: str, path: Path) -> str:
     return f"{family}(weights={[[float(x) for x in row] for row in W]})".replace(" ", "")
 
 
+def default_out(args: argparse.Namespace) -> Path:
+    """``run``'s --out, or its default ``runs/FAMILY-seedS``."""
+    return args.out or Path("runs") / f"{Path(args.family.replace(':', '-')).name}-seed{args.seed}"
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     family = family_with_weights(args.family, args.weights) if args.weights is not None else args.family
     cfg = apply_preset(RunConfig(family=family, seed=args.seed), args.preset)

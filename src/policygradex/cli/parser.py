@@ -164,6 +164,35 @@ def _add_run_dir_commands(sub: argparse._SubParsersAction) -> None:
                     help="also one network of each kind on all tasks, e.g. softmod,care,paco (the paper's baselines)")
     finish_evaluation_command(cp)
 
+    tr = add_run_dir_command(sub, "train", "train and save one policy per group (load with policygradex.load_policy)")
+    tr.add_argument("--groups", type=Path, metavar="FILE",
+                    help="the groups to train: a groups.json or a JSON list of lists of task indices (default: the "
+                         "run's groups.json)")
+    tr.add_argument("--network", metavar="NAME",
+                    help=f"the policies' network: {', '.join(NETWORKS)} or package.module:function (default: the "
+                         "run's); multihead, softmod, care and paco read the task id")
+    tr.add_argument("--steps-per-task", type=int,
+                    help="environment steps per task (default: the run's meta-training budget)")
+    tr.add_argument("--seeds", type=int, default=1, help="policies per group, one per seed")
+    tr.add_argument("--eval-episodes", type=int,
+                    help="evaluation episodes per task behind each card (default: the family's, 10 for most)")
+    tr.add_argument("--stochastic", action="store_true",
+                    help="score the cards with sampled actions (default: the most likely action, as predict does)")
+    tr.add_argument("--out", type=Path, help="where the policies go (default: RUN_DIR/policies)")
+    finish_evaluation_command(tr)
+
+    ev = sub.add_parser("evaluate", help="returns of a saved policy on its tasks (or others), optionally videos")
+    ev.add_argument("policy", type=Path, help="a policy.pt written by `policygradex train`, or its directory")
+    ev.add_argument("--episodes", type=int, default=10, help="fresh episodes per task")
+    ev.add_argument("--tasks", type=name_list, default=(), metavar="TASKS",
+                    help="comma-separated task names or family indices (default: the tasks it was trained on)")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions (default: the most likely action)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    ev.add_argument("--video", type=Path, metavar="DIR",
+                    help="also record episodes into DIR with Gymnasium's RecordVideo (needs moviepy: "
+                         "pip install 'policygradex[video]')")
+    ev.add_argument("--video-episodes", type=int, default=1, help="episodes recorded per task with --video")
+
     mt = add_run_dir_command(sub, "meta", "meta-RL: MAML on one representative per group, adapted to unseen tasks "
                                           "(Table 2, control environments)")
     mt.add_argument("--seeds", type=int, default=5, help="seeds per row (default 5)")

@@ -230,7 +230,9 @@ def _unwrap(fut: cf.Future, spec: JobSpec) -> dict[str, Any]:
         raise
     except cf.process.BrokenProcessPool as exc:
         raise PolicyGradExError(f"a worker process died while running {spec.label or spec.fn} ({exc}); "
-                                "rerun to resume (finished jobs are cached) or use --backend sequential") from None
+                                "rerun to resume (finished jobs are cached) or use --backend sequential. From a "
+                                "Python script: the pool's workers import the script, so its calls must be under "
+                                "`if __name__ == \"__main__\":`") from None
 
 
 def _run_ray(specs: list[JobSpec], cache_dir: Path, cfg: LauncherConfig,
