@@ -75,7 +75,7 @@ def reuse_theta(source: Path, out: Path, spec: str, k: int, seed: int, preset: s
     the configuration the command would write, when the two differ only after meta-training. Returns whether it did."""
     from policygradex.cli.options import config_from_args
     from policygradex.cli.parser import build_parser
-    from policygradex.pipeline.rundir import _diff, config_record
+    from policygradex.pipeline.rundir import config_diff, config_record
     from policygradex.pipeline.runner import with_family_defaults
 
     if (out / "config.json").exists() or not (source / "theta_star.pt").exists():
@@ -84,7 +84,7 @@ def reuse_theta(source: Path, out: Path, spec: str, k: int, seed: int, preset: s
     family = load_family(spec)
     record = config_record(with_family_defaults(config_from_args(args), family), family)
     old = RunConfig.from_dict(load_json(source / "config.json")["config"]).to_dict()
-    diffs = _diff(old, record["config"])
+    diffs = config_diff(old, record["config"])
     if not diffs or not all(d.startswith(AFTER_META_TRAIN) for d in diffs):
         return False
     out.mkdir(parents=True, exist_ok=True)

@@ -67,11 +67,12 @@ def config_record(cfg: RunConfig, family: TaskFamily) -> dict[str, Any]:
     }
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Every leaf where two config records differ, as ``section.field: old -> new`` (lists and tuples alike)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+            out += config_diff(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         a, b = list(a), list(b)
@@ -94,7 +95,7 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
         old_config = old.get("config")
         if isinstance(old_config, dict):
             old_config = RunConfig.from_dict(old_config).to_dict()
-        diffs = _diff(old_config, record["config"]) + _diff(old.get("family"), record["family"])
+        diffs = config_diff(old_config, record["config"]) + config_diff(old.get("family"), record["family"])
         if diffs and all(d.startswith("cluster.") for d in diffs):
             # only clustering options changed: every earlier stage is reused; the affinity and cluster stages see
             # the options they were computed with in their own artifacts and recompute what depends on them.
