@@ -263,7 +263,7 @@ def test_ground_truth_then_compare_end_to_end_with_resume(tiny_run: Path, tmp_pa
     assert len(list((run / "jobs").glob("*.json"))) == before + distinct
     assert "2 seed(s) each" in out and "half vs half" in out
     tr = json.loads((run / "ground_truth" / "ground_truth.json").read_text())["test_retest"]
-    assert 0.0 <= tr["nmi_halves"] <= 1.0 and 0.0 <= tr["nmi_estimated_vs_halves"] <= 1.0
+    assert set(tr) >= {"nmi_halves", "nmi_estimated_vs_halves", "reliability_seeds"}  # values: the test by hand below
 
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]))
@@ -402,3 +402,29 @@ def test_paired_difference_by_hand() -> None:
     diff, se = paired_difference(np.array([1.0, 2.0, 4.0]), np.array([1.0, 1.0, 1.0]))
     # differences 0, 1, 3: mean 4/3, sample sd sqrt(7/3), SE sqrt(7/9)
     assert diff == pytest.approx(4 / 3) and se == pytest.approx(np.sqrt(7 / 9))
+
+
+def test_test_retest_scores_two_halves_with_known_groups() -> None:
+    """Replicates whose halves hold different planted pairs of blocks: the halves' groups are those blocks, so the
+    NMI between halves and with the estimate are those of the known partitions (sklearn on the labels)."""
+    import itertools
+
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from policygradex.analysis.scores import test_retest
+
+    n = 6
+    subsets = [list(s) for s in itertools.combinations(range(n), 3)]
+    p0, p1 = [0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 0]  # half 0 (even replicates), half 1 (odd replicates)
+
+    def f(labels: list[int]) -> np.ndarray:  # +1 for each pair of a subset in one block, -1 otherwise
+        return np.array([sum(1.0 if labels[a] == labels[b] else -1.0 for a, b in itertools.combinations(s, 2))
+                         for s in subsets])
+
+    replicates = np.stack([f(p0), f(p1), f(p0), f(p1)])
+    estimate = np.array([0, 1, 0, 1, 0, 1])
+    tr = test_retest(subsets, f(p0), replicates, estimate, k=2, solver="SCS")
+    assert tr["nmi_halves"] == pytest.approx(normalized_mutual_info_score(p0, p1))
+    assert tr["nmi_estimated_vs_halves"] == pytest.approx(
+        np.mean([normalized_mutual_info_score(estimate, p) for p in (p0, p1)]))
+    assert tr["nmi_halves"] < 0.5  # the two planted partitions disagree on two tasks of six
