@@ -174,7 +174,46 @@ def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
     return dict(sorted(out.items()))
 
 
-def page(rows: list[dict], commands: list[str]) -> str:
+def compare_row(run: Path) -> dict:
+    """The planted grouping against one multitask policy, random groups and the run's own groups, from
+    ``RUN/compare/compare.json``: each grouping's mean headline over all tasks per seed, and the differences paired
+    by seed (the groupings of one seed share their trained policies where they share a group)."""
+    record = load_json(run / "compare" / "compare.json")
+    cfg = load_json(run / "config.json")["config"]
+    family = load_family(cfg["family"])
+    kind, env = ("observation", "planted") if family.name == "planted" else \
+        family.name.removeprefix("planted-").split("-", 1)
+    methods = record["methods"]
+    return {"run_dir": str(run), "family": env, "kind": kind, "seed": int(cfg["seed"]),
+            "baseline": cfg["features"].get("baseline", "policy"), "steps_per_task": record["steps_per_task"],
+            "seeds": record["config"]["seeds"], "metric": record.get("metric", "return"),
+            "per_seed": {m: methods[m]["per_seed"] for m in ("planted", "multitask", "random", "policygradex",
+                                                             "gradient_similarity") if m in methods},
+            "policygradex_groups": methods["policygradex"]["groups"], "planted_groups": methods["planted"]["groups"]}
+
+
+def compare_lines(compares: list[dict]) -> list[str]:
+    if not compares:
+        return []
+    lines = ["## Real by training: do the planted groups pay off?", "",
+             "`policygradex compare RUN --seeds 5` on one run per kind, at the suite's budget (100k PPO steps per task, "
+             "one policy per group trained from scratch; the run's own budget). A kind is a test of grouping only if "
+             "its planted groups beat one multitask policy and random groups, resolved at 2 standard errors (paired "
+             "by seed). The last column says whether the run's own groups, where they differ from the planted ones, "
+             "cost anything.", "",
+             "| family | kind | run | planted | multitask | random | planted - multitask | planted - random | "
+             "run's groups - planted |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in sorted(compares, key=lambda c: (c["family"], c["kind"])):
+        ps = c["per_seed"]
+        same = sorted(map(sorted, c["policygradex_groups"])) == sorted(map(sorted, c["planted_groups"]))
+        own = "the same groups" if same else paired(ps["policygradex"], ps["planted"])
+        lines.append(f"| {c['family']} | {c['kind']} | `{c['run_dir']}` ({c['baseline']}) | {mean_se(ps['planted'])} | "
+                     f"{mean_se(ps['multitask'])} | {mean_se(ps['random'])} | {paired(ps['planted'], ps['multitask'])} "
+                     f"| {paired(ps['planted'], ps['random'])} | {own} |")
+    return lines + ["", "Mean ± standard error over seeds of the mean return over all tasks.", ""]
+
+
+def page(rows: list[dict], commands: list[str], compares: list[dict] | None = None) -> str:
     """results/planted.md from the scored rows: recovery per family, kind and baseline, the check against issue
     22's targets, the calibration of the confidence words and of the weak-task flag."""
     lines = [
@@ -230,6 +269,7 @@ def page(rows: list[dict], commands: list[str]) -> str:
                          f"| {'yes' if nmi.min() >= 0.8 else 'no'} ({nmi.min():.2f}) | "
                          f"{'yes' if nmi.mean() > gs.mean() else 'no'} ({paired(list(nmi), list(gs))}) |")
         lines.append("")
+    lines += compare_lines(compares or [])
     lines += ["## Calibration of the confidence words", "",
               "Per word, over every group of every run, how often the group is a planted group or one plus or minus "
               "at most one task. The target for `stable` is 95%. Runs scored after the transition bootstrap landed "
@@ -289,6 +329,9 @@ def main() -> None:
                     help="start each run from the theta_star of the same run under this root when the options differ "
                          "only after meta-training (e.g. --extra '--baseline per_task')")
     ap.add_argument("--extra", default="", help="further `policygradex run` options, space separated")
+    ap.add_argument("--compare", type=Path, nargs="*", default=None,
+                    help="record the `policygradex compare` of these run directories into --json (item 1 of issue "
+                         "22: are the planted groups real by training?), run nothing")
     args = ap.parse_args()
     blob = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     rows, commands = blob.get("rows", []), blob.get("commands", [])
@@ -298,8 +341,18 @@ def main() -> None:
         if args.json:
             if command not in commands and not args.page:
                 commands.append(command)
-            args.json.write_text(json.dumps({"commands": commands, "rows": sorted(rows, key=row_key)}, indent=1) + "\n")
+            args.json.write_text(json.dumps({**blob, "commands": commands, "rows": sorted(rows, key=row_key)},
+                                            indent=1) + "\n")
 
+    if args.compare:
+        by_run = {c["run_dir"]: c for c in blob.get("compare", [])}
+        for run in args.compare:
+            by_run[str(run)] = compare_row(run)
+        blob["compare"] = [by_run[k] for k in sorted(by_run)]
+        if args.json:
+            args.json.write_text(json.dumps({**blob, "commands": commands + ([command] if command not in commands
+                                                                             else []), "rows": rows}, indent=1) + "\n")
+        return
     if args.rescore:
         for root in args.rescore:
             for out in sorted(p.parent for p in root.glob("*/groups.json")):
@@ -314,7 +367,7 @@ def main() -> None:
         save()
         return
     if args.page:
-        args.page.write_text(page(rows, [*commands, command]))
+        args.page.write_text(page(rows, [*commands, command], blob.get("compare", [])))
         return
     args.root.mkdir(parents=True, exist_ok=True)
     for kind in args.kinds.split(","):
