@@ -196,18 +196,19 @@ def compare_lines(compares: list[dict]) -> list[str]:
     if not compares:
         return []
     lines = ["## Real by training: do the planted groups pay off?", "",
-             "`policygradex compare RUN --seeds 5` on one run per kind, at the suite's budget (100k PPO steps per task, "
+             "`policygradex compare RUN --seeds S` on one run per kind, at the suite's budget (100k PPO steps per task, "
              "one policy per group trained from scratch; the run's own budget). A kind is a test of grouping only if "
              "its planted groups beat one multitask policy and random groups, resolved at 2 standard errors (paired "
              "by seed). The last column says whether the run's own groups, where they differ from the planted ones, "
              "cost anything.", "",
-             "| family | kind | run | planted | multitask | random | planted - multitask | planted - random | "
-             "run's groups - planted |", "|---|---|---|---|---|---|---|---|---|"]
+             "| family | kind | run | seeds | planted | multitask | random | planted - multitask | planted - random | "
+             "run's groups - planted |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(compares, key=lambda c: (c["family"], c["kind"])):
         ps = c["per_seed"]
         same = sorted(map(sorted, c["policygradex_groups"])) == sorted(map(sorted, c["planted_groups"]))
         own = "the same groups" if same else paired(ps["policygradex"], ps["planted"])
-        lines.append(f"| {c['family']} | {c['kind']} | `{c['run_dir']}` ({c['baseline']}) | {mean_se(ps['planted'])} | "
+        lines.append(f"| {c['family']} | {c['kind']} | `{c['run_dir']}` ({c['baseline']}) | {c['seeds']} | "
+                     f"{mean_se(ps['planted'])} | "
                      f"{mean_se(ps['multitask'])} | {mean_se(ps['random'])} | {paired(ps['planted'], ps['multitask'])} "
                      f"| {paired(ps['planted'], ps['random'])} | {own} |")
     return lines + ["", "Mean ± standard error over seeds of the mean return over all tasks.", ""]
@@ -267,7 +268,8 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
             nmi, gs = np.array([r["nmi"] for r in rs]), np.array([r["nmi_gradsim"] for r in rs])
             lines.append(f"| {fam} | {kind} | {len(rs)} | {'yes' if nmi.mean() >= 0.95 else 'no'} ({nmi.mean():.2f}) "
                          f"| {'yes' if nmi.min() >= 0.8 else 'no'} ({nmi.min():.2f}) | "
-                         f"{'yes' if nmi.mean() > gs.mean() else 'no'} ({paired(list(nmi), list(gs))}) |")
+                         f"{'yes' if nmi.mean() > gs.mean() else 'tie' if nmi.mean() == gs.mean() else 'no'} "
+                         f"({paired(list(nmi), list(gs))}) |")
         lines.append("")
     lines += compare_lines(compares or [])
     lines += ["## Calibration of the confidence words", "",
