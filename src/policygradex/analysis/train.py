@@ -116,7 +116,8 @@ def train_policies(run_dir: Path, tc: TrainConfig, launcher: LauncherConfig, con
                   f"seed{'s' if tc.seeds > 1 else ''} with {network.name}, {budget.budget_text()} -> {out}")
     results = run_jobs(specs, out / "jobs", launcher, console, f"train: {len(specs)} policies")
     record = {
-        "family": ctx.family.name, "family_spec": cfg.family, "run_dir": str(ctx.rd.path), "task_names": names,
+        "family": ctx.family.name, "family_spec": cfg.family, "run_dir": str(ctx.rd.path), "out": str(out),
+        "task_names": names,
         "network": network.name, "steps_per_task": budget.steps_run, "steps_per_task_asked": steps,
         "headline": ctx.family.headline, "eval_episodes": eval_episodes, "deterministic": tc.deterministic,
         "config": asdict(tc),

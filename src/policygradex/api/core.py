@@ -8,6 +8,7 @@ the commands'; nothing is printed on stdout.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,6 @@ from policygradex.analysis.evaluate_policy import EvaluateConfig, evaluate_polic
 from policygradex.analysis.train import TrainConfig, train_policies
 from policygradex.cli.options import config_from_args, default_out, launcher_config
 from policygradex.cli.parser import build_parser
-from policygradex.common.artifacts import load_npy
-from policygradex.common.launcher import LauncherConfig
 from policygradex.pipeline.group_record import Confidence
 from policygradex.pipeline.rundir import RunDir, load_run
 from policygradex.pipeline.runner import run_pipeline
@@ -57,10 +56,10 @@ class Result:
 def load_result(out: str | Path) -> Result:
     """The :class:`Result` of a finished run directory."""
     out = Path(out)
-    record, groups, _ = load_run(out)
+    record, groups, affinity = load_run(out)
     return Result(out=out, family=record["family"]["name"], task_names=[t["name"] for t in record["family"]["tasks"]],
                   groups=[list(g) for g in groups.names], group_indices=groups.index_lists(),
-                  affinity=load_npy(RunDir(out).affinity), confidence=groups.confidence)
+                  affinity=affinity, confidence=groups.confidence)
 
 
 def _argv(options: dict[str, Any]) -> list[str]:
@@ -84,18 +83,15 @@ def run(family: str, k: int | None = None, preset: str = "default", out: str | P
         **options: Any) -> Result:
     """Run (or resume) every stage on ``family``, as ``policygradex run FAMILY --preset PRESET [--k K] [--out OUT]``
     with ``options`` as further flags; returns the :class:`Result`. ``out`` defaults to ``runs/FAMILY-seedS``."""
-    known = set(vars(build_parser().parse_args(["run", family])))
+    parser = build_parser()
+    known = set(vars(parser.parse_args(["run", family])))
     unknown = sorted(set(options) - known - {"command", "family"})
     if unknown:
         raise TypeError(f"run() got unexpected options {unknown}; they are the flags of `policygradex run --help` "
                         "with _ for - (e.g. steps_per_task=20000)")
     argv = ["run", family, "--preset", preset, *(["--k", str(k)] if k is not None else []),
             *(["--out", str(out)] if out is not None else []), *_argv(options)]
-    args = build_parser().parse_args(argv)
-    if args.k is not None and args.k < 1:
-        from policygradex.common.errors import PolicyGradExError
-
-        raise PolicyGradExError(f"k must be >= 1, got {args.k}")
+    args = parser.parse_args(argv)
     path = default_out(args)
     run_pipeline(config_from_args(args), path, Console(stderr=True), threads=args.threads,
                  launcher=launcher_config(args))
@@ -148,9 +144,9 @@ def train(result_or_dir: Result | str | Path, network: str | None = None, steps_
     tc = TrainConfig(groups_file=None if groups is None else str(groups), network=network,
                      steps_per_task=steps_per_task, seeds=seeds, eval_episodes=eval_episodes,
                      deterministic=deterministic, out=None if out is None else str(out), seed=seed)
-    launcher = LauncherConfig(backend=backend, workers=workers, ray_address=ray_address)  # type: ignore[arg-type]
+    launcher = launcher_config(argparse.Namespace(backend=backend, workers=workers, ray_address=ray_address))
     record = train_policies(run_dir, tc, launcher, Console(stderr=True))
-    return Policies(out=Path(record["policies"][0]["path"]).parents[2],
+    return Policies(out=Path(record["out"]),
                     policies=[TrainedPolicy(p["group"], p["seed_index"], p["tasks"], Path(p["path"]), p["per_task"])
                               for p in record["policies"]])
 

@@ -69,8 +69,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
                      seed=args.seed)
     record = train_policies(args.run_dir, tc, launcher_config(args), console)
     print(markdown(record))
-    out = args.out or args.run_dir / "policies"
-    console.print(f"-> {out}/train.md; load one with policygradex.load_policy(\"{record['policies'][0]['path']}\")")
+    first = record["policies"][0]["path"]
+    console.print(f"-> {record['out']}/train.md; load one with policygradex.load_policy(\"{first}\")")
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
@@ -116,8 +116,6 @@ def cmd_hessian(args: argparse.Namespace, console: Console) -> None:
 def cmd_run(args: argparse.Namespace, console: Console) -> None:
     from policygradex.pipeline.runner import run_pipeline
 
-    if args.k is not None and args.k < 1:
-        raise PolicyGradExError(f"--k must be >= 1, got {args.k}")
     cfg = config_from_args(args)
     out = default_out(args)
     st = run_pipeline(cfg, out, console, threads=args.threads, launcher=launcher_config(args))
@@ -183,7 +181,8 @@ def cmd_adapt(args: argparse.Namespace, console: Console) -> None:
 
 
 COMMANDS = {"run": cmd_run, "adapt": cmd_adapt, "check-linear": cmd_check_linear, "ground-truth": cmd_ground_truth,
-            "compare": cmd_compare, "train": cmd_train, "evaluate": cmd_evaluate, "hessian": cmd_hessian, "meta": cmd_meta, "stability": cmd_stability}
+            "compare": cmd_compare, "train": cmd_train, "evaluate": cmd_evaluate, "hessian": cmd_hessian,
+            "meta": cmd_meta, "stability": cmd_stability}
 
 
 class Terminated(KeyboardInterrupt):

@@ -156,6 +156,8 @@ def default_out(args: argparse.Namespace) -> Path:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if args.k is not None and args.k < 1:
+        raise PolicyGradExError(f"--k must be >= 1, got {args.k}")
     family = family_with_weights(args.family, args.weights) if args.weights is not None else args.family
     cfg = apply_preset(RunConfig(family=family, seed=args.seed), args.preset)
     net, ppo, feat, sur, clu = cfg.network, cfg.ppo, cfg.features, cfg.surrogate, cfg.cluster
