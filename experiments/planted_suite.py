@@ -174,15 +174,22 @@ def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
     return dict(sorted(out.items()))
 
 
+def kind_and_env(spec: str) -> tuple[str, str]:
+    """(kind, env) of a suite family from its spec: ``planted-K-E``, or the built-in ``planted`` (observation)."""
+    name = load_family(spec).name
+    if name == "planted":
+        return "observation", "planted"
+    kind, env = name.removeprefix("planted-").split("-", 1)
+    return kind, env
+
+
 def compare_row(run: Path) -> dict:
     """The planted grouping against one multitask policy, random groups and the run's own groups, from
     ``RUN/compare/compare.json``: each grouping's mean headline over all tasks per seed, and the differences paired
     by seed (the groupings of one seed share their trained policies where they share a group)."""
     record = load_json(run / "compare" / "compare.json")
     cfg = load_json(run / "config.json")["config"]
-    family = load_family(cfg["family"])
-    kind, env = ("observation", "planted") if family.name == "planted" else \
-        family.name.removeprefix("planted-").split("-", 1)
+    kind, env = kind_and_env(cfg["family"])
     methods = record["methods"]
     return {"run_dir": str(run), "family": env, "kind": kind, "seed": int(cfg["seed"]),
             "baseline": cfg["features"].get("baseline", "policy"), "steps_per_task": record["steps_per_task"],
@@ -359,9 +366,7 @@ def main() -> None:
         for root in args.rescore:
             for out in sorted(p.parent for p in root.glob("*/groups.json")):
                 cfg = load_json(out / "config.json")["config"]
-                family = load_family(cfg["family"])
-                kind, env = ("observation", "planted") if family.name == "planted" else \
-                    family.name.removeprefix("planted-").split("-", 1)
+                kind, env = kind_and_env(cfg["family"])
                 seed = int(cfg["seed"])
                 row = {"family": env, "kind": kind, "seed": seed, "held_out": seed not in TUNING_SEEDS,
                        "run_dir": str(out), **score(out)}
