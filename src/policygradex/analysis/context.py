@@ -61,7 +61,7 @@ def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
     record = load_json(rd.config)
     if not isinstance(record, dict) or "config" not in record:
         raise PolicyGradExError(f"{rd.config} is not a policygradex config; rerun into a fresh directory")
-    cfg = RunConfig.from_dict(record["config"])
+    cfg = with_collected_transitions(RunConfig.from_dict(record["config"]), rd)
     family = load_family(cfg.family)
     model = make_model(cfg, family)
     try:
@@ -69,6 +69,15 @@ def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
     except (KeyError, RuntimeError, TypeError) as exc:
         raise PolicyGradExError(f"{rd.theta_star} does not match {rd.config} ({exc}); rerun the pipeline") from None
     return RunContext(rd, cfg, family, model, file_sha(rd.theta_star))
+
+
+def with_collected_transitions(cfg: RunConfig, rd: RunDir) -> RunConfig:
+    """``cfg`` with N as the feature stage collected it: ``--target-reliability`` may have grown it past
+    ``transitions_per_task`` (features/meta.json says), and what analyses recollect must match the features."""
+    N = load_json(rd.features_meta).get("N") if rd.features_meta.exists() else None
+    if not isinstance(N, int) or N == cfg.features.transitions_per_task:
+        return cfg
+    return replace(cfg, features=replace(cfg.features, transitions_per_task=N))
 
 
 def job_seed(*parts: Any) -> int:

@@ -178,8 +178,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for attr, field_name in [("transitions", "transitions_per_task"), ("projection_dim", "projection_dim"),
                              ("advantage_normalization", "advantage_normalization"),
                              ("holdout_fraction", "holdout_fraction"), ("projection", "projection"),
-                             ("store", "store"), ("baseline", "baseline")]:
-        if getattr(args, attr) is not None:
+                             ("store", "store"), ("baseline", "baseline"),
+                             ("target_reliability", "target_reliability"),
+                             ("max_transitions", "max_transitions_per_task")]:
+        if getattr(args, attr, None) is not None:
             feat = replace(feat, **{field_name: getattr(args, attr)})
     for attr, field_name in [("subset_size", "subset_size"), ("num_subsets", "num_subsets"), ("l2", "l2"),
                              ("evaluation", "evaluation"), ("surrogate", "method"),

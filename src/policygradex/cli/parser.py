@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = run.add_argument_group("features and surrogate")
     g.add_argument("--transitions", type=int,
                    help=f"N: transitions per task for gradient features (default: {d.features.transitions_per_task:,})")
+    g.add_argument("--target-reliability", type=float, metavar="R",
+                   help="grow N (up to --max-transitions) until the split-half reliability of the gradient signal "
+                        "reaches R, e.g. 0.9; only runs whose signal is weaker pay for it (default: off)")
+    g.add_argument("--max-transitions", type=int, metavar="N",
+                   help=f"the largest N that --target-reliability may grow to (default: "
+                        f"{d.features.max_transitions_per_task:,})")
     g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
     g.add_argument("--projection", choices=["dense", "factorised"],
                    help="P: the paper's dense Gaussian matrix on full per-transition gradients, or LoGra's factorised "

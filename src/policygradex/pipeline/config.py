@@ -74,6 +74,18 @@ class FeatureConfig:
     measures the suspects one at a time on the planted suite (more transitions, advantage normalisation, GAE lambda,
     this): the shared value head is what leaves reward-conflict tasks' gradients below their noise, and
     results/planted.md gives the recovery with each baseline."""
+    target_reliability: float | None = None
+    """Grow N until the gradient signal reaches this split-half reliability (``--target-reliability``; None: off,
+    N stays ``transitions_per_task``). After collecting N transitions per task the feature stage measures the
+    split-half reliability over transitions of the gradient interaction G G^T (the number the report prints); while
+    it is below the target and N is below ``max_transitions_per_task``, it collects again at the N that
+    Spearman-Brown projects to reach the target (r_t (1 - r) / (r (1 - r_t)) times N, rounded up to a power-of-two
+    multiple; straight to the cap when r <= 0), and measures again. Only runs whose signal is weak pay for it: a run
+    already at the target is unchanged, byte for byte. results/adaptive-transitions.md measures it on the planted
+    suite (the objective kind, whose tasks differ only in their reward weights, is where N is the bottleneck)."""
+    max_transitions_per_task: int = 65_536
+    """The most transitions per task that ``target_reliability`` may grow N to (4 x the default N: the features store
+    then holds 105 MB per task at d = 400, and the feature stage takes up to ~4 + 1 times as long)."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S

@@ -14,6 +14,7 @@ from policygradex.common.plots import plot_curve, plot_heatmaps
 from policygradex.pipeline.clustering import standardize
 from policygradex.pipeline.confidence import WEAK_TASK
 from policygradex.pipeline.group_record import Confidence, Groups
+from policygradex.pipeline.transitions_budget import growth_line
 from policygradex.rl.ppo import RETURN_WINDOW
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20) -> list
     more = f" and {len(weak) - limit} more" if len(weak) > limit else ""
     return ["", f"**Too weak to place:** {shown}{more}. Their own gradient direction does not reproduce across the "
                 f"two halves of their transitions (signal below {WEAK_TASK}), so the group each is in is a guess. "
-                "Raise --transitions, or, for tasks paid differently from the others, try --baseline per_task."]
+                "Raise --transitions (or have --target-reliability raise it), or, for tasks paid differently from "
+                "the others, try --baseline per_task."]
 
 
 def final_return_line(last: dict[str, Any]) -> str:
@@ -191,9 +193,12 @@ def write_report(st: "RunState") -> None:
         "",
         "## Surrogate",
         "",
-        f"N = {cfg.features.transitions_per_task} transitions per task (p = {st.feature_meta.get('p', '?')}, "
+        f"N = {st.feature_meta.get('N', cfg.features.transitions_per_task)} transitions per task "
+        f"(p = {st.feature_meta.get('p', '?')}, "
         f"d = {cfg.features.projection_dim}), advantages normalised {cfg.features.advantage_normalization}, "
-        f"{cfg.features.holdout_fraction:.0%} held out.",
+        f"{cfg.features.holdout_fraction:.0%} held out."
+        + (" " + growth_line(st.feature_meta["growth"], cfg.features)
+           if cfg.features.target_reliability is not None and st.feature_meta.get("growth") else ""),
         *surrogate_lines(cfg, sur),
         "",
         "## Affinity matrix",

@@ -138,6 +138,13 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--holdout-fraction must be in [0, 1), got {cfg.features.holdout_fraction}")
     if cfg.features.holdout_fraction == 0.0 and cfg.surrogate.evaluation == "held_out":
         raise PolicyGradExError("--holdout-fraction 0 leaves nothing held out: raise it or use --evaluation in_sample")
+    fc = cfg.features
+    if fc.target_reliability is not None:
+        if not 0.0 < fc.target_reliability < 1.0:
+            raise PolicyGradExError(f"--target-reliability must be in (0, 1), got {fc.target_reliability}")
+        if fc.max_transitions_per_task < fc.transitions_per_task:
+            raise PolicyGradExError(f"--max-transitions {fc.max_transitions_per_task} is below --transitions "
+                                    f"{fc.transitions_per_task}")
     for name, value in [("--steps-per-task", cfg.ppo.steps_per_task), ("--transitions", cfg.features.transitions_per_task),
                         ("--projection-dim", cfg.features.projection_dim)]:
         if value < 1:

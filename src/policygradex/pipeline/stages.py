@@ -80,6 +80,7 @@ from policygradex.pipeline.statistics import (
     statistics_of_files,
 )
 from policygradex.pipeline.subset_table import SubsetTable
+from policygradex.pipeline.transitions_budget import holds_transitions, next_transitions
 from policygradex.pipeline.surrogate import (
     default_num_subsets,
     default_subset_size,
@@ -242,31 +243,102 @@ def read_curve(path: Path) -> list[dict[str, Any]]:
 def stage_features(st: RunState) -> None:
     """Stage 2 in blocks of tasks (:mod:`.feature_blocks`): the blocks with a missing file (all of them after a new
     theta_star) run one by one in this process (progress counts tasks), or as jobs on a process pool or Ray with
-    ``run --backend`` (progress counts blocks); the files are the same either way."""
+    ``run --backend`` (progress counts blocks); the files are the same either way.
+
+    With ``--target-reliability`` the stage then measures the gradient signal's split-half reliability and, while it
+    is below the target, collects again at a larger N (:mod:`.transitions_budget`). Each measurement is written to
+    features.json before the next collection starts, so an interrupted run resumes at the N it was growing to, with
+    the blocks already collected at that N kept."""
+    cfg, rd = st.cfg, st.rd
+    fc = cfg.features
+    prior = load_json(rd.features_meta) if rd.features_meta.exists() else {}
+    new_theta = st.status.get("meta_train") == "computed"
+    growth: list[dict[str, Any]] = []
+    if fc.target_reliability is not None and not new_theta and prior.get("target_reliability") == fc.target_reliability:
+        growth = list(prior.get("growth", []))
+    N = fc.transitions_per_task
+    if growth:
+        N = next_transitions(growth[-1]["N"], growth[-1]["reliability"], fc) or growth[-1]["N"]
+    t0 = time.perf_counter()
+    def record() -> dict[str, Any]:
+        return {} if fc.target_reliability is None else {"target_reliability": fc.target_reliability, "growth": growth}
+
+    computed = collect_features(st, N, recompute_all=new_theta, check_rows=bool(growth), growth=record())
+    while fc.target_reliability is not None:
+        if growth and growth[-1]["N"] == N:
+            reliability = growth[-1]["reliability"]
+        else:
+            with status(st.console, f"gradient signal reliability at N = {N:,}"):
+                reliability = gradient_signal_reliability(st)
+            growth.append({"N": N, "reliability": reliability})
+            st.feature_meta = {**st.feature_meta, **record()}
+            atomic_write_json(rd.features_meta, st.feature_meta)
+        grown = next_transitions(N, reliability, fc)
+        if grown is None:
+            break
+        shown = "not measurable" if reliability is None else f"{reliability:.2f}"
+        st.console.print(f"gradient signal reliability {shown} at N = {N:,} is below --target-reliability "
+                         f"{fc.target_reliability:g}: collecting N = {grown:,} transitions per task")
+        for path in st.feature_paths:
+            path.unlink(missing_ok=True)
+        st.features, st.stats, st.terms = None, None, None
+        N = grown
+        computed = collect_features(st, N, recompute_all=True, check_rows=False, growth=record()) or computed
+    st.done("features", computed=computed, seconds=time.perf_counter() - t0 if computed else None)
+
+
+def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each task's G over the first and the second half (in time) of its fitting transitions: from the blocks of the
+    statistics for ``closed_form``, from the stacked features otherwise."""
+    if st.surrogate_method == "closed_form":
+        return gradient_halves_from_blocks(st.statistics())
+    X, y, w = (t.numpy() for t in st.feature_data().part(held_out=False))
+    return gradient_halves(X, y, w)
+
+
+def gradient_signal_reliability(st: RunState, halves: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
+    """Split-half reliability over transitions of the gradient interaction G G^T, the number the report prints;
+    None below 3 tasks or 2 halves."""
+    halves = gradient_signal_halves(st) if halves is None else halves
+    return None if halves is None or st.family.n < 3 else interaction_reliability(*halves)
+
+
+def collect_features(st: RunState, N: int, recompute_all: bool, check_rows: bool,
+                     growth: dict[str, Any] | None = None) -> bool:
+    """Collect and write the feature files of every block that lacks one (every block with ``recompute_all``; with
+    ``check_rows``, also those whose file was made from another N), at N transitions per task; returns whether any
+    block ran. Sets ``st.feature_paths`` and ``st.feature_meta``; ``growth`` (the target and the measurements so
+    far) is kept in features.json, so that a resumed run knows which N its files are at."""
+    growth = growth or {}
     cfg, rd, n = st.cfg, st.rd, st.family.n
+    if N != cfg.features.transitions_per_task:
+        cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, transitions_per_task=N))
     fc = cfg.features
     blocks = task_blocks(n, fc.task_block)
     statistics = st.store == "statistics"
     paths = [rd.block_statistics(b) for b in range(len(blocks))] if statistics else [rd.task_features(i) for i in range(n)]
     st.feature_paths = paths
-    if not st.stale("features", *paths):
-        st.feature_meta = load_json(rd.features_meta) if (rd.features_meta).exists() else {}
-        st.done("features", computed=False)
-        return
+
+    def held(path: Path) -> bool:
+        return path.exists() and (not check_rows or holds_transitions(path, statistics, N, fc.holdout_fraction))
+
+    recompute_all = recompute_all or any(st.status.get(s) == "computed" for s in STAGES[: STAGES.index("features")])
+    if statistics:
+        todo = [b for b in range(len(blocks)) if recompute_all or not held(paths[b])]
+    else:
+        todo = [b for b, ids in enumerate(blocks) if recompute_all or not all(held(paths[i]) for i in ids)]
+    if not todo:
+        st.feature_meta = load_json(rd.features_meta) if rd.features_meta.exists() else {}
+        return False
     assert st.model is not None
     t0 = time.perf_counter()
-    recompute_all = st.status.get("meta_train") == "computed"
-    if statistics:
-        todo = [b for b in range(len(blocks)) if recompute_all or not paths[b].exists()]
-    else:
-        todo = [b for b, ids in enumerate(blocks) if recompute_all or not all(paths[i].exists() for i in ids)]
     specs = block_specs(cfg, n, todo, rd.path, file_sha(rd.theta_star))
     cache = rd.path / "features" / "jobs"
     projection = projection_for(cfg, st.model)
     if st.launcher.backend == "sequential":  # here, with progress per task
         with make_progress(st.console) as progress:
             what = "gradient statistics" if statistics else "gradient features"
-            bar = progress.add_task(what, total=n, info=f"p={projection.p} d={projection.d}")
+            bar = progress.add_task(what, total=n, info=f"p={projection.p} d={projection.d} N={N}")
             progress.update(bar, completed=n - sum(len(blocks[b]) for b in todo))
             results = [feature_block_job({**spec.args, **spec.paths}, spec.seed, lambda: progress.advance(bar))
                        for spec in specs]
@@ -277,7 +349,7 @@ def stage_features(st: RunState) -> None:
         results = run_jobs(specs, cache, launcher, st.console,
                            description=f"gradient {'statistics' if statistics else 'features'} "
                                        f"({len(blocks)} blocks of {fc.task_block} tasks)")
-    if todo and not statistics and block_normalization(cfg, n) != fc.advantage_normalization:
+    if not statistics and block_normalization(cfg, n) != fc.advantage_normalization:
         with status(st.console, "batch advantage normalisation over all tasks"):
             renormalise_batch(paths)
     shutil.rmtree(cache, ignore_errors=True)
@@ -293,13 +365,12 @@ def stage_features(st: RunState) -> None:
     else:
         returns.update(returns_of_files([paths[i] for i in kept], [st.family.task_names[i] for i in kept]))
     rollouts = sum(r["rollout_seconds"] for r in results)
-    meta = {"p": projection.p, "d": projection.d, "N": fc.transitions_per_task, "blocks": len(blocks),
-            "store": st.store,
+    meta = {"p": projection.p, "d": projection.d, "N": N, "blocks": len(blocks), "store": st.store,
             "seconds": {"rollouts": rollouts, "gradients_and_files": time.perf_counter() - t0 - rollouts},
-            "mean_episode_return": {name: returns[name] for name in st.family.task_names}}
+            "mean_episode_return": {name: returns[name] for name in st.family.task_names}, **growth}
     atomic_write_json(rd.features_meta, meta)
     st.feature_meta = meta
-    st.done("features", computed=True, seconds=time.perf_counter() - t0)
+    return True
 
 
 def stage_surrogate(st: RunState) -> None:
@@ -502,13 +573,8 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
     reliability and each task's own signal over transitions, and the verdict."""
     cc, n = st.cfg.cluster, st.family.n
     closed = st.surrogate_method == "closed_form"
-    if closed:
-        assert st.stats is not None
-        halves = gradient_halves_from_blocks(st.stats)
-    else:
-        X, y, w = (t.numpy() for t in st.feature_data().part(held_out=False))
-        halves = gradient_halves(X, y, w)
-    grad_rel = None if halves is None or n < 3 else interaction_reliability(*halves)
+    halves = gradient_signal_halves(st)
+    grad_rel = gradient_signal_reliability(st, halves)
     signal = () if halves is None else tuple(float(x) for x in task_signal(*halves))
     split = load_json(st.rd.affinity_stats).get("split_half")
     split_rel = None if split is None else split["reliability"]
