@@ -259,10 +259,11 @@ def stage_features(st: RunState) -> None:
     N = fc.transitions_per_task
     if growth:
         N = next_transitions(growth[-1]["N"], growth[-1]["reliability"], fc) or growth[-1]["N"]
-    t0 = time.perf_counter()
+
     def record() -> dict[str, Any]:
         return {} if fc.target_reliability is None else {"target_reliability": fc.target_reliability, "growth": growth}
 
+    t0 = time.perf_counter()
     computed = collect_features(st, N, recompute_all=new_theta, check_rows=bool(growth), growth=record())
     while fc.target_reliability is not None:
         if growth and growth[-1]["N"] == N:
