@@ -371,6 +371,23 @@ def test_corrupt_theta_star_is_reported_on_resume(tiny_run, tmp_path, cli, damag
     assert_one_line_error(rc, err, "theta_star.pt")
 
 
+def test_a_damaged_file_is_named_in_one_short_line(tmp_path):
+    """torch explains a damaged zip checkpoint in a paragraph; the error keeps one line of it, cut short."""
+    import torch
+
+    from policygradex.common.artifacts import load_torch
+    from policygradex.common.errors import PolicyGradExError
+
+    path = tmp_path / "theta_star.pt"
+    torch.save({"w": torch.zeros(3)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(PolicyGradExError) as info:
+        load_torch(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "delete it" in message
+    assert len(message) <= len(str(path)) + 160 + 100, message
+
+
 def test_subset_runs_bootstrap_the_transitions_too(tiny_run, cli):
     """A run that fits subsets also resamples each task's transitions (through the closed form): groups.json has a
     Jaccard per group for both bootstraps, the word reads the lower, and `show` prints both."""

@@ -73,8 +73,13 @@ def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _corrupt(path: Path, exc: Exception) -> PolicyGradExError:
+    """One line whatever the reader raised: the first line of its message, at most 160 characters (torch's
+    messages for a damaged checkpoint run over several lines and paragraphs)."""
+    lines = str(exc).strip().splitlines()
+    what = lines[0] if lines else ""
+    what = what if len(what) <= 160 else what[:157] + "..."
     return PolicyGradExError(
-        f"{path} is unreadable ({type(exc).__name__}: {exc}); delete it to recompute that stage, "
+        f"{path} is unreadable ({type(exc).__name__}: {what}); delete it to recompute that stage, "
         "or start a fresh run directory"
     )
 
