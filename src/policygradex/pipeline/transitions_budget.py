@@ -11,11 +11,10 @@ reliability is r at N has reliability m r / (1 + (m - 1) r) at m N, so reaching 
 rounded up to a power of two (at least 2, so every step makes progress) and capped at ``max_transitions_per_task``;
 r <= 0 (no signal to project from) goes straight to the cap. The projection is a guide, not a promise: the halves
 are the first and the second half of each task's transitions in time, so r also carries how the two stretches of
-rollouts differ, and it is itself estimated from one sample. In two of the fourteen runs grown so far it fell on
-the way up, from N = 16,384 to 32,768 (objective seed 11 of results/adaptive-transitions.md, 0.87 -> 0.82, and the
-CartPole demo with the per-task baseline, 0.88 -> 0.69). So the stage measures again at every new N and stops at
-the target or at the cap. Everything here is O(1) or reads one array of a
-file; the cost is the feature stage run again, O(n N d) in time, at each step.
+rollouts differ, and it is itself estimated from one sample: it can even fall from one N to the next
+(results/adaptive-transitions.md has such a run). So the stage measures again at every new N and stops at the
+target or at the cap. Everything here is O(1) or reads one array of a file; the cost is the feature stage run
+again, O(n N d) in time, at each step.
 """
 
 from __future__ import annotations
