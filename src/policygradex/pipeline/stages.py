@@ -66,7 +66,7 @@ from policygradex.pipeline.feature_blocks import (
     renormalise_batch,
     returns_of_files,
 )
-from policygradex.pipeline.features import FeatureSet, feature_set, projection_for, task_blocks
+from policygradex.pipeline.features import FeatureSet, feature_set, fit_rows, projection_for, task_blocks
 from policygradex.pipeline.group_record import Confidence, ExhaustiveCheck, GridRow, Groups, Relaxation
 from policygradex.pipeline.gradient_statistics import merge_block_statistics, resolve_store, returns_of_statistics
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
@@ -163,10 +163,13 @@ class RunState:
                                                  sc.curvature_rows, per_task)
         return self.stats
 
+    def earlier_computed(self, stage: str) -> bool:
+        """True when a stage before ``stage`` was recomputed in this run (so ``stage``'s artifacts are out of date)."""
+        return any(self.status.get(s) == "computed" for s in STAGES[: STAGES.index(stage)])
+
     def stale(self, stage: str, *paths: Path) -> bool:
         """True when the stage must run: an artifact is missing or an earlier stage was recomputed."""
-        earlier = STAGES[: STAGES.index(stage)]
-        return any(self.status.get(s) == "computed" for s in earlier) or not all(p.exists() for p in paths)
+        return self.earlier_computed(stage) or not all(p.exists() for p in paths)
 
     def done(self, stage: str, computed: bool, seconds: float | None = None) -> None:
         self.status[stage] = "computed" if computed else "loaded"
@@ -252,7 +255,7 @@ def stage_features(st: RunState) -> None:
     cfg, rd = st.cfg, st.rd
     fc = cfg.features
     prior = load_json(rd.features_meta) if rd.features_meta.exists() else {}
-    new_theta = st.status.get("meta_train") == "computed"
+    new_theta = st.earlier_computed("features")
     growth: list[dict[str, Any]] = []
     if fc.target_reliability is not None and not new_theta and prior.get("target_reliability") == fc.target_reliability:
         growth = list(prior.get("growth", []))
@@ -289,12 +292,21 @@ def stage_features(st: RunState) -> None:
 
 
 def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None:
-    """Each task's G over the first and the second half (in time) of its fitting transitions: from the blocks of the
-    statistics for ``closed_form``, from the stacked features otherwise."""
+    """Each task's G over the first and the second half (in time) of its fitting transitions, (n, d) each: from the
+    blocks of the statistics for ``closed_form``; otherwise task by task, from the stacked features when they are
+    loaded, else streamed from the feature files (O(N d) memory beyond the halves, never the (n, N, d) stack)."""
     if st.surrogate_method == "closed_form":
         return gradient_halves_from_blocks(st.statistics())
-    X, y, w = (t.numpy() for t in st.feature_data().part(held_out=False))
-    return gradient_halves(X, y, w)
+    rows = rows_of_feature_set(st.features) if st.features is not None else rows_of_files(st.feature_paths)
+    first, second = [], []
+    for F, y, w in rows:
+        m = fit_rows(F.shape[0], st.cfg.features.holdout_fraction)
+        halves = gradient_halves(F[None, :m].numpy(), y[None, :m].numpy(), w[None, :m].numpy())
+        if halves is None:
+            return None
+        first.append(halves[0][0])
+        second.append(halves[1][0])
+    return np.stack(first), np.stack(second)
 
 
 def gradient_signal_reliability(st: RunState, halves: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
@@ -323,7 +335,6 @@ def collect_features(st: RunState, N: int, recompute_all: bool, check_rows: bool
     def held(path: Path) -> bool:
         return path.exists() and (not check_rows or holds_transitions(path, statistics, N, fc.holdout_fraction))
 
-    recompute_all = recompute_all or any(st.status.get(s) == "computed" for s in STAGES[: STAGES.index("features")])
     if statistics:
         todo = [b for b in range(len(blocks)) if recompute_all or not held(paths[b])]
     else:
