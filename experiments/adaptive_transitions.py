@@ -86,7 +86,7 @@ def main() -> None:
         f"Each run below is a planted-suite run (`planted(kind=K,env=E,n=12,groups=3)`, `--preset demo --k 3 "
         f"--baseline per_task`) whose gradient signal at the fixed N = 16,384 had a split-half reliability below "
         f"{target}, run again from the same theta_star with `--target-reliability {target}` (cap: "
-        "`--max-transitions 65536`, the default). The feature stage measures the reliability, grows N by the "
+        "65,536, the default `--max-transitions` of 4 x N). The feature stage measures the reliability, grows N by the "
         "Spearman-Brown projection (rounded up to a power-of-two multiple) and measures again "
         "(pipeline/transitions_budget.py). Runs at or above the target are unchanged by the option, byte for byte.", "",
         "Why 0.9: chosen on the tuning seeds 0-2 of the objective kind, the one kind whose fixed-N runs were short "

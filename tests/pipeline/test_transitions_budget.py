@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from policygradex.pipeline.config import FeatureConfig
-from policygradex.pipeline.transitions_budget import next_transitions, spearman_brown_factor
+from policygradex.pipeline.transitions_budget import growth_line, next_transitions, spearman_brown_factor
 from tests.helpers import assert_one_line_error
 
 GROW = ("--target-reliability", "0.95", "--max-transitions", "1024")
@@ -38,6 +38,18 @@ def test_next_transitions_projects_with_spearman_brown() -> None:
     assert next_transitions(64_000, 0.5, fc) is None
     assert next_transitions(1000, None, fc) is None
     assert next_transitions(1000, 0.5, FeatureConfig(transitions_per_task=1000)) is None
+
+
+def test_the_default_cap_is_four_times_the_chosen_n() -> None:
+    # a run that chose a small N (a slow environment) is not grown to a fixed cap sixteen times its N
+    small = FeatureConfig(transitions_per_task=2048, target_reliability=0.9)
+    assert next_transitions(2048, 0.0, small) == 8192
+    assert next_transitions(2048, 0.3, small) == 8192  # Spearman-Brown asks for m = 21: capped at 4 N
+    assert next_transitions(8192, 0.5, small) is None
+    demo = FeatureConfig(transitions_per_task=16_384, target_reliability=0.9)
+    assert next_transitions(16_384, 0.5, demo) == 65_536
+    assert growth_line([{"N": 2048, "reliability": 0.3}, {"N": 8192, "reliability": 0.6}], small).endswith(
+        "still below the target at the cap, N = 8,192.")
 
 
 def _run(cli, out: Path, *extra: str) -> None:

@@ -80,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grow N (up to --max-transitions) until the split-half reliability of the gradient signal "
                         "reaches R, e.g. 0.9; only runs whose signal is weaker pay for it (default: off)")
     g.add_argument("--max-transitions", type=int, metavar="N",
-                   help=f"the largest N that --target-reliability may grow to (default: "
-                        f"{d.features.max_transitions_per_task:,})")
+                   help="the largest N that --target-reliability may grow to (default: 4 x --transitions)")
     g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
     g.add_argument("--projection", choices=["dense", "factorised"],
                    help="P: the paper's dense Gaussian matrix on full per-transition gradients, or LoGra's factorised "

@@ -83,9 +83,12 @@ class FeatureConfig:
     multiple; straight to the cap when r <= 0), and measures again. Only runs whose signal is weak pay for it: a run
     already at the target is unchanged, byte for byte. results/adaptive-transitions.md measures it on the planted
     suite (the objective kind, whose tasks differ only in their reward weights, is where N is the bottleneck)."""
-    max_transitions_per_task: int = 65_536
-    """The most transitions per task that ``target_reliability`` may grow N to (4 x the default N: the features store
-    then holds 105 MB per task at d = 400, and the feature stage takes up to ~4 + 1 times as long)."""
+    max_transitions_per_task: int | None = None
+    """The most transitions per task that ``target_reliability`` may grow N to; None (default): 4 x
+    ``transitions_per_task``, 65,536 at the default N. A multiple of N rather than a fixed number, so that a run
+    that chose a small N because its environment is slow (Highway's 2,048 at ~55 steps per second) is not grown to
+    a fixed cap that would take hours. At 4 x the features store holds 4 times the bytes (105 MB per task at the
+    default N and d = 400) and the feature stage takes up to ~4 + 1 times as long."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S

@@ -142,7 +142,7 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
     if fc.target_reliability is not None:
         if not 0.0 < fc.target_reliability < 1.0:
             raise PolicyGradExError(f"--target-reliability must be in (0, 1), got {fc.target_reliability}")
-        if fc.max_transitions_per_task < fc.transitions_per_task:
+        if fc.max_transitions_per_task is not None and fc.max_transitions_per_task < fc.transitions_per_task:
             raise PolicyGradExError(f"--max-transitions {fc.max_transitions_per_task} is below --transitions "
                                     f"{fc.transitions_per_task}")
     for name, value in [("--steps-per-task", cfg.ppo.steps_per_task), ("--transitions", cfg.features.transitions_per_task),

@@ -8,7 +8,7 @@ reliability is r at N has reliability m r / (1 + (m - 1) r) at m N, so reaching 
 
     m = r_t (1 - r) / (r (1 - r_t)),
 
-rounded up to a power of two (at least 2, so every step makes progress) and capped at ``max_transitions_per_task``;
+rounded up to a power of two (at least 2, so every step makes progress) and capped at :func:`transitions_cap`;
 r <= 0 (no signal to project from) goes straight to the cap. The projection is a guide, not a promise: the halves
 are the first and the second half of each task's transitions in time, so r also carries how the two stretches of
 rollouts differ, and it is itself estimated from one sample: it can even fall from one N to the next
@@ -28,6 +28,17 @@ from policygradex.pipeline.config import FeatureConfig
 from policygradex.pipeline.features import fit_rows
 
 
+CAP_FACTOR = 4
+"""The default cap on N as a multiple of ``transitions_per_task`` (``max_transitions_per_task`` None): 4 took every
+tuning seed of the planted suite's objective kind to the target (results/adaptive-transitions.md)."""
+
+
+def transitions_cap(fc: FeatureConfig) -> int:
+    """The largest N that ``target_reliability`` may grow to: ``max_transitions_per_task``, or by default
+    :data:`CAP_FACTOR` x ``transitions_per_task``."""
+    return fc.max_transitions_per_task if fc.max_transitions_per_task is not None else CAP_FACTOR * fc.transitions_per_task
+
+
 def spearman_brown_factor(r: float, target: float) -> float:
     """m such that Spearman-Brown takes reliability r at N to ``target`` at m N (r, target in (0, 1))."""
     return target * (1.0 - r) / (r * (1.0 - target))
@@ -36,7 +47,7 @@ def spearman_brown_factor(r: float, target: float) -> float:
 def next_transitions(N: int, reliability: float | None, fc: FeatureConfig) -> int | None:
     """The N to collect next, or None to keep N: the target is off or met, N is at the cap, or the reliability
     could not be measured (fewer than 3 tasks or 2 blocks: nothing to grow towards)."""
-    target, cap = fc.target_reliability, fc.max_transitions_per_task
+    target, cap = fc.target_reliability, transitions_cap(fc)
     if target is None or reliability is None or reliability >= target or N >= cap:
         return None
     if reliability <= 0.0:
@@ -65,5 +76,5 @@ def growth_line(growth: list[dict[str, Any]], fc: FeatureConfig) -> str:
     elif fc.target_reliability is not None and final["reliability"] >= fc.target_reliability:
         why = "target reached."
     else:
-        why = f"still below the target at --max-transitions {fc.max_transitions_per_task:,}."
+        why = f"still below the target at the cap, N = {transitions_cap(fc):,}."
     return f"--target-reliability {fc.target_reliability:g}: gradient signal reliability {steps}; {why}"
