@@ -138,3 +138,23 @@ def test_bad_budget_options_are_one_line_errors(tmp_path: Path, cli, extra, frag
     rc, _, err = cli("run", "planted", "--preset", "tiny", "--k", "3", "--out", tmp_path / "r", *extra)
     assert_one_line_error(rc, err, fragment)
     assert not (tmp_path / "r" / "theta_star.pt").exists()
+
+
+def test_the_cap_is_recorded_and_an_older_run_directory_resumes(tmp_path: Path, cli) -> None:
+    """The default cap is resolved to 4 x N in config.json when a target is on. A run directory written when the
+    cap was a fixed 65,536 (recorded even without a target) resumes with the same command, recomputing nothing."""
+    _run(cli, tmp_path / "target", "--transitions", "256", "--target-reliability", "0.99")
+    record = json.loads((tmp_path / "target" / "config.json").read_text())["config"]["features"]
+    assert record["max_transitions_per_task"] == 1024
+    old = tmp_path / "old"
+    _run(cli, old)
+    config = json.loads((old / "config.json").read_text())
+    config["config"]["features"]["max_transitions_per_task"] = 65_536
+    (old / "config.json").write_text(json.dumps(config))
+    before = (old / "affinity.npy").stat().st_mtime_ns
+    _run(cli, old)
+    assert (old / "affinity.npy").stat().st_mtime_ns == before
+    # with a target on, the cap is compared: another cap is another run
+    rc, _, err = cli("run", "planted", "--preset", "tiny", "--k", "3", "--out", tmp_path / "target", "--transitions",
+                     "256", "--target-reliability", "0.99", "--max-transitions", "512")
+    assert rc == 2 and "max_transitions_per_task: 1024 -> 512" in err

@@ -67,6 +67,16 @@ def config_record(cfg: RunConfig, family: TaskFamily) -> dict[str, Any]:
     }
 
 
+def without_idle_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A config record without the options that have no effect under it, for comparing two runs' configurations:
+    the cap on N (``features.max_transitions_per_task``) without a target reliability. (Runs made before the cap
+    became a multiple of N recorded 65,536 there.)"""
+    features = config.get("features")
+    if not isinstance(features, dict) or features.get("target_reliability") is not None:
+        return config
+    return {**config, "features": {**features, "max_transitions_per_task": None}}
+
+
 def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     """Every leaf where two config records differ, as ``section.field: old -> new`` (lists and tuples alike)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -94,8 +104,8 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
         # run was made take their defaults (which keep the earlier behaviour), so an older run directory resumes.
         old_config = old.get("config")
         if isinstance(old_config, dict):
-            old_config = RunConfig.from_dict(old_config).to_dict()
-        diffs = config_diff(old_config, record["config"]) + config_diff(old.get("family"), record["family"])
+            old_config = without_idle_options(RunConfig.from_dict(old_config).to_dict())
+        diffs = config_diff(old_config, without_idle_options(record["config"])) + config_diff(old.get("family"), record["family"])
         if diffs and all(d.startswith("cluster.") for d in diffs):
             # only clustering options changed: every earlier stage is reused; the affinity and cluster stages see
             # the options they were computed with in their own artifacts and recompute what depends on them.

@@ -38,6 +38,7 @@ from policygradex.pipeline.stages import (
     stage_surrogate,
 )
 from policygradex.pipeline.surrogate import resolve_surrogate
+from policygradex.pipeline.transitions_budget import transitions_cap
 from policygradex.rl.config import PPOConfig
 
 
@@ -79,6 +80,8 @@ def with_family_defaults(cfg: RunConfig, family: TaskFamily) -> RunConfig:
     - ``TaskFamily.default_gamma`` (0.8 for ``highway``) replaces gamma when ``cfg`` keeps PPOConfig's 0.99. The
       CLI has no gamma option, so a command line always keeps it. Through the Python API an explicit 0.99 cannot
       be told from the default: for 0.99 on such a family, give a family with ``default_gamma=None``.
+    - ``FeatureConfig.max_transitions_per_task`` left at None becomes 4 x N when ``target_reliability`` is on
+      (:func:`.transitions_budget.transitions_cap`); without a target it has no effect and stays None.
 
     Resolving here, before config.json is written, records the values used. Every later command that rebuilds
     PPO from config.json (``compare``, ``ground-truth``, ...) uses them, and rerunning the same command resolves
@@ -86,6 +89,9 @@ def with_family_defaults(cfg: RunConfig, family: TaskFamily) -> RunConfig:
     """
     if cfg.network.task_id is None:  # not chosen: the family's default (on for Meta-World)
         cfg = replace(cfg, network=replace(cfg.network, task_id=family.default_task_id))
+    fc = cfg.features
+    if fc.target_reliability is not None and fc.max_transitions_per_task is None:
+        cfg = replace(cfg, features=replace(fc, max_transitions_per_task=transitions_cap(fc)))
     if family.default_gamma is None or cfg.ppo.gamma != PPOConfig().gamma:
         return cfg
     return replace(cfg, ppo=replace(cfg.ppo, gamma=family.default_gamma))
