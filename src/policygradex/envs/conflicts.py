@@ -3,14 +3,10 @@
 ``planted(kind=K, env=E, ...)`` builds n tasks of base environment E (``cartpole`` or ``lunarlander``) in planted
 groups that conflict in one way, K, while sharing everything else the kind allows:
 
-- ``reward``: the same environment, observations and dynamics; group g is paid for keeping the cart near its own
-  position x_g, spread evenly over [-1.2, 1.2] m of the track (CartPole's reward of 1 per step scaled by
-  1 - conflict * |x - x_g| / 2.4), or for landing the lander at its own site x_g, spread over [-0.6, 0.6] of
-  LunarLander's normalised x (LunarLander's potential-based shaping, which pulls towards the pad at the origin
-  with -100 sqrt(x^2 + y^2), pulls towards (x_g, 0) instead, in proportion ``conflict``). One policy without a
-  task id cannot know where to go. (LunarLander's conflict was first a penalty of conflict * |x - x_g| at every
-  step; that paid for episode length more than for position: theta_star hovered until the 1,000-step limit, the
-  penalty made most of the return, and no grouping was better than another by training; results/planted.md.)
+- ``reward``: the same environment, observations and dynamics; group g is paid for keeping the cart (the lander)
+  near its own position x_g, spread evenly over [-1.2, 1.2] m of the track (over [-0.6, 0.6] of LunarLander's
+  normalised x). CartPole's reward of 1 per step is scaled by 1 - conflict * |x - x_g| / 2.4; LunarLander's gets
+  - conflict * |x - x_g| added at every step. One policy without a task id cannot know where to go.
 - ``actuation``: the same observations and rewards; each group's actions act differently. CartPole gets three
   actions (push left, none, push right) and LunarLander keeps its four (none, left engine, main engine, right
   engine); group g applies the g-th cyclic shift of the acting actions (all but LunarLander's "none"), with
@@ -83,44 +79,19 @@ def spread(j: int, size: int) -> float:
 
 # ----------------------------------------------------------------------------------------------- wrappers
 class _PositionReward(gym.Wrapper):
-    """CartPole's reward for staying near x_g: 1 per step scaled by 1 - c |x - x_g| / 2.4."""
+    """Reward for staying near x_g: CartPole's scaled by 1 - c |x - x_g| / 2.4, LunarLander's less c |x - x_g|."""
 
-    def __init__(self, env: gym.Env, target: float, conflict: float) -> None:
+    def __init__(self, env: gym.Env, target: float, conflict: float, scaled: bool) -> None:
         super().__init__(env)
-        self.target, self.conflict = target, conflict
+        self.target, self.conflict, self.scaled = target, conflict, scaled
 
     def step(self, action):  # type: ignore[no-untyped-def]
         obs, reward, terminated, truncated, info = self.env.step(action)
         dist = abs(float(obs[0]) - self.target)
-        return obs, float(reward) * (1.0 - self.conflict * min(dist, 2.4) / 2.4), terminated, truncated, info
-
-
-def _landing_potential(obs: np.ndarray, target: float) -> float:
-    """How much LunarLander's shaping potential, -100 sqrt(x^2 + y^2) towards the pad at the origin, is raised by
-    pulling towards (x_g, 0) instead: 100 (sqrt(x^2 + y^2) - sqrt((x - x_g)^2 + y^2))."""
-    x, y = float(obs[0]), float(obs[1])
-    return 100.0 * (math.hypot(x, y) - math.hypot(x - target, y))
-
-
-class _LandingSite(gym.Wrapper):
-    """LunarLander with its landing site moved to (x_g, 0), in proportion ``conflict``: every step's reward gets
-    conflict * (phi(s') - phi(s)) with phi :func:`_landing_potential`, so over an episode the return changes by
-    conflict * (phi(s_T) - phi(s_0)): where the lander ends up, not how long it flies."""
-
-    def __init__(self, env: gym.Env, target: float, conflict: float) -> None:
-        super().__init__(env)
-        self.target, self.conflict, self.phi = target, conflict, 0.0
-
-    def reset(self, *, seed=None, options=None):  # type: ignore[no-untyped-def]
-        obs, info = self.env.reset(seed=seed, options=options)
-        self.phi = _landing_potential(obs, self.target)
-        return obs, info
-
-    def step(self, action):  # type: ignore[no-untyped-def]
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        phi = _landing_potential(obs, self.target)
-        reward = float(reward) + self.conflict * (phi - self.phi)
-        self.phi = phi
+        if self.scaled:
+            reward = float(reward) * (1.0 - self.conflict * min(dist, 2.4) / 2.4)
+        else:
+            reward = float(reward) - self.conflict * dist
         return obs, reward, terminated, truncated, info
 
 
@@ -243,9 +214,7 @@ def _lunar_make(gravity: float, wrap: Callable[[gym.Env], gym.Env]) -> Callable[
 
 def _wrapper(kind: str, env: str, params: dict, conflict: float) -> Callable[[gym.Env], gym.Env]:
     if kind == "reward":
-        if env == "cartpole":
-            return lambda e: _PositionReward(e, params["target"], conflict)
-        return lambda e: _LandingSite(e, params["target"], conflict)
+        return lambda e: _PositionReward(e, params["target"], conflict, scaled=env == "cartpole")
     if kind == "actuation":
         return lambda e: _Actuation(e, action_map(env, params["group"]), conflict, cartpole=env == "cartpole")
     index = range(4) if env == "cartpole" else LUNAR_ROTATED
