@@ -3,7 +3,8 @@ the current ones (theta_star's value head, fixed N) on the demo and paper famili
 
 For every pair, DEFAULT is a finished run with the current defaults and CANDIDATE the same command with the two
 options, started from DEFAULT's theta_star (``planted_suite.reuse_theta`` copies it). Where the groups differ,
-CANDIDATE's compare trains DEFAULT's groups beside its own, so the difference is paired by seed::
+CANDIDATE's compare trains DEFAULT's groups beside its own (or DEFAULT's compare trains CANDIDATE's, named
+``candidates``), so the difference is paired by seed::
 
     policygradex run cartpole --preset demo --k 3 --out runs/demo/cartpole
     policygradex run cartpole --preset demo --k 3 --baseline per_task --target-reliability 0.9 \
@@ -31,6 +32,9 @@ from policygradex.common.artifacts import load_json  # noqa: E402
 
 DEFAULT_NAME = "value_head"
 """The name CANDIDATE's compare gives DEFAULT's groups (``--groups value_head=DEFAULT/groups.json``)."""
+CANDIDATE_NAME = "candidates"
+"""Or the name DEFAULT's compare gives CANDIDATE's groups (``--groups candidates=CANDIDATE/groups.json``), where
+DEFAULT's compare is the one a results page already runs (Highway's, with its network rows)."""
 
 
 def summary(run: Path) -> dict[str, Any]:
@@ -51,14 +55,16 @@ def summary(run: Path) -> dict[str, Any]:
 def pair_record(name: str, default: Path, candidate: Path) -> dict[str, Any]:
     rec: dict[str, Any] = {"name": name, "default": summary(default), "candidate": summary(candidate)}
     same = rec["default"]["groups"] == rec["candidate"]["groups"]
-    compare = candidate / "compare" / "compare.json"
     rec["same_groups"] = same
-    if not same and compare.exists():
-        methods = load_json(compare)["methods"]
-        if DEFAULT_NAME in methods:
-            cand = methods["policygradex"]["per_seed"]
-            rec["compare"] = {"seeds": len(cand), "candidate": cand, "default": methods[DEFAULT_NAME]["per_seed"],
+    for run, cand_name, default_name in ((candidate, "policygradex", DEFAULT_NAME),
+                                          (default, CANDIDATE_NAME, "policygradex")):
+        compare = run / "compare" / "compare.json"
+        methods = load_json(compare)["methods"] if not same and compare.exists() else {}
+        if cand_name in methods and default_name in methods:
+            cand = methods[cand_name]["per_seed"]
+            rec["compare"] = {"seeds": len(cand), "candidate": cand, "default": methods[default_name]["per_seed"],
                               "multitask": methods["multitask"]["per_seed"], "random": methods["random"]["per_seed"]}
+            break
     return rec
 
 
