@@ -12,9 +12,9 @@ collection with seeds s, s + 1000, ...) and for each baseline:
 
 under these baselines: theta_star's value head (``policy``), each task's value function fitted on all the
 transitions (``per_task``, what the feature stage does), the same fitted on one half in time and applied to the
-other (``per_task, cross-fitted``; the halves of the fitting rows, the split-half statistic's), and fitted on each half apart for that half's advantages (``per_task, halves
-fitted apart``: two independent half-size samples, as the split-half statistic assumes; its test-retest column is
-per_task's, the features a run uses).
+other (``per_task, cross-fitted``; the halves of the fitting rows, the split-half statistic's), and fitted on each
+half apart for that half's advantages (``per_task, halves fitted apart``: two independent half-size samples, as the
+split-half statistic assumes; its test-retest column is per_task's, the features a run uses).
 
     python experiments/baseline_reliability.py runs/demo/cartpole --n 4096,16384 --collections 4 \
         --out results/baseline-reliability.md
@@ -139,8 +139,9 @@ def main() -> None:
              "Both statistics correlate the off-diagonal part of the standardised G G^T that the SDP sees. The "
              "split-half one is stepped up by Spearman-Brown to the fitting rows of one collection, which is what "
              "the test-retest one correlates between collections, so where the split-half statistic is unbiased "
-             "the two agree on average. The standard error over pairs treats the pairs as independent, which they are not "
-             "(each collection is in K - 1 of them): it is too small, a guide only.", "", f"Package versions: {versions()}.", "", "```", command, "```", ""]
+             "the two agree on average. The standard error over pairs treats the pairs as independent, which they "
+             "are not (each collection is in K - 1 of them): it is too small, a guide only.", "",
+             f"Package versions: {versions()}.", "", "```", command, "```", ""]
     for run in args.runs:
         lines += measure(run, Ns, args.collections)
     args.out.write_text("\n".join(lines))

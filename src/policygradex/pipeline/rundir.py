@@ -105,7 +105,8 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
         old_config = old.get("config")
         if isinstance(old_config, dict):
             old_config = without_idle_options(RunConfig.from_dict(old_config).to_dict())
-        diffs = config_diff(old_config, without_idle_options(record["config"])) + config_diff(old.get("family"), record["family"])
+        diffs = (config_diff(old_config, without_idle_options(record["config"]))
+                 + config_diff(old.get("family"), record["family"]))
         if diffs and all(d.startswith("cluster.") for d in diffs):
             # only clustering options changed: every earlier stage is reused; the affinity and cluster stages see
             # the options they were computed with in their own artifacts and recompute what depends on them.

@@ -36,7 +36,8 @@ tuning seed of the planted suite's objective kind to the target (results/adaptiv
 def transitions_cap(fc: FeatureConfig) -> int:
     """The largest N that ``target_reliability`` may grow to: ``max_transitions_per_task``, or by default
     :data:`CAP_FACTOR` x ``transitions_per_task``."""
-    return fc.max_transitions_per_task if fc.max_transitions_per_task is not None else CAP_FACTOR * fc.transitions_per_task
+    cap = fc.max_transitions_per_task
+    return cap if cap is not None else CAP_FACTOR * fc.transitions_per_task
 
 
 def spearman_brown_factor(r: float, target: float) -> float:
