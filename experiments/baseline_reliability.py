@@ -19,7 +19,8 @@ split-half statistic assumes; its test-retest column is per_task's, the features
     python experiments/baseline_reliability.py runs/demo/cartpole --n 4096,16384 --collections 4 \
         --out results/baseline-reliability.md
 
-O(K N n d) time: K collections of N transitions per task and their projected gradients.
+O(K N n d) time: K collections of N transitions per task and their projected gradients; O(n N d) memory, the
+projected gradients of one collection at one N (a diagnostic for n of about 10, not for large n).
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from policygradex.analysis.context import load_context  # noqa: E402
 from policygradex.envs.vector import MultiTaskVectorEnv  # noqa: E402
 from policygradex.pipeline.clustering import standardized_corr  # noqa: E402
 from policygradex.pipeline.confidence import gradient_halves, interaction_reliability  # noqa: E402
-from policygradex.pipeline.features import (feature_arrays, fit_rows, logistic_targets,  # noqa: E402
-                                            normalize_advantages, projection_for)
+from policygradex.pipeline.features import (fit_rows, logistic_targets, normalize_advantages,  # noqa: E402
+                                            projection_for, task_baselines)
+from policygradex.pipeline.gradients import projected_gradients  # noqa: E402
 from policygradex.rl.baseline import fit_task_values  # noqa: E402
-from policygradex.rl.gae import compute_gae  # noqa: E402
-from policygradex.rl.rollout import collect_rollout  # noqa: E402
+from policygradex.rl.gae import add_advantages, compute_gae  # noqa: E402
+from policygradex.rl.rollout import Rollout, collect_rollout  # noqa: E402
 
 MODES = ("policy", "per_task", "per_task, cross-fitted", "per_task, halves fitted apart")
 RETEST_OF = {"per_task, halves fitted apart": "per_task"}
@@ -78,8 +80,12 @@ def collection_halves(ctx, seed: int, Ns: list[int]) -> dict[tuple[int, str], tu
         first = torch.zeros(T, 1, dtype=torch.bool)  # the steps of the first half of the fitting rows (about)
         first[: round(T * m / (2 * N))] = True
         advantages = {"policy": compute_gae(r, v, nv, term, trunc, gamma, lam)}
-        values, next_values = fit_task_values(obs, nxt, returns, valid.float(), cols)
-        advantages["per_task"] = compute_gae(r, values, next_values, term, trunc, gamma, lam)
+        # per_task exactly as the feature stage fits it (features.task_baselines), on the first T steps
+        head = Rollout(obs=ro.obs[:T], actions=ro.actions[:T], logprobs=ro.logprobs[:T], rewards=r, values=v.clone(),
+                       terminated=term, truncated=trunc, valid=valid, next_value=nv)
+        task_baselines(head, ro.obs[T].numpy() if T < steps else last_obs, env, range(fam.n), gamma)
+        add_advantages(head, gamma, lam)
+        advantages["per_task"] = head.advantages
         on_first, _ = fit_task_values(obs, nxt, returns, (valid & first).float(), cols)
         on_second, next_second = fit_task_values(obs, nxt, returns, (valid & ~first).float(), cols)
         crossed = torch.where(first, on_second, on_first)
@@ -87,9 +93,10 @@ def collection_halves(ctx, seed: int, Ns: list[int]) -> dict[tuple[int, str], tu
         apart = torch.where(first, on_first, on_second)
         advantages["per_task, halves fitted apart"] = compute_gae(r, apart, next_second, term, trunc, gamma, lam)
         keep = [valid[:, c].reshape(-1) for c in cols]
-        features = np.stack([feature_arrays(model, ro.obs[:T, c].reshape(-1, ro.obs.shape[-1])[k][:N],
-                                            ro.actions[:T, c].reshape(-1, *ro.actions.shape[2:])[k][:N],
-                                            np.ones(N), projection, fc)["features"] for c, k in zip(cols, keep)])
+        features = np.stack([projected_gradients(model, ro.obs[:T, c].reshape(-1, ro.obs.shape[-1])[k][:N],
+                                                 ro.actions[:T, c].reshape(-1, *ro.actions.shape[2:])[k][:N],
+                                                 projection, fc).numpy().astype(np.float32)
+                             for c, k in zip(cols, keep)])
         for mode, A in advantages.items():
             per_task = normalize_advantages([A[:, c].reshape(-1)[k][:N].numpy().astype(np.float64)
                                              for c, k in zip(cols, keep)], fc.advantage_normalization)
