@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from policygradex.pipeline.confidence import stability_word, bootstrap_groups, gradient_reliability, verdict
 from policygradex.pipeline.surrogate import sample_subsets
@@ -93,3 +94,32 @@ def test_noise_verdict_takes_the_stable_word_away():
         assert verdict(list(jac), split, grad).startswith("Not distinguishable") is noisy
         conf = Confidence(verdict(list(jac), split, grad), grad, split, "subsets", 10, jac, noise=is_noise(jac, split, grad))
         assert [conf.word(g) for g in range(2)] == (["noise"] * 2 if noisy else ["stable", "stable"])
+
+
+def test_per_task_reliability_is_that_of_halves_fitted_apart(tmp_path):
+    """--baseline per_task: the run's gradient signal reliability is that of each half's advantages from its own
+    baseline fit (the feature files' split labels and weights), not the joint fit's, which shares its error between
+    the halves; --store statistics (split_sums from one backward per half) reports the same number."""
+    import json
+
+    from policygradex.cli.main import main
+    from policygradex.pipeline.config import RunConfig
+    from policygradex.pipeline.features import feature_set
+    from policygradex.pipeline.group_record import Groups
+    from tests.helpers import tiny_run_args
+
+    reliability = {}
+    for store in ("features", "statistics"):
+        out = tmp_path / store
+        assert main(tiny_run_args(out, "planted(n=10,groups=2)", "--k", "2", "--baseline", "per_task",
+                                  "--surrogate", "closed_form", "--store", store)) == 0
+        reliability[store] = Groups.load(out / "groups.json", 10).confidence.gradient_reliability
+    cfg = RunConfig.from_dict(json.loads((tmp_path / "features" / "config.json").read_text())["config"])
+    paths = sorted((tmp_path / "features" / "features").glob("task_*.npz"))
+    data = feature_set([dict(np.load(p)) for p in paths], cfg.features.holdout_fraction, paths)
+    X = data.features[:, :data.n_fit].numpy()
+    split = gradient_reliability(X, *(a[:, :data.n_fit].numpy() for a in (data.split_labels, data.split_weights)))
+    joint = gradient_reliability(X, *(a[:, :data.n_fit].numpy() for a in (data.labels, data.weights)))
+    assert reliability["features"] == pytest.approx(split, abs=1e-6)
+    assert reliability["statistics"] == pytest.approx(split, abs=1e-3)
+    assert abs(joint - split) > 1e-2

@@ -124,19 +124,27 @@ def test_feature_blocks_give_the_same_files_on_every_backend(tmp_path: Path, mon
         _same_bytes(plain, resumed)
 
 
-def test_batch_normalisation_over_blocks_uses_every_task(tmp_path: Path) -> None:
+@pytest.mark.parametrize("baseline", ["policy", "per_task"])
+def test_batch_normalisation_over_blocks_uses_every_task(tmp_path: Path, baseline: str) -> None:
     """--advantage-normalization batch with 3 blocks: every file's labels and weights are sign and size of its raw
-    advantages standardised by the mean and standard deviation over all tasks' advantages."""
+    advantages standardised by the mean and standard deviation over all tasks' advantages; with --baseline per_task
+    likewise the split labels and weights (baselines fitted apart on each half) from the split advantages."""
     out = tmp_path / "batch"
     assert main(tiny_run_args(out, "planted(n=10,groups=2)", "--k", "2", "--task-block", "4",
-                              "--advantage-normalization", "batch")) == 0
+                              "--advantage-normalization", "batch", "--baseline", baseline)) == 0
     files = [np.load(f) for f in sorted((out / "features").glob("task_*.npz"))]
-    allv = np.concatenate([z["advantages"].astype(np.float64) for z in files])
-    mu, sd = allv.mean(), allv.std() + 1e-8
-    for z in files:
-        a = (z["advantages"].astype(np.float64) - mu) / sd
-        np.testing.assert_array_equal(z["labels"], np.where(a >= 0, 1.0, -1.0).astype(np.float32))
-        np.testing.assert_allclose(z["weights"], np.abs(a), rtol=1e-6)
+    keys = [("advantages", "labels", "weights")]
+    if baseline == "per_task":
+        keys.append(("split_advantages", "split_labels", "split_weights"))
+    else:
+        assert not any("split_labels" in z.files for z in files)
+    for raw, label, weight in keys:
+        allv = np.concatenate([z[raw].astype(np.float64) for z in files])
+        mu, sd = allv.mean(), allv.std() + 1e-8
+        for z in files:
+            a = (z[raw].astype(np.float64) - mu) / sd
+            np.testing.assert_array_equal(z[label], np.where(a >= 0, 1.0, -1.0).astype(np.float32))
+            np.testing.assert_allclose(z[weight], np.abs(a), rtol=1e-6)
 
 
 def test_closed_form_run_is_byte_identical_across_threads_and_resume(tmp_path: Path,

@@ -298,6 +298,40 @@ def test_statistics_store_equals_the_statistics_of_the_features(tmp_path: Path, 
              for f in feats), n_fit, 8, None).curvature)
 
 
+def test_split_sums_of_the_statistics_store_equal_the_halves_of_the_features(tmp_path: Path):
+    """--baseline per_task: the statistics store's split_sums (one backward per half of the fitting rows, with the
+    advantages of baselines fitted apart) are the gradient signal's two halves that the feature files give through
+    their split labels and weights (1/2 of each half's sum per row), and they, not the joint fit's halves, are what
+    the statistics hand to the reliability."""
+    from policygradex.pipeline.config import FeatureConfig
+    from policygradex.pipeline.confidence import gradient_halves, gradient_halves_from_blocks
+    from policygradex.pipeline.features import feature_arrays, fit_rows
+    from policygradex.pipeline.gradient_statistics import BlockStatistics, merge_block_statistics, task_statistics
+    from policygradex.pipeline.projection import RandomProjection
+
+    model, tasks = _policy_tasks()
+    gen = np.random.default_rng(5)
+    split = [gen.standard_normal(len(adv)) for _, _, adv in tasks]
+    fc = FeatureConfig(transitions_per_task=120, holdout_fraction=0.25)
+    p = sum(q.numel() for n, q in model.named_parameters() if n.startswith("actor"))
+    proj = RandomProjection(p, 10, seed=2)
+    n_fit = fit_rows(120, 0.25)
+    block = BlockStatistics()
+    for i, ((o, a, adv), s) in enumerate(zip(tasks, split)):
+        block.add(i, task_statistics(model, o, a, adv, proj, fc, 8, 20, s), None)
+    block.save(tmp_path / "b0.npz")
+    stats = merge_block_statistics([tmp_path / "b0.npz"], len(tasks))
+    feats = [feature_arrays(model, o, a, adv, proj, fc, s) for (o, a, adv), s in zip(tasks, split)]
+    want = gradient_halves(*(np.stack([f[k][:n_fit] for f in feats]) for k in ("features", "split_labels",
+                                                                                "split_weights")))
+    got = gradient_halves_from_blocks(stats)
+    assert stats.split_sums.shape == (len(tasks), 2, 10)
+    for g, w, rows in zip(got, want, (n_fit // 2, n_fit - n_fit // 2)):
+        np.testing.assert_allclose(2 * g / rows, w, rtol=1e-4, atol=1e-6 * np.abs(w).max())
+    joint = gradient_halves(*(np.stack([f[k][:n_fit] for f in feats]) for k in ("features", "labels", "weights")))
+    assert not np.allclose(want[0], joint[0])
+
+
 def test_merged_statistics_refuse_missing_or_reordered_blocks(tmp_path: Path):
     from policygradex.pipeline.config import FeatureConfig
     from policygradex.pipeline.gradient_statistics import BlockStatistics, merge_block_statistics, task_statistics

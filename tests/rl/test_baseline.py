@@ -61,3 +61,46 @@ def test_per_task_baseline_removes_the_shared_value_heads_bias():
     shared, own = mean_over_scale("policy"), mean_over_scale("per_task")
     assert np.abs(own).max() < 0.1
     assert np.abs(shared).min() > 1.0  # the untrained value head is far off for every task
+
+
+def test_split_baselines_share_no_fit_between_the_halves():
+    """split_advantages: the first half (in time) of a task's transitions gets its advantages from a baseline fitted
+    on that half alone, the rest from one fitted on the rest. With episodes that end at the boundary, changing every
+    reward after it leaves the first half's split advantages exactly as they were, and the other way round, while
+    the per-task baseline fitted on all the transitions (task_baselines) moves both halves."""
+    from types import SimpleNamespace
+
+    from policygradex.pipeline.features import split_advantages, task_baselines
+    from policygradex.rl.gae import add_advantages
+    from policygradex.rl.rollout import Rollout
+
+    g = torch.Generator().manual_seed(0)
+    T, E, D, length = 40, 2, 2, 5
+    env = SimpleNamespace(obs_dim=D, task_id_dim=0, env_task=np.zeros(E, dtype=np.int64))
+    terminated = torch.zeros(T, E, dtype=torch.bool)
+    terminated[length - 1::length] = True
+    obs = torch.randn(T, E, D, generator=g)
+
+    def rollout(rewards: torch.Tensor) -> Rollout:
+        return Rollout(obs=obs, actions=torch.zeros(T, E, dtype=torch.long), logprobs=torch.zeros(T, E),
+                       rewards=rewards, values=torch.randn(T, E, generator=torch.Generator().manual_seed(1)),
+                       terminated=terminated, truncated=torch.zeros(T, E, dtype=torch.bool),
+                       valid=torch.ones(T, E, dtype=torch.bool), next_value=torch.zeros(E))
+
+    def both(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ro = rollout(rewards)
+        split = split_advantages(ro, np.zeros((E, D)), env, [0], gamma=0.9, gae_lambda=0.95, half=T * E // 2)
+        task_baselines(ro, np.zeros((E, D)), env, [0], gamma=0.9)
+        add_advantages(ro, 0.9, 0.95)
+        return split, ro.advantages
+
+    rewards = torch.randn(T, E, generator=g)
+    split, joint = both(rewards)
+    boundary = T // 2  # time-major positions t E + e: the first T E / 2 rows are the first T / 2 steps
+    for changed in (slice(boundary, None), slice(0, boundary)):
+        kept = slice(0, boundary) if changed.start == boundary else slice(boundary, None)
+        other = rewards.clone()
+        other[changed] += 3.0 * torch.randn(other[changed].shape, generator=g)
+        split2, joint2 = both(other)
+        torch.testing.assert_close(split2[kept], split[kept], rtol=0, atol=1e-5)
+        assert (joint2[kept] - joint[kept]).abs().max() > 1e-2  # the joint fit carries the other half's rewards

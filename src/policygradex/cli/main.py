@@ -163,7 +163,10 @@ def cmd_show(args: argparse.Namespace, console: Console) -> None:
             print(textwrap.fill(f"group {gi + 1} stays together in {j:.0%} (Jaccard, {conf.reps} resamples of "
                                 f"the {conf.resampled}{also}): {conf.word(gi)}", width=78, initial_indent="  ",
                                 subsequent_indent="    "))
-        for line in weak_task_lines(conf, names):
+        config = record.get("config")
+        features = config.get("features") if isinstance(config, dict) else None
+        baseline = str(features.get("baseline", "policy")) if isinstance(features, dict) else "policy"
+        for line in weak_task_lines(conf, names, baseline=baseline):
             if line:
                 print(textwrap.fill(line.replace("**", ""), width=78, subsequent_indent="  "))
     print()

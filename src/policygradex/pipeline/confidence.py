@@ -135,7 +135,11 @@ def transition_split_half(stats: Statistics, l2: float, alpha: int, splits: int 
 
 
 def gradient_halves_from_blocks(stats: Statistics) -> tuple[np.ndarray, np.ndarray] | None:
-    """Each task's G over the first and the second half (in time) of its blocks, (n, d) each; None below 2 blocks."""
+    """Each task's G over the first and the second half (in time) of its blocks, (n, d) each; None below 2 blocks.
+    Statistics with ``split_sums`` (the per-task baseline) give those instead: each half's advantages from its own
+    baseline fit, so the halves share no fit."""
+    if stats.split_sums is not None:
+        return stats.split_sums[:, 0], stats.split_sums[:, 1]
     R = stats.blocks
     if R < 2:
         return None

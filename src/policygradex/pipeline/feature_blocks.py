@@ -38,6 +38,7 @@ from policygradex.pipeline.features import (
     fit_rows,
     logistic_targets,
     normalize_advantages,
+    normalized_split,
     projection_for,
     task_blocks,
 )
@@ -83,6 +84,7 @@ def feature_block_job(args: dict[str, Any], seed: int,
     transitions = block_transitions(cfg, family, model, block)
     rollout_seconds = time.perf_counter() - t0
     advantages = normalize_advantages([t.advantages for t in transitions], args["normalization"])
+    split = normalized_split(transitions, args["normalization"])
     projection = projection_for(cfg, model)
     returns: dict[str, float | None] = {}
     statistics = args.get("store", "features") == "statistics"
@@ -91,13 +93,15 @@ def feature_block_job(args: dict[str, Any], seed: int,
         sc = cfg.surrogate
         rows = auto_curvature_rows(family.n, fit_rows(cfg.features.transitions_per_task, cfg.features.holdout_fraction),
                                    sc.curvature_rows)
-    for i, tr, adv in zip(ids, transitions, advantages):
+    for i, tr, adv, adv_split in zip(ids, transitions, advantages, split):
         mean_return = float(np.mean(tr.episode_returns)) if tr.episode_returns else None
         if statistics:
             block_stats.add(i, task_statistics(model, tr.obs, tr.actions, adv, projection, cfg.features, sc.blocks,
-                                               rows), mean_return)
+                                               rows, adv_split), mean_return)
         else:
-            arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features)
+            arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features, adv_split)
+            if tr.split_advantages is not None:
+                arrays["split_advantages"] = tr.split_advantages.astype(np.float32)
             atomic_save_npz(rd.task_features(i), **arrays, advantages=tr.advantages.astype(np.float32),
                             episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
         returns[family.tasks[i].name] = mean_return
@@ -117,18 +121,29 @@ def returns_of_files(paths: list[Path], names: list[str]) -> dict[str, float | N
     return out
 
 
+SPLIT_KEYS = ("split_advantages", "split_labels", "split_weights")
+"""A feature file's per-task-baseline split (:attr:`.features.TaskTransitions.split_advantages`), when it has one."""
+
+
 def renormalise_batch(paths: list[Path]) -> None:
     """``batch`` normalisation over several blocks: labels and weights of every feature file recomputed from its raw
-    advantages standardised by the mean and standard deviation over all tasks (two streamed passes: the first reads
-    only the advantages, the second rewrites each file whole)."""
-    count, total, total_sq = 0, 0.0, 0.0
+    advantages standardised by the mean and standard deviation over all tasks, and likewise the split labels and
+    weights from the split advantages where the files have them (two streamed passes: the first reads only the
+    advantages, the second rewrites each file whole)."""
+    moments: dict[str, list[float]] = {}
     for p in paths:
-        a = load_npz(p, ("advantages",))["advantages"].astype(np.float64)
-        count, total, total_sq = count + a.size, total + a.sum(), total_sq + (a * a).sum()
-    mu = total / count
-    sd = float(np.sqrt(max(total_sq / count - mu * mu, 0.0))) + 1e-8
+        arrays = load_npz(p, ("advantages", SPLIT_KEYS[0]))
+        for raw, a in arrays.items():
+            m = moments.setdefault(raw, [0, 0.0, 0.0, 0])
+            a = a.astype(np.float64)
+            m[0], m[1], m[2], m[3] = m[0] + a.size, m[1] + a.sum(), m[2] + (a * a).sum(), m[3] + 1
+    split = moments.get(SPLIT_KEYS[0], [0, 0, 0, 0])[3] == len(paths)
+    keys = [("advantages", "labels", "weights")] + ([SPLIT_KEYS] if split else [])
     for p in paths:
         arrays = dict(load_npz(p))
-        labels, weights = logistic_targets((arrays["advantages"].astype(np.float64) - mu) / sd)
-        arrays.update(labels=labels, weights=weights)
+        for raw, label_key, weight_key in keys:
+            count, total, total_sq, _ = moments[raw]
+            mu = total / count
+            sd = float(np.sqrt(max(total_sq / count - mu * mu, 0.0))) + 1e-8
+            arrays[label_key], arrays[weight_key] = logistic_targets((arrays[raw].astype(np.float64) - mu) / sd)
         atomic_save_npz(p, **arrays)

@@ -3,7 +3,9 @@
 With theta_star frozen, collect N transitions per task, compute GAE advantages, and for every transition
 g_t = grad_theta log pi_theta(a_t | s_t) at theta_star (``torch.func``: vmap of grad over the batch), projected to
 g~_t = P^T g_t with P a seeded p x d matrix of N(0, 1/d) entries that is generated block by block and never held
-whole. Per task we store features (N x d float32), labels sign(A), weights |A|, and the raw advantages.
+whole. Per task we store features (N x d float32), labels sign(A), weights |A|, and the raw advantages; with the
+per-task baseline also the labels and weights of advantages whose baseline is fitted apart on each half of the
+fitting rows (:func:`split_advantages`), which only the split-half reliability of the gradient signal reads.
 
 As in TRAK, the gradient computer (:mod:`.gradients`) and the projector (:mod:`.projection`) are separate. This
 module collects the transitions and turns them into the surrogate's data in one place (:func:`feature_arrays`,
@@ -46,6 +48,10 @@ class TaskTransitions:
     advantages: np.ndarray
     returns: np.ndarray
     episode_returns: list[float]
+    split_advantages: np.ndarray | None = None
+    """``baseline = per_task`` only: the same transitions' advantages under two baselines fitted apart, one on the
+    first half (in time) of the fitting rows and one on the rest (:func:`split_advantages`), so that the two halves
+    the gradient signal's reliability compares share no fit. Never the surrogate's data; None otherwise."""
 
 
 def collect_transitions(
@@ -72,7 +78,10 @@ def collect_transitions(
         if min(valid_counts) >= want:
             break
         num_steps = int(num_steps * 1.5) + 8
+    split = None
     if cfg.baseline == "per_task":
+        half = fit_rows(want, cfg.holdout_fraction) // 2
+        split = split_advantages(rollout, next_obs, env, ids, ppo_cfg.gamma, ppo_cfg.gae_lambda, half)
         task_baselines(rollout, next_obs, env, ids, ppo_cfg.gamma)
     add_advantages(rollout, ppo_cfg.gamma, ppo_cfg.gae_lambda)
     episodes = tracker.pop()
@@ -88,9 +97,21 @@ def collect_transitions(
                 advantages=take(rollout.advantages).numpy().astype(np.float64),
                 returns=take(rollout.returns).numpy().astype(np.float64),
                 episode_returns=[e.ret for e in episodes if e.task == i],
+                split_advantages=None if split is None else take(split).numpy().astype(np.float64),
             )
         )
     return out
+
+
+def _returns_and_observations(rollout: Rollout, next_obs: np.ndarray, env: MultiTaskVectorEnv,
+                               gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-task baselines' regression data: discounted returns-to-go (bootstrapped by the policy's value where
+    a rollout or a time limit cuts an episode), the observations without the task id, and those after the last step."""
+    returns = compute_gae(rollout.rewards, rollout.values, rollout.next_value, rollout.terminated, rollout.truncated,
+                          gamma, 1.0) + rollout.values
+    raw = env.obs_dim - env.task_id_dim
+    nxt = torch.as_tensor(np.asarray(next_obs, dtype=np.float32))[..., :raw]
+    return returns, rollout.obs[..., :raw], nxt
 
 
 def task_baselines(rollout: Rollout, next_obs: np.ndarray, env: MultiTaskVectorEnv, ids: Sequence[int],
@@ -100,13 +121,34 @@ def task_baselines(rollout: Rollout, next_obs: np.ndarray, env: MultiTaskVectorE
     regression of the discounted returns-to-go, bootstrapped by the policy's value where a rollout or a time limit
     cuts an episode, on quadratic features of the observation without the task id). O(N q^2) per task, q the number
     of features."""
-    returns = compute_gae(rollout.rewards, rollout.values, rollout.next_value, rollout.terminated, rollout.truncated,
-                          gamma, 1.0) + rollout.values
-    raw = env.obs_dim - env.task_id_dim
-    obs = rollout.obs[..., :raw]
-    nxt = torch.as_tensor(np.asarray(next_obs, dtype=np.float32))[..., :raw]
+    returns, obs, nxt = _returns_and_observations(rollout, next_obs, env, gamma)
     columns = [torch.as_tensor(np.flatnonzero(env.env_task == i)) for i in ids]
     rollout.values, rollout.next_value = fit_task_values(obs, nxt, returns, rollout.valid.float(), columns)
+
+
+def split_advantages(rollout: Rollout, next_obs: np.ndarray, env: MultiTaskVectorEnv, ids: Sequence[int],
+                     gamma: float, gae_lambda: float, half: int) -> torch.Tensor:
+    """(T, E) GAE advantages under per-task baselines fitted apart on two halves of each task's transitions: the
+    first ``half`` valid transitions in time order (the first half of the fitting rows) and all the later ones.
+
+    The per-task baseline of :func:`task_baselines` is fitted on every transition, so the two halves that the
+    split-half reliability of the gradient signal compares share its fit's error, and agree more than two fresh
+    samples would (results/baseline-reliability.md: 0.70 split-half against 0.16 test-retest on the CartPole demo).
+    Here each half's advantages come from its own fit; only the few steps whose GAE reaches across the boundary
+    see the other half's values. Must run before :func:`task_baselines` replaces the rollout's values (the
+    returns are bootstrapped by the policy's value, as there). Twice :func:`task_baselines`' time."""
+    returns, obs, nxt = _returns_and_observations(rollout, next_obs, env, gamma)
+    first = torch.zeros_like(rollout.valid)
+    for i in ids:
+        cols = torch.as_tensor(np.flatnonzero(env.env_task == i))
+        valid = rollout.valid[:, cols]
+        position = valid.reshape(-1).long().cumsum(0).reshape(valid.shape) - 1  # time-major, as the rows are taken
+        first[:, cols] = valid & (position < half)
+    columns = [torch.as_tensor(np.flatnonzero(env.env_task == i)) for i in ids]
+    on_first, _ = fit_task_values(obs, nxt, returns, first.float(), columns)
+    on_rest, next_rest = fit_task_values(obs, nxt, returns, (rollout.valid & ~first).float(), columns)
+    values = torch.where(first, on_first, on_rest)
+    return compute_gae(rollout.rewards, values, next_rest, rollout.terminated, rollout.truncated, gamma, gae_lambda)
 
 
 def task_blocks(n: int, size: int) -> list[range]:
@@ -168,6 +210,11 @@ class FeatureSet:
     """(n, N) |A|."""
     n_fit: int
     """The first n_fit transitions of each task are fitted on; the rest are held out."""
+    split_labels: torch.Tensor | None = None
+    """(n, N) sign(A) of :attr:`TaskTransitions.split_advantages` (``baseline = per_task``), for the gradient
+    signal's split-half reliability only; None when the features have none."""
+    split_weights: torch.Tensor | None = None
+    """(n, N) their |A|."""
 
     @property
     def n(self) -> int:
@@ -190,19 +237,34 @@ def projection_for(cfg: RunConfig, model: nn.Module, dim: int | None = None) -> 
 
 
 def feature_arrays(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: np.ndarray,
-                   projection: Projection, fc: FeatureConfig) -> dict[str, np.ndarray]:
+                   projection: Projection, fc: FeatureConfig,
+                   split_advantages: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One task's surrogate data: projected gradients (N x d float32), labels sign(A) and weights |A| of its
-    (normalised) advantages."""
+    (normalised) advantages; with ``split_advantages`` (normalised), also their ``split_labels`` and
+    ``split_weights``."""
     labels, weights = logistic_targets(advantages)
     features = projected_gradients(model, obs, actions, projection, fc)
-    return {"features": features.numpy().astype(np.float32), "labels": labels, "weights": weights}
+    out = {"features": features.numpy().astype(np.float32), "labels": labels, "weights": weights}
+    if split_advantages is not None:
+        out["split_labels"], out["split_weights"] = logistic_targets(split_advantages)
+    return out
+
+
+def normalized_split(transitions: Sequence[TaskTransitions], mode: str) -> list[np.ndarray | None]:
+    """Every task's :attr:`TaskTransitions.split_advantages`, normalised as ``mode`` normalises the advantages
+    (over the split advantages themselves); Nones where any task has none."""
+    if any(t.split_advantages is None for t in transitions):
+        return [None] * len(transitions)
+    return list(normalize_advantages([t.split_advantages for t in transitions], mode))  # type: ignore[misc]
 
 
 def build_feature_set(model: nn.Module, transitions: list[TaskTransitions], projection: Projection,
                       fc: FeatureConfig) -> FeatureSet:
     """All tasks' surrogate data from their transitions: normalise the advantages, project the gradients."""
     advantages = normalize_advantages([t.advantages for t in transitions], fc.advantage_normalization)
-    arrays = [feature_arrays(model, t.obs, t.actions, a, projection, fc) for t, a in zip(transitions, advantages)]
+    split = normalized_split(transitions, fc.advantage_normalization)
+    arrays = [feature_arrays(model, t.obs, t.actions, a, projection, fc, s)
+              for t, a, s in zip(transitions, advantages, split)]
     return feature_set(arrays, fc.holdout_fraction)
 
 
@@ -217,9 +279,12 @@ def feature_set(arrays: list[dict[str, np.ndarray]], holdout: float, paths: list
         if paths:
             raise PolicyGradExError(f"feature files disagree in shape {sorted(shapes)}; delete {paths[0].parent} to recompute")
         raise PolicyGradExError(f"feature arrays disagree in shape {sorted(shapes)}")
+    split = all("split_labels" in a and "split_weights" in a for a in arrays)
     return FeatureSet(
         features=torch.from_numpy(np.stack([a["features"] for a in arrays])),
         labels=torch.from_numpy(np.stack([a["labels"] for a in arrays])),
         weights=torch.from_numpy(np.stack([a["weights"] for a in arrays])),
         n_fit=fit_rows(arrays[0]["features"].shape[0], holdout),
+        split_labels=torch.from_numpy(np.stack([a["split_labels"] for a in arrays])) if split else None,
+        split_weights=torch.from_numpy(np.stack([a["split_weights"] for a in arrays])) if split else None,
     )

@@ -110,8 +110,11 @@ def _curvature(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, w: np
 
 
 def task_statistics(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: np.ndarray,
-                    projection: Projection, fc: FeatureConfig, blocks: int, curvature_rows: int) -> dict[str, Any]:
-    """One task's statistics (fitting and held-out rows) from its transitions and (normalised) advantages."""
+                    projection: Projection, fc: FeatureConfig, blocks: int, curvature_rows: int,
+                    split_advantages: np.ndarray | None = None) -> dict[str, Any]:
+    """One task's statistics (fitting and held-out rows) from its transitions and (normalised) advantages; with the
+    (normalised) ``split_advantages`` of the per-task baseline also ``split_sums``, (2, d): the sums of
+    1/2 w y g~ of those advantages over the first half of the fitting rows and over the rest (one more backward)."""
     N = len(advantages)
     n_fit = fit_rows(N, fc.holdout_fraction)
     y, w = logistic_targets(advantages)
@@ -123,6 +126,10 @@ def task_statistics(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, 
                            "b": sums.sum(0) / n_fit, "block_rows": np.diff(bounds), "rows": n_fit,
                            "curvature": _curvature(model, obs, actions, w, idx, projection, fc),
                            "curvature_rows": len(idx)}
+    if split_advantages is not None:
+        ys, ws = logistic_targets(split_advantages[:n_fit])
+        out["split_sums"] = weighted_gradient_sums(model, obs[:n_fit], actions[:n_fit], torch.from_numpy(0.5 * ws * ys),
+                                                   np.array([0, n_fit // 2, n_fit]), projection)
     held = N - n_fit
     if held:
         hs = weighted_gradient_sums(model, obs[n_fit:], actions[n_fit:], z[n_fit:], np.array([0, held]), projection)
@@ -163,6 +170,8 @@ class BlockStatistics:
             "curvature_sum": self.sums["curvature"],
             "mean_episode_return": np.asarray(self.returns, dtype=np.float64),
         }
+        if "split_sums" in first:
+            arrays["split_sums"] = np.stack([t["split_sums"] for t in self.tasks])
         if "held_b" in first:
             arrays.update(held_c=np.array([t["held_c"] for t in self.tasks]),
                           held_b=np.stack([t["held_b"] for t in self.tasks]),
@@ -211,4 +220,6 @@ def merge_block_statistics(paths: list[Path], n: int) -> Statistics:
         stats.held_c = np.concatenate([a["held_c"] for a in parts])
         stats.held_b = np.concatenate([a["held_b"] for a in parts])
         stats.held_curvature = _ordered_sum([a["held_curvature_sum"] for a in parts]) / n
+    if all("split_sums" in a for a in parts):
+        stats.split_sums = np.concatenate([a["split_sums"] for a in parts])
     return stats

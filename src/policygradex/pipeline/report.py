@@ -72,8 +72,9 @@ def partition_sentence(groups: Groups) -> str:
     return " ".join(out)
 
 
-def confidence_lines(groups: Groups, names: list[str]) -> list[str]:
-    """How sure the groups are (see :mod:`policygradex.pipeline.confidence`): the verdict, then one line per group."""
+def confidence_lines(groups: Groups, names: list[str], baseline: str = "policy") -> list[str]:
+    """How sure the groups are (see :mod:`policygradex.pipeline.confidence`): the verdict, then one line per group;
+    ``baseline``: the run's ``--baseline`` (what the weak tasks' advice suggests)."""
     conf = groups.confidence
     if not conf:
         return []
@@ -96,12 +97,13 @@ def confidence_lines(groups: Groups, names: list[str]) -> list[str]:
                 "|---|---|---|"]
         for gi, (g, j) in enumerate(zip(groups.indices, jac)):
             out.append(f"| {gi + 1} | {', '.join(names[i] for i in g)} | {j:.2f} ({conf.word(gi)}) |")
-    out += weak_task_lines(conf, names)
+    out += weak_task_lines(conf, names, baseline=baseline)
     return out
 
 
-def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20) -> list[str]:
-    """One paragraph naming the tasks too weak to place (``Confidence.weak_tasks``), weakest first; none: []."""
+def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20, baseline: str = "policy") -> list[str]:
+    """One paragraph naming the tasks too weak to place (``Confidence.weak_tasks``), weakest first; none: [].
+    ``baseline``: the run's ``--baseline``; the advice to try ``per_task`` is left out where it is already on."""
     weak = sorted(conf.weak_tasks(), key=lambda i: conf.task_signal[i])
     if not weak:
         return []
@@ -109,8 +111,9 @@ def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20) -> list
     more = f" and {len(weak) - limit} more" if len(weak) > limit else ""
     return ["", f"**Too weak to place:** {shown}{more}. Their own gradient direction does not reproduce across the "
                 f"two halves of their transitions (signal below {WEAK_TASK}), so the group each is in is a guess. "
-                "Raise --transitions (or have --target-reliability raise it), or, for tasks paid differently from "
-                "the others, try --baseline per_task."]
+                "Raise --transitions (or have --target-reliability raise it)"
+                + (", or, for tasks paid differently from the others, try --baseline per_task." if baseline != "per_task"
+                   else ".")]
 
 
 def final_return_line(last: dict[str, Any]) -> str:
@@ -153,7 +156,7 @@ def write_report(st: "RunState") -> None:
     for gi, g in enumerate(st.groups.names):
         lines.append(f"- group {gi + 1}: {', '.join(g)}")
     lines += ["", partition_sentence(st.groups)]
-    lines += ["", *confidence_lines(st.groups, names)]
+    lines += ["", *confidence_lines(st.groups, names, baseline=st.cfg.features.baseline)]
     stats_path = rd.affinity_stats
     split = json.loads(stats_path.read_text()).get("split_half") if stats_path.exists() else None
     if split is not None and split.get("resampled") == "transitions":

@@ -293,11 +293,19 @@ def stage_features(st: RunState) -> None:
 
 def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None:
     """Each task's G over the first and the second half (in time) of its fitting transitions, (n, d) each: from the
-    blocks of the statistics for ``closed_form``; otherwise task by task, from the stacked features when they are
-    loaded, else streamed from the feature files (O(N d) memory beyond the halves, never the (n, N, d) stack)."""
-    if st.surrogate_method == "closed_form":
+    statistics under ``--store statistics`` and for ``closed_form`` with the policy's value head; otherwise task by
+    task, from the stacked features when they are loaded, else streamed from the feature files (O(N d) memory beyond
+    the halves, never the (n, N, d) stack).
+
+    With ``--baseline per_task`` each half's advantages come from a baseline fitted on that half alone (the split
+    labels and weights of the feature files, or the statistics' ``split_sums``): a baseline fitted on both halves
+    shares its error between them and overstates the reliability (results/baseline-reliability.md). Feature files
+    made before the split was stored have none; they give the joint fit's halves, an upper bound."""
+    per_task = st.cfg.features.baseline == "per_task"
+    if st.store == "statistics" or (st.surrogate_method == "closed_form" and not per_task):
         return gradient_halves_from_blocks(st.statistics())
-    rows = rows_of_feature_set(st.features) if st.features is not None else rows_of_files(st.feature_paths)
+    rows = (rows_of_feature_set(st.features, split=per_task) if st.features is not None
+            else rows_of_files(st.feature_paths, split=per_task))
     first, second = [], []
     for F, y, w in rows:
         m = fit_rows(F.shape[0], st.cfg.features.holdout_fraction)

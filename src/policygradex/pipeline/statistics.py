@@ -88,6 +88,10 @@ class Statistics:
     """(d, d) mean over tasks of H_k over the held-out rows."""
     held_H: np.ndarray | None = None
     """(n, d, d) per-task H_k over the held-out rows, when kept."""
+    split_sums: np.ndarray | None = None
+    """(n, 2, d) ``--baseline per_task`` under ``--store statistics``: sums of 1/2 w y g~ over the first half of
+    each task's fitting rows and over the rest, with the advantages of baselines fitted apart on those halves
+    (:func:`.features.split_advantages`); only the gradient signal's split-half reliability reads them."""
 
     @property
     def n(self) -> int:
@@ -110,7 +114,7 @@ class Statistics:
         """Everything as named arrays, for :func:`save` (None fields left out)."""
         out = {"c": self.c, "b": self.b, "curvature": self.curvature, "block_sums": self.block_sums,
                "block_rows": self.block_rows, "rows": np.asarray(self.rows), "curvature_rows": np.asarray(self.curvature_rows)}
-        for name in ("H", "held_c", "held_b", "held_curvature", "held_H"):
+        for name in ("H", "held_c", "held_b", "held_curvature", "held_H", "split_sums"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -218,26 +222,43 @@ def compute_statistics(tasks: Iterable[TaskRows], n_fit: int, blocks: int = 32, 
     return out
 
 
-def rows_of_feature_set(data: FeatureSet) -> Iterator[TaskRows]:
-    """The tasks of a stacked :class:`FeatureSet`, one at a time."""
+def rows_of_feature_set(data: FeatureSet, split: bool = False) -> Iterator[TaskRows]:
+    """The tasks of a stacked :class:`FeatureSet`, one at a time; ``split``: with the split labels and weights of
+    the per-task baseline where the set has them (:attr:`FeatureSet.split_labels`), for the gradient signal's halves."""
+    split = split and data.split_labels is not None and data.split_weights is not None
     for i in range(data.n):
-        yield data.features[i], data.labels[i], data.weights[i]
+        if split:
+            yield data.features[i], data.split_labels[i], data.split_weights[i]  # type: ignore[index]
+        else:
+            yield data.features[i], data.labels[i], data.weights[i]
 
 
-def rows_of_files(paths: list[Path]) -> Iterator[TaskRows]:
-    """The tasks' rows read from their feature files one at a time (never all in memory)."""
+def _holds(path: Path, key: str) -> bool:
+    """Whether the .npz file at ``path`` has an array ``key`` (False when unreadable: reading it says why)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return key in data.files
+    except Exception:
+        return False
+
+
+def rows_of_files(paths: list[Path], split: bool = False) -> Iterator[TaskRows]:
+    """The tasks' rows read from their feature files one at a time (never all in memory); ``split``: with the split
+    labels and weights of the per-task baseline where every file has them, as :func:`rows_of_feature_set`."""
     shape = None
+    split = split and all(_holds(p, "split_labels") for p in paths)
+    labels, weights = ("split_labels", "split_weights") if split else ("labels", "weights")
     for p in paths:
         a = load_npz(p)
-        if not {"features", "labels", "weights"} <= set(a):
-            raise PolicyGradExError(f"{p} lacks features/labels/weights; delete it to recompute the features")
+        if not {"features", labels, weights} <= set(a):
+            raise PolicyGradExError(f"{p} lacks features/{labels}/{weights}; delete it to recompute the features")
         if shape is not None and a["features"].shape != shape:
             raise PolicyGradExError(f"feature files disagree in shape ({p}: {a['features'].shape} vs {shape}); "
                                     f"delete {p.parent} to recompute")
         shape = a["features"].shape
         yield (torch.from_numpy(np.ascontiguousarray(a["features"], dtype=np.float32)),
-               torch.from_numpy(np.asarray(a["labels"], dtype=np.float32)),
-               torch.from_numpy(np.asarray(a["weights"], dtype=np.float32)))
+               torch.from_numpy(np.asarray(a[labels], dtype=np.float32)),
+               torch.from_numpy(np.asarray(a[weights], dtype=np.float32)))
 
 
 def statistics_of_files(paths: list[Path], holdout_fraction: float, blocks: int = 32,
