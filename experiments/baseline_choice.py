@@ -45,6 +45,42 @@ def recovery_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def chosen(pol: dict, pt: dict) -> dict:
+    """The row a per-run choice by the gradient signal's split-half reliability keeps: per_task where its
+    reliability (each half's baseline fitted apart) is above the value head's, else the value head's (also where
+    either is not measurable)."""
+    a, b = pol.get("gradient_reliability"), pt.get("gradient_reliability")
+    return pt if a is not None and b is not None and b > a else pol
+
+
+def choice_lines(rows: list[dict]) -> list[str]:
+    """Per family and kind, held-out and tuning seeds apart: NMI of the per-run choice (:func:`chosen`) against
+    each fixed baseline, paired by seed, and how often it chose per_task."""
+    lines = ["| seeds | family | kind | seeds | reliability, value head | reliability, per_task | per_task chosen | "
+             "NMI, chosen | chosen - policy | chosen - per_task |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for held in (True, False):
+        by = group_rows([r for r in rows if r["held_out"] == held])
+        for (fam, kind) in sorted({(f, k) for f, k, _ in by}):
+            pol = {r["seed"]: r for r in by.get((fam, kind, "policy"), [])}
+            pt = {r["seed"]: r for r in by.get((fam, kind, "per_task"), [])}
+            seeds = sorted(set(pol) & set(pt))
+            if not seeds:
+                continue
+            pick = [chosen(pol[s], pt[s]) for s in seeds]
+            nmi = [r["nmi"] for r in pick]
+
+            def rel(rs: list[dict]) -> str:
+                return mean_se([r["gradient_reliability"] for r in rs if r.get("gradient_reliability") is not None])
+
+            lines.append(f"| {'held out' if held else 'tuning (0-2)'} | {fam} | {kind} | "
+                         f"{', '.join(map(str, seeds))} | {rel([pol[s] for s in seeds])} | "
+                         f"{rel([pt[s] for s in seeds])} | {sum(r is pt[s] for r, s in zip(pick, seeds))} / "
+                         f"{len(seeds)} | {mean_se(nmi)} | {paired(nmi, [pol[s]['nmi'] for s in seeds])} | "
+                         f"{paired(nmi, [pt[s]['nmi'] for s in seeds])} |")
+    return lines
+
+
 def demo_lines(record: dict) -> list[str]:
     methods = record["methods"]
     pt, vh = np.array(methods["policygradex"]["per_seed"]), np.array(methods["value_head"]["per_seed"])
@@ -89,6 +125,18 @@ def main() -> None:
         "## Recovery of planted groups (results/planted.md)",
         "",
         *recovery_lines(rows),
+        "",
+        "## Choosing the baseline per run by the gradient signal's reliability",
+        "",
+        "Both baselines' advantages come from the same transitions and the same projected gradients, so a run "
+        "can compute both and keep the one whose gradient signal reproduces better across halves of the "
+        "transitions: the split-half reliability of G G^T, with each half's per-task baseline fitted on that half "
+        "alone (results/baseline-reliability.md: the joint fit overstates it). The rule below keeps per_task where "
+        "its reliability is above the value head's; it is applied to the pairs of runs above (same theta_star, "
+        "same transitions), so it is what the choice would give. Mean ± standard error over seeds; differences "
+        "paired by seed.",
+        "",
+        *choice_lines(rows),
         "",
         "## The demo: are the per_task groups worse by training?",
         "",

@@ -12,9 +12,11 @@ collection with seeds s, s + 1000, ...) and for each baseline:
 
 under these baselines: theta_star's value head (``policy``), each task's value function fitted on all the
 transitions (``per_task``, what the feature stage does), the same fitted on one half in time and applied to the
-other (``per_task, cross-fitted``; the halves of the fitting rows, the split-half statistic's), and fitted on each
-half apart for that half's advantages (``per_task, halves fitted apart``: two independent half-size samples, as the
-split-half statistic assumes; its test-retest column is per_task's, the features a run uses).
+other (``per_task, cross-fitted``; about the halves of the fitting rows, the split-half statistic's), and fitted on
+each half apart for that half's advantages (``per_task, halves fitted apart``: two independent half-size samples,
+as the split-half statistic assumes; its test-retest column is per_task's, the features a run uses). The last is
+what the feature stage stores and the report reads since this page found the joint fit's excess
+(``features.split_advantages``, called here on the same transitions).
 
     python experiments/baseline_reliability.py runs/demo/cartpole --n 4096,16384 --collections 4 \
         --out results/baseline-reliability.md
@@ -42,7 +44,7 @@ from policygradex.envs.vector import MultiTaskVectorEnv  # noqa: E402
 from policygradex.pipeline.clustering import standardized_corr  # noqa: E402
 from policygradex.pipeline.confidence import gradient_halves, interaction_reliability  # noqa: E402
 from policygradex.pipeline.features import (fit_rows, logistic_targets, normalize_advantages,  # noqa: E402
-                                            projection_for, task_baselines)
+                                            projection_for, split_advantages, task_baselines)
 from policygradex.pipeline.gradients import projected_gradients  # noqa: E402
 from policygradex.rl.baseline import fit_task_values  # noqa: E402
 from policygradex.rl.gae import add_advantages, compute_gae  # noqa: E402
@@ -80,18 +82,20 @@ def collection_halves(ctx, seed: int, Ns: list[int]) -> dict[tuple[int, str], tu
         first = torch.zeros(T, 1, dtype=torch.bool)  # the steps of the first half of the fitting rows (about)
         first[: round(T * m / (2 * N))] = True
         advantages = {"policy": compute_gae(r, v, nv, term, trunc, gamma, lam)}
-        # per_task exactly as the feature stage fits it (features.task_baselines), on the first T steps
+        # per_task exactly as the feature stage fits it (features.task_baselines), on the first T steps, and its
+        # halves fitted apart as the feature stage now stores them for the report (features.split_advantages)
         head = Rollout(obs=ro.obs[:T], actions=ro.actions[:T], logprobs=ro.logprobs[:T], rewards=r, values=v.clone(),
                        terminated=term, truncated=trunc, valid=valid, next_value=nv)
-        task_baselines(head, ro.obs[T].numpy() if T < steps else last_obs, env, range(fam.n), gamma)
+        after = ro.obs[T].numpy() if T < steps else last_obs
+        apart = split_advantages(head, after, env, range(fam.n), gamma, lam, m // 2)
+        task_baselines(head, after, env, range(fam.n), gamma)
         add_advantages(head, gamma, lam)
         advantages["per_task"] = head.advantages
         on_first, _ = fit_task_values(obs, nxt, returns, (valid & first).float(), cols)
         on_second, next_second = fit_task_values(obs, nxt, returns, (valid & ~first).float(), cols)
         crossed = torch.where(first, on_second, on_first)
         advantages["per_task, cross-fitted"] = compute_gae(r, crossed, next_second, term, trunc, gamma, lam)
-        apart = torch.where(first, on_first, on_second)
-        advantages["per_task, halves fitted apart"] = compute_gae(r, apart, next_second, term, trunc, gamma, lam)
+        advantages["per_task, halves fitted apart"] = apart
         keep = [valid[:, c].reshape(-1) for c in cols]
         features = np.stack([projected_gradients(model, ro.obs[:T, c].reshape(-1, ro.obs.shape[-1])[k][:N],
                                                  ro.actions[:T, c].reshape(-1, *ro.actions.shape[2:])[k][:N],

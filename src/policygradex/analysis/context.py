@@ -17,6 +17,7 @@ from policygradex.common.errors import PolicyGradExError
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.registry import load_family
 from policygradex.nets.base import flat_params
+from policygradex.pipeline.baseline_choice import effective_baseline
 from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.features import fit_rows, normalize_advantages, run_transitions
 from policygradex.pipeline.rundir import RunDir
@@ -72,12 +73,17 @@ def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
 
 
 def with_collected_transitions(cfg: RunConfig, rd: RunDir) -> RunConfig:
-    """``cfg`` with N as the feature stage collected it: ``--target-reliability`` may have grown it past
-    ``transitions_per_task`` (features/meta.json says), and what analyses recollect must match the features."""
-    N = load_json(rd.features_meta).get("N") if rd.features_meta.exists() else None
-    if not isinstance(N, int) or N == cfg.features.transitions_per_task:
-        return cfg
-    return replace(cfg, features=replace(cfg.features, transitions_per_task=N))
+    """``cfg`` with N and the baseline as the feature stage collected them: ``--target-reliability`` may have grown
+    N past ``transitions_per_task``, and ``--baseline auto`` kept one baseline (features/meta.json says both); what
+    analyses recollect must match the features."""
+    meta = load_json(rd.features_meta) if rd.features_meta.exists() else {}
+    N = meta.get("N")
+    if isinstance(N, int) and N != cfg.features.transitions_per_task:
+        cfg = replace(cfg, features=replace(cfg.features, transitions_per_task=N))
+    baseline = effective_baseline(cfg.features.baseline, meta)
+    if baseline != cfg.features.baseline and baseline != "auto":
+        cfg = replace(cfg, features=replace(cfg.features, baseline=baseline))
+    return cfg
 
 
 def job_seed(*parts: Any) -> int:

@@ -95,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--advantage-normalization", choices=["per_task", "batch", "none"],
                    help=f"scaling of advantages before labels and weights (default: "
                         f"{d.features.advantage_normalization})")
-    g.add_argument("--baseline", choices=["policy", "per_task"],
-                   help="value estimates behind each task's advantages: theta_star's value head, or each task's own "
-                        f"value function fitted on its transitions (default: {d.features.baseline})")
+    g.add_argument("--baseline", choices=["policy", "per_task", "auto"],
+                   help="value estimates behind each task's advantages: theta_star's value head, each task's own "
+                        "value function fitted on its transitions, or auto: the one whose gradient signal "
+                        f"reproduces better across halves of the transitions (default: {d.features.baseline})")
     g.add_argument("--holdout-fraction", type=float,
                    help=f"share of transitions held out for f^ (default: {d.features.holdout_fraction:g})")
     g.add_argument("--surrogate", choices=["auto", "exact", "newton", "closed_form"],

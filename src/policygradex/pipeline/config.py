@@ -65,7 +65,7 @@ class FeatureConfig:
     ``per_task`` (default) standardises each task's GAE advantages, as PPO does per batch, so that a task's
     reward scale does not dominate the weighted loss and the affinity reflects compatibility of updates rather
     than reward magnitude; ``batch`` standardises over all tasks at once; ``none`` keeps raw GAE advantages."""
-    baseline: Literal["policy", "per_task"] = "policy"
+    baseline: Literal["policy", "per_task", "auto"] = "policy"
     """The value estimates behind each task's advantages. ``policy``: theta_star's own value head, as the paper
     does. Without a task id it is one value function for every task, so for tasks paid differently it is biased per
     task, and GAE's truncation (lambda < 1) then hides whatever pays off over more steps than it looks ahead.
@@ -73,7 +73,11 @@ class FeatureConfig:
     features of its observations (:func:`~policygradex.pipeline.features.task_baselines`). results/weak-signal.md
     measures the suspects one at a time on the planted suite (more transitions, advantage normalisation, GAE lambda,
     this): the shared value head is what leaves reward-conflict tasks' gradients below their noise, and
-    results/planted.md gives the recovery with each baseline."""
+    results/planted.md gives the recovery with each baseline. ``auto``: both from the same transitions and the same
+    projected gradients, keeping the one whose gradient signal has the higher split-half reliability (per_task's
+    with each half's baseline fitted apart; :mod:`~policygradex.pipeline.baseline_choice`), recorded in
+    features/meta.json; feature files only (``--store features``). results/baseline-choice.md applies the rule to
+    the planted suite."""
     target_reliability: float | None = None
     """Grow N until the gradient signal reaches this split-half reliability (``--target-reliability``; None: off,
     N stays ``transitions_per_task``). After collecting N transitions per task the feature stage measures the

@@ -85,6 +85,7 @@ def feature_block_job(args: dict[str, Any], seed: int,
     rollout_seconds = time.perf_counter() - t0
     advantages = normalize_advantages([t.advantages for t in transitions], args["normalization"])
     split = normalized_split(transitions, args["normalization"])
+    value_head = normalized_split(transitions, args["normalization"], "value_head_advantages")
     projection = projection_for(cfg, model)
     returns: dict[str, float | None] = {}
     statistics = args.get("store", "features") == "statistics"
@@ -93,7 +94,7 @@ def feature_block_job(args: dict[str, Any], seed: int,
         sc = cfg.surrogate
         rows = auto_curvature_rows(family.n, fit_rows(cfg.features.transitions_per_task, cfg.features.holdout_fraction),
                                    sc.curvature_rows)
-    for i, tr, adv, adv_split in zip(ids, transitions, advantages, split):
+    for i, tr, adv, adv_split, adv_head in zip(ids, transitions, advantages, split, value_head):
         mean_return = float(np.mean(tr.episode_returns)) if tr.episode_returns else None
         if statistics:
             block_stats.add(i, task_statistics(model, tr.obs, tr.actions, adv, projection, cfg.features, sc.blocks,
@@ -102,6 +103,10 @@ def feature_block_job(args: dict[str, Any], seed: int,
             arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features, adv_split)
             if tr.split_advantages is not None:
                 arrays["split_advantages"] = tr.split_advantages.astype(np.float32)
+            if tr.value_head_advantages is not None and adv_head is not None:
+                labels, weights = logistic_targets(adv_head)
+                arrays.update(value_head_advantages=tr.value_head_advantages.astype(np.float32),
+                              value_head_labels=labels, value_head_weights=weights)
             atomic_save_npz(rd.task_features(i), **arrays, advantages=tr.advantages.astype(np.float32),
                             episode_returns=np.asarray(tr.episode_returns, dtype=np.float32))
         returns[family.tasks[i].name] = mean_return
@@ -123,22 +128,24 @@ def returns_of_files(paths: list[Path], names: list[str]) -> dict[str, float | N
 
 SPLIT_KEYS = ("split_advantages", "split_labels", "split_weights")
 """A feature file's per-task-baseline split (:attr:`.features.TaskTransitions.split_advantages`), when it has one."""
+VALUE_HEAD_KEYS = ("value_head_advantages", "value_head_labels", "value_head_weights")
+"""``--baseline auto``: the value head's advantages (:attr:`.features.TaskTransitions.value_head_advantages`)."""
 
 
 def renormalise_batch(paths: list[Path]) -> None:
     """``batch`` normalisation over several blocks: labels and weights of every feature file recomputed from its raw
-    advantages standardised by the mean and standard deviation over all tasks, and likewise the split labels and
-    weights from the split advantages where the files have them (two streamed passes: the first reads only the
+    advantages standardised by the mean and standard deviation over all tasks, and likewise the split and the value
+    head's labels and weights from their own advantages where the files have them (two streamed passes: the first reads only the
     advantages, the second rewrites each file whole)."""
     moments: dict[str, list[float]] = {}
     for p in paths:
-        arrays = load_npz(p, ("advantages", SPLIT_KEYS[0]))
+        arrays = load_npz(p, ("advantages", SPLIT_KEYS[0], VALUE_HEAD_KEYS[0]))
         for raw, a in arrays.items():
             m = moments.setdefault(raw, [0, 0.0, 0.0, 0])
             a = a.astype(np.float64)
             m[0], m[1], m[2], m[3] = m[0] + a.size, m[1] + a.sum(), m[2] + (a * a).sum(), m[3] + 1
-    split = moments.get(SPLIT_KEYS[0], [0, 0, 0, 0])[3] == len(paths)
-    keys = [("advantages", "labels", "weights")] + ([SPLIT_KEYS] if split else [])
+    keys = [("advantages", "labels", "weights")] + [k for k in (SPLIT_KEYS, VALUE_HEAD_KEYS)
+                                                     if moments.get(k[0], [0, 0, 0, 0])[3] == len(paths)]
     for p in paths:
         arrays = dict(load_npz(p))
         for raw, label_key, weight_key in keys:

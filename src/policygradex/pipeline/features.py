@@ -52,6 +52,9 @@ class TaskTransitions:
     """``baseline = per_task`` only: the same transitions' advantages under two baselines fitted apart, one on the
     first half (in time) of the fitting rows and one on the rest (:func:`split_advantages`), so that the two halves
     the gradient signal's reliability compares share no fit. Never the surrogate's data; None otherwise."""
+    value_head_advantages: np.ndarray | None = None
+    """``baseline = auto`` only: the advantages under theta_star's value head (``advantages`` are then per_task's);
+    :mod:`.baseline_choice` keeps one of the two. None otherwise."""
 
 
 def collect_transitions(
@@ -78,8 +81,11 @@ def collect_transitions(
         if min(valid_counts) >= want:
             break
         num_steps = int(num_steps * 1.5) + 8
-    split = None
-    if cfg.baseline == "per_task":
+    split = value_head = None
+    if cfg.baseline == "auto":
+        value_head = compute_gae(rollout.rewards, rollout.values, rollout.next_value, rollout.terminated,
+                                 rollout.truncated, ppo_cfg.gamma, ppo_cfg.gae_lambda)
+    if cfg.baseline in ("per_task", "auto"):
         half = fit_rows(want, cfg.holdout_fraction) // 2
         split = split_advantages(rollout, next_obs, env, ids, ppo_cfg.gamma, ppo_cfg.gae_lambda, half)
         task_baselines(rollout, next_obs, env, ids, ppo_cfg.gamma)
@@ -98,6 +104,7 @@ def collect_transitions(
                 returns=take(rollout.returns).numpy().astype(np.float64),
                 episode_returns=[e.ret for e in episodes if e.task == i],
                 split_advantages=None if split is None else take(split).numpy().astype(np.float64),
+                value_head_advantages=None if value_head is None else take(value_head).numpy().astype(np.float64),
             )
         )
     return out
@@ -250,12 +257,13 @@ def feature_arrays(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, a
     return out
 
 
-def normalized_split(transitions: Sequence[TaskTransitions], mode: str) -> list[np.ndarray | None]:
-    """Every task's :attr:`TaskTransitions.split_advantages`, normalised as ``mode`` normalises the advantages
-    (over the split advantages themselves); Nones where any task has none."""
-    if any(t.split_advantages is None for t in transitions):
+def normalized_split(transitions: Sequence[TaskTransitions], mode: str,
+                     which: str = "split_advantages") -> list[np.ndarray | None]:
+    """Every task's :attr:`TaskTransitions.split_advantages` (or ``which``: ``value_head_advantages``), normalised
+    as ``mode`` normalises the advantages (over those advantages themselves); Nones where any task has none."""
+    if any(getattr(t, which) is None for t in transitions):
         return [None] * len(transitions)
-    return list(normalize_advantages([t.split_advantages for t in transitions], mode))  # type: ignore[misc]
+    return list(normalize_advantages([getattr(t, which) for t in transitions], mode))
 
 
 def build_feature_set(model: nn.Module, transitions: list[TaskTransitions], projection: Projection,

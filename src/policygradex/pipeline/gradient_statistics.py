@@ -67,6 +67,9 @@ def resolve_store(cfg: RunConfig, n: int) -> str:
 
 def statistics_refusal(cfg: RunConfig, n: int) -> str | None:
     """Why ``--store statistics`` cannot serve this run (None when it can)."""
+    if cfg.features.baseline == "auto":
+        return ("--store statistics cannot keep both baselines' advantages for --baseline auto: use --store features "
+                "or --baseline policy/per_task")
     if resolve_surrogate(cfg.surrogate.method, n) != "closed_form":
         return (f"--store statistics needs the closed-form surrogate (this run's is "
                 f"{resolve_surrogate(cfg.surrogate.method, n)}): use --surrogate closed_form or --store features")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policygradex.common.plots import plot_curve, plot_heatmaps
+from policygradex.pipeline.baseline_choice import baseline_line
 from policygradex.pipeline.clustering import standardize
 from policygradex.pipeline.confidence import WEAK_TASK
 from policygradex.pipeline.group_record import Confidence, Groups
@@ -103,7 +104,7 @@ def confidence_lines(groups: Groups, names: list[str], baseline: str = "policy")
 
 def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20, baseline: str = "policy") -> list[str]:
     """One paragraph naming the tasks too weak to place (``Confidence.weak_tasks``), weakest first; none: [].
-    ``baseline``: the run's ``--baseline``; the advice to try ``per_task`` is left out where it is already on."""
+    ``baseline``: the run's ``--baseline``; the advice to try ``per_task`` is only for the value head's runs."""
     weak = sorted(conf.weak_tasks(), key=lambda i: conf.task_signal[i])
     if not weak:
         return []
@@ -112,8 +113,8 @@ def weak_task_lines(conf: Confidence, names: list[str], limit: int = 20, baselin
     return ["", f"**Too weak to place:** {shown}{more}. Their own gradient direction does not reproduce across the "
                 f"two halves of their transitions (signal below {WEAK_TASK}), so the group each is in is a guess. "
                 "Raise --transitions (or have --target-reliability raise it)"
-                + (", or, for tasks paid differently from the others, try --baseline per_task." if baseline != "per_task"
-                   else ".")]
+                + (", or, for tasks paid differently from the others, try --baseline per_task or auto."
+                   if baseline == "policy" else ".")]
 
 
 def final_return_line(last: dict[str, Any]) -> str:
@@ -156,7 +157,7 @@ def write_report(st: "RunState") -> None:
     for gi, g in enumerate(st.groups.names):
         lines.append(f"- group {gi + 1}: {', '.join(g)}")
     lines += ["", partition_sentence(st.groups)]
-    lines += ["", *confidence_lines(st.groups, names, baseline=st.cfg.features.baseline)]
+    lines += ["", *confidence_lines(st.groups, names, baseline=cfg.features.baseline)]
     stats_path = rd.affinity_stats
     split = json.loads(stats_path.read_text()).get("split_half") if stats_path.exists() else None
     if split is not None and split.get("resampled") == "transitions":
@@ -199,7 +200,9 @@ def write_report(st: "RunState") -> None:
         f"N = {st.feature_meta.get('N', cfg.features.transitions_per_task)} transitions per task "
         f"(p = {st.feature_meta.get('p', '?')}, "
         f"d = {cfg.features.projection_dim}), advantages normalised {cfg.features.advantage_normalization}, "
-        f"{cfg.features.holdout_fraction:.0%} held out."
+        f"{cfg.features.holdout_fraction:.0%} held out, baseline {cfg.features.baseline}."
+        + (f" {baseline_line(st.feature_meta['baseline'])}."
+           if cfg.features.baseline == "auto" and isinstance(st.feature_meta.get("baseline"), dict) else "")
         + (" " + growth_line(st.feature_meta["growth"], cfg.features)
            if cfg.features.target_reliability is not None and st.feature_meta.get("growth") else ""),
         *surrogate_lines(cfg, sur),

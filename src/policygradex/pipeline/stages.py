@@ -45,6 +45,7 @@ from policygradex.envs.base import TaskFamily
 from policygradex.envs.vector import family_spaces
 from policygradex.nets.base import flat_params
 from policygradex.pipeline.affinity import affinity_matrix, split_half_reliability
+from policygradex.pipeline.baseline_choice import baseline_line, choose_baseline, effective_baseline
 from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.confidence import (
     GRADIENT_MIN,
@@ -268,6 +269,7 @@ def stage_features(st: RunState) -> None:
 
     t0 = time.perf_counter()
     computed = collect_features(st, N, recompute_all=new_theta, check_rows=bool(growth), growth=record())
+    keep_baseline(st)
     while fc.target_reliability is not None:
         if growth and growth[-1]["N"] == N:
             reliability = growth[-1]["reliability"]
@@ -288,7 +290,21 @@ def stage_features(st: RunState) -> None:
         st.features, st.stats, st.terms = None, None, None
         N = grown
         computed = collect_features(st, N, recompute_all=True, check_rows=False, growth=record()) or computed
+        keep_baseline(st)
     st.done("features", computed=computed, seconds=time.perf_counter() - t0 if computed else None)
+
+
+def keep_baseline(st: RunState) -> None:
+    """``--baseline auto``: keep the baseline whose gradient signal is more reliable (:mod:`.baseline_choice`),
+    recorded in features/meta.json; nothing for the other baselines."""
+    if st.cfg.features.baseline != "auto":
+        return
+    with status(st.console, "--baseline auto: the gradient signal's reliability under each baseline"):
+        record = choose_baseline(st.feature_paths, st.cfg.features.holdout_fraction, st.feature_meta)
+    if st.feature_meta.get("baseline") != record:
+        st.feature_meta = {**st.feature_meta, "baseline": record}
+        atomic_write_json(st.rd.features_meta, st.feature_meta)
+    st.console.print(baseline_line(record))
 
 
 def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None:
@@ -297,11 +313,12 @@ def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None
     task, from the stacked features when they are loaded, else streamed from the feature files (O(N d) memory beyond
     the halves, never the (n, N, d) stack).
 
-    With ``--baseline per_task`` each half's advantages come from a baseline fitted on that half alone (the split
-    labels and weights of the feature files, or the statistics' ``split_sums``): a baseline fitted on both halves
-    shares its error between them and overstates the reliability (results/baseline-reliability.md). Feature files
-    made before the split was stored have none; they give the joint fit's halves, an upper bound."""
-    per_task = st.cfg.features.baseline == "per_task"
+    With ``--baseline per_task`` (or ``auto`` keeping it) each half's advantages come from a baseline fitted on that
+    half alone (the split labels and weights of the feature files, or the statistics' ``split_sums``): a baseline
+    fitted on both halves shares its error between them and overstates the reliability
+    (results/baseline-reliability.md). Feature files made before the split was stored have none; they give the
+    joint fit's halves, an upper bound."""
+    per_task = effective_baseline(st.cfg.features.baseline, st.feature_meta) == "per_task"
     if st.store == "statistics" or (st.surrogate_method == "closed_form" and not per_task):
         return gradient_halves_from_blocks(st.statistics())
     rows = (rows_of_feature_set(st.features, split=per_task) if st.features is not None

@@ -1,0 +1,91 @@
+"""--baseline auto: the run keeps the baseline whose gradient signal reproduces better, and is then that run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policygradex.cli.main import main
+from policygradex.pipeline.baseline_choice import choose
+from policygradex.pipeline.group_record import Groups
+from tests.helpers import assert_one_line_error, tiny_run_args
+
+
+def test_choose_keeps_per_task_only_where_it_is_more_reliable():
+    assert choose({"policy": 0.2, "per_task": 0.9}) == "per_task"
+    assert choose({"policy": 0.9, "per_task": 0.2}) == "policy"
+    assert choose({"policy": 0.5, "per_task": 0.5}) == "policy"
+    assert choose({"policy": None, "per_task": 0.9}) == "policy"
+    assert choose({"policy": 0.1, "per_task": None}) == "policy"
+
+
+@pytest.mark.parametrize("n,kind,kept", [(12, "reward", "policy"), (9, "actuation", "per_task")])
+def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: str, kept: str):
+    """From the same theta_star, --baseline auto writes the affinity and groups of the run with the baseline it
+    keeps, byte for byte, and keeps the one whose own run reports the higher gradient signal reliability (per_task's
+    measured with each half's baseline fitted apart). A rerun recomputes nothing."""
+    family = f"planted(kind={kind},env=cartpole,n={n},groups=3)"
+    runs = {b: tmp_path / b for b in ("policy", "per_task", "auto")}
+    for baseline, out in runs.items():
+        if baseline != "policy":  # the same theta_star for every run
+            out.mkdir()
+            for name in ("theta_star.pt", "meta_train_curve.csv", "config.json"):
+                shutil.copy2(runs["policy"] / name, out / name)
+            record = json.loads((out / "config.json").read_text())
+            record["config"]["features"]["baseline"] = baseline
+            (out / "config.json").write_text(json.dumps(record))
+        assert main(tiny_run_args(out, family, "--k", "3", "--baseline", baseline)) == 0
+    meta = json.loads((runs["auto"] / "features" / "meta.json").read_text())["baseline"]
+    assert meta["chosen"] == kept
+    reliability = {b: Groups.load(runs[b] / "groups.json", n).confidence.gradient_reliability
+                   for b in ("policy", "per_task")}
+    assert meta["reliability"] == pytest.approx(reliability, abs=1e-9)
+    assert (reliability["per_task"] > reliability["policy"]) == (kept == "per_task")
+    assert (runs["auto"] / "affinity.npy").read_bytes() == (runs[kept] / "affinity.npy").read_bytes()
+    groups = {b: Groups.load(runs[b] / "groups.json", n) for b in ("auto", kept)}
+    assert groups["auto"].indices == groups[kept].indices
+    assert groups["auto"].confidence.gradient_reliability == pytest.approx(reliability[kept], abs=1e-12)
+    before = {p.name: p.stat().st_mtime_ns for p in (runs["auto"] / "features").glob("*.npz")}
+    assert main(tiny_run_args(runs["auto"], family, "--k", "3", "--baseline", "auto")) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (runs["auto"] / "features").glob("*.npz")} == before
+    files = [np.load(p) for p in sorted((runs["auto"] / "features").glob("task_*.npz"))]
+    assert all(("per_task_labels" in z.files) == (kept == "policy") for z in files)
+
+
+def test_auto_refuses_the_statistics_store(cli, tmp_path: Path):
+    rc, _, err = cli(*tiny_run_args(tmp_path / "x", "planted", "--baseline", "auto", "--store", "statistics",
+                                    "--surrogate", "closed_form"))
+    assert_one_line_error(rc, err, "--baseline auto")
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("features/*.npz"))
+
+
+def test_keeping_the_value_head_resumes_an_interrupted_rewrite(tmp_path: Path):
+    """Files rewritten for the value head hold its labels, weights and advantages, with per_task's kept beside them;
+    a rewrite cut short after the first file is finished on resume, and no file is rewritten twice."""
+    from policygradex.common.artifacts import atomic_save_npz
+    from policygradex.pipeline.baseline_choice import choose_baseline, keep_value_head
+
+    rng = np.random.default_rng(0)
+    N, paths, original = 40, [], []
+    for i in range(3):
+        a = {"features": rng.standard_normal((N, 4)).astype(np.float32)}
+        for prefix in ("", "value_head_", "split_"):
+            adv = rng.standard_normal(N).astype(np.float32)
+            a.update({f"{prefix}advantages": adv, f"{prefix}labels": np.sign(adv), f"{prefix}weights": np.abs(adv)})
+        paths.append(tmp_path / f"task_{i:03d}.npz")
+        atomic_save_npz(paths[-1], **a)
+        original.append(a)
+    keep_value_head(paths[:1])  # interrupted after the first file
+    first = paths[0].stat().st_mtime_ns
+    prior = {"N": N, "baseline": {"chosen": "policy", "reliability": {"policy": 0.5, "per_task": 0.1}, "N": N}}
+    assert choose_baseline(paths, 0.25, prior) == prior["baseline"]
+    assert paths[0].stat().st_mtime_ns == first
+    for p, a in zip(paths, original):
+        z = np.load(p)
+        for key in ("advantages", "labels", "weights"):
+            np.testing.assert_array_equal(z[key], a[f"value_head_{key}"])
+            np.testing.assert_array_equal(z[f"per_task_{key}"], a[key])
