@@ -56,6 +56,7 @@ def chosen(pol: dict, pt: dict) -> dict:
 def choice_lines(rows: list[dict]) -> list[str]:
     """Per family and kind, held-out and tuning seeds apart: NMI of the per-run choice (:func:`chosen`) against
     each fixed baseline, paired by seed, and how often it chose per_task."""
+    overall: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
     lines = ["| seeds | family | kind | seeds | reliability, value head | reliability, per_task | per_task chosen | "
              "NMI, chosen | chosen - policy | chosen - per_task |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -69,6 +70,7 @@ def choice_lines(rows: list[dict]) -> list[str]:
                 continue
             pick = [chosen(pol[s], pt[s]) for s in seeds]
             nmi = [r["nmi"] for r in pick]
+            overall[held] += [(c, pol[s]["nmi"], pt[s]["nmi"]) for c, s in zip(nmi, seeds)]
 
             def rel(rs: list[dict]) -> str:
                 return mean_se([r["gradient_reliability"] for r in rs if r.get("gradient_reliability") is not None])
@@ -78,6 +80,11 @@ def choice_lines(rows: list[dict]) -> list[str]:
                          f"{rel([pt[s] for s in seeds])} | {sum(r is pt[s] for r, s in zip(pick, seeds))} / "
                          f"{len(seeds)} | {mean_se(nmi)} | {paired(nmi, [pol[s]['nmi'] for s in seeds])} | "
                          f"{paired(nmi, [pt[s]['nmi'] for s in seeds])} |")
+    lines.append("")
+    for held in (True, False):
+        c, pol_nmi, pt_nmi = (list(x) for x in zip(*overall[held]))
+        lines.append(f"Over all {len(c)} {'held-out' if held else 'tuning'} pairs (every family and kind, paired by "
+                     f"run): chosen - policy {paired(c, pol_nmi)}, chosen - per_task {paired(c, pt_nmi)}.")
     return lines
 
 

@@ -267,9 +267,13 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "",
         "Baselines: `policy` is theta_star's value head (the default), `per_task` each task's own value function "
         "(`--baseline per_task`), and `per_task, target 0.9` adds `--target-reliability 0.9`, which grows N where the "
-        "gradient signal is less reliable than 0.9. Where the per_task run already met 0.9 the option changes "
-        "nothing, byte for byte, and its row is the per_task run's (`unchanged_from` in planted.json); "
-        "results/adaptive-transitions.md lists the runs it grew.",
+        "gradient signal is less reliable than 0.9 (run for the objective kind only: the kind the target was chosen "
+        "for). The per_task rows' gradient reliability, which the confidence words and the target read, is measured "
+        "with each half's baseline fitted on that half alone (`features.split_advantages`; "
+        "results/baseline-reliability.md): the per_task runs' feature files were given those halves by "
+        "experiments/add_split_advantages.py, which checks that it recollects each file's own transitions, and "
+        "their cluster stage was rerun. Earlier per_task rows read the joint fit's halves, which overstated the "
+        "reliability, and the target rows made on it are gone.",
         "",
         f"Package versions: {versions()}.",
         "",

@@ -124,20 +124,23 @@ def test_feature_blocks_give_the_same_files_on_every_backend(tmp_path: Path, mon
         _same_bytes(plain, resumed)
 
 
-@pytest.mark.parametrize("baseline", ["policy", "per_task"])
+@pytest.mark.parametrize("baseline", ["policy", "per_task", "auto"])
 def test_batch_normalisation_over_blocks_uses_every_task(tmp_path: Path, baseline: str) -> None:
     """--advantage-normalization batch with 3 blocks: every file's labels and weights are sign and size of its raw
     advantages standardised by the mean and standard deviation over all tasks' advantages; with --baseline per_task
-    likewise the split labels and weights (baselines fitted apart on each half) from the split advantages."""
+    likewise the split labels and weights (baselines fitted apart on each half) from the split advantages, and with
+    auto also the value head's from its own."""
     out = tmp_path / "batch"
     assert main(tiny_run_args(out, "planted(n=10,groups=2)", "--k", "2", "--task-block", "4",
                               "--advantage-normalization", "batch", "--baseline", baseline)) == 0
     files = [np.load(f) for f in sorted((out / "features").glob("task_*.npz"))]
     keys = [("advantages", "labels", "weights")]
-    if baseline == "per_task":
+    if baseline != "policy":
         keys.append(("split_advantages", "split_labels", "split_weights"))
     else:
         assert not any("split_labels" in z.files for z in files)
+    if baseline == "auto":
+        keys.append(("value_head_advantages", "value_head_labels", "value_head_weights"))
     for raw, label, weight in keys:
         allv = np.concatenate([z[raw].astype(np.float64) for z in files])
         mu, sd = allv.mean(), allv.std() + 1e-8

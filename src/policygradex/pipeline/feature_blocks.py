@@ -135,8 +135,8 @@ VALUE_HEAD_KEYS = ("value_head_advantages", "value_head_labels", "value_head_wei
 def renormalise_batch(paths: list[Path]) -> None:
     """``batch`` normalisation over several blocks: labels and weights of every feature file recomputed from its raw
     advantages standardised by the mean and standard deviation over all tasks, and likewise the split and the value
-    head's labels and weights from their own advantages where the files have them (two streamed passes: the first reads only the
-    advantages, the second rewrites each file whole)."""
+    head's labels and weights from their own advantages where the files have them (two streamed passes: the first
+    reads only the advantages, the second rewrites each file whole)."""
     moments: dict[str, list[float]] = {}
     for p in paths:
         arrays = load_npz(p, ("advantages", SPLIT_KEYS[0], VALUE_HEAD_KEYS[0]))

@@ -49,9 +49,10 @@ class TaskTransitions:
     returns: np.ndarray
     episode_returns: list[float]
     split_advantages: np.ndarray | None = None
-    """``baseline = per_task`` only: the same transitions' advantages under two baselines fitted apart, one on the
-    first half (in time) of the fitting rows and one on the rest (:func:`split_advantages`), so that the two halves
-    the gradient signal's reliability compares share no fit. Never the surrogate's data; None otherwise."""
+    """``baseline`` per_task or auto only: the same transitions' advantages under two per-task baselines fitted
+    apart, one on the first half (in time) of the fitting rows and one on the rest (:func:`split_advantages`), so
+    that the two halves the gradient signal's reliability compares share no fit. Never the surrogate's data; None
+    otherwise."""
     value_head_advantages: np.ndarray | None = None
     """``baseline = auto`` only: the advantages under theta_star's value head (``advantages`` are then per_task's);
     :mod:`.baseline_choice` keeps one of the two. None otherwise."""
@@ -218,7 +219,7 @@ class FeatureSet:
     n_fit: int
     """The first n_fit transitions of each task are fitted on; the rest are held out."""
     split_labels: torch.Tensor | None = None
-    """(n, N) sign(A) of :attr:`TaskTransitions.split_advantages` (``baseline = per_task``), for the gradient
+    """(n, N) sign(A) of :attr:`TaskTransitions.split_advantages` (per_task or auto), for the gradient
     signal's split-half reliability only; None when the features have none."""
     split_weights: torch.Tensor | None = None
     """(n, N) their |A|."""
