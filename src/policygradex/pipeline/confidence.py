@@ -92,7 +92,10 @@ def transition_bootstrap(stats: Statistics, l2: float, alpha: int, labels: np.nd
     b_k recomputed from the drawn blocks, the closed-form U rebuilt and clustered with the run's k, starting from
     the run's groups (``init``) as well as the clustering's own starts. The curvature is kept fixed (the shared one
     and, with ``terms``, the first-order part of U computed from all transitions): the replicates resample b_k,
-    whose noise dominates. Always the in-sample closed form (replicates of the held-out rows are not kept). Returns the mean Jaccard per group, ``reps`` and, for
+    whose noise dominates. Always the in-sample closed form (replicates of the held-out rows are not kept). The
+    advantages are fixed too: under ``--baseline per_task`` the value functions fitted on all the transitions are
+    not refitted per replicate, so the fit's own error is not resampled and the Jaccard can be optimistic (the
+    gradient reliability, fitted apart per half, is not). Returns the mean Jaccard per group, ``reps`` and, for
     n <= COCLUSTERING_MAX_N, the co-clustering matrix."""
     rng = np.random.default_rng(seed)
     groups = [set(g) for g in groups_from_labels(labels)]
