@@ -114,6 +114,16 @@ def load_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.nd
         raise _corrupt(path, exc) from None
 
 
+def npz_holds(path: Path, key: str) -> bool:
+    """Whether the .npz file at ``path`` has an array ``key``, from the zip's listing (no array is read); False when
+    the file is unreadable (reading it says why)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return key in data.files
+    except Exception:
+        return False
+
+
 def file_sha(path: Path) -> str:
     """sha256 of a file's bytes (theta_star.pt's pins the jobs made from it)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

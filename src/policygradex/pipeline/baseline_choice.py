@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from policygradex.common.artifacts import atomic_save_npz, load_npz
+from policygradex.common.artifacts import atomic_save_npz, load_npz, npz_holds
 from policygradex.common.errors import PolicyGradExError
 from policygradex.pipeline.confidence import gradient_halves, interaction_reliability
 from policygradex.pipeline.features import fit_rows
@@ -74,9 +74,9 @@ def keep_value_head(paths: list[Path]) -> None:
     """Rewrite every feature file so that its labels, weights and advantages are the value head's (per_task's kept
     as ``per_task_*``). Idempotent: a file already rewritten is left as it is, so an interrupted rewrite resumes."""
     for p in paths:
-        a = load_npz(p)
-        if "per_task_labels" in a:
+        if npz_holds(p, "per_task_labels"):  # the zip's listing only: a resumed run reads no array
             continue
+        a = load_npz(p)
         a.update(per_task_advantages=a["advantages"], per_task_labels=a["labels"], per_task_weights=a["weights"],
                  advantages=a["value_head_advantages"], labels=a["value_head_labels"],
                  weights=a["value_head_weights"])

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policygradex.common.artifacts import load_npz
+from policygradex.common.artifacts import load_npz, npz_holds
 from policygradex.common.errors import PolicyGradExError
 from policygradex.pipeline.features import FeatureSet, fit_rows
 
@@ -233,20 +233,11 @@ def rows_of_feature_set(data: FeatureSet, split: bool = False) -> Iterator[TaskR
             yield data.features[i], data.labels[i], data.weights[i]
 
 
-def _holds(path: Path, key: str) -> bool:
-    """Whether the .npz file at ``path`` has an array ``key`` (False when unreadable: reading it says why)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return key in data.files
-    except Exception:
-        return False
-
-
 def rows_of_files(paths: list[Path], split: bool = False) -> Iterator[TaskRows]:
     """The tasks' rows read from their feature files one at a time (never all in memory); ``split``: with the split
     labels and weights of the per-task baseline where every file has them, as :func:`rows_of_feature_set`."""
     shape = None
-    split = split and all(_holds(p, "split_labels") for p in paths)
+    split = split and all(npz_holds(p, "split_labels") for p in paths)
     labels, weights = ("split_labels", "split_weights") if split else ("labels", "weights")
     for p in paths:
         a = load_npz(p)
