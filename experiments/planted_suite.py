@@ -44,14 +44,18 @@ from policygradex.pipeline.rundir import RunDir
 
 SUITE = {("reward", "cartpole"), ("actuation", "cartpole"), ("observation", "cartpole"),
          ("reward", "lunarlander"), ("actuation", "lunarlander"), ("observation", "lunarlander"),
-         ("objective", "lunarlander"), ("observation", "planted")}
-"""(kind, env) pairs the suite runs; env ``planted`` is the built-in ``planted`` family (10 tasks, rotations)."""
+         ("objective", "lunarlander"), ("observation", "planted"), ("reward", "lunarlander-bonus")}
+"""(kind, env) pairs the suite runs; env ``planted`` is the built-in ``planted`` family (10 tasks, rotations), and
+``lunarlander-bonus`` is LunarLander's reward kind paid by a bonus near x_g instead of the penalty (``payment=bonus``,
+envs/conflicts.py)."""
 TUNING_SEEDS = (0, 1, 2)
 
 
 def family_spec(kind: str, env: str, n: int, groups: int) -> str:
     if env == "planted":
         return "planted"
+    if env.endswith("-bonus"):
+        return f"planted(kind={kind},env={env.removesuffix('-bonus')},n={n},groups={groups},payment=bonus)"
     return f"planted(kind={kind},env={env},n={n},groups={groups})"
 
 

@@ -5,8 +5,12 @@ groups that conflict in one way, K, while sharing everything else the kind allow
 
 - ``reward``: the same environment, observations and dynamics; group g is paid for keeping the cart (the lander)
   near its own position x_g, spread evenly over [-1.2, 1.2] m of the track (over [-0.6, 0.6] of LunarLander's
-  normalised x). CartPole's reward of 1 per step is scaled by 1 - conflict * |x - x_g| / 2.4; LunarLander's gets
-  - conflict * |x - x_g| added at every step. One policy without a task id cannot know where to go.
+  normalised x). CartPole's reward of 1 per step is scaled by 1 - conflict * |x - x_g| / 2.4. LunarLander's is
+  set by ``payment``: ``penalty`` (the default) adds - conflict * |x - x_g| at every step, ``bonus`` adds
+  conflict * max(0, 1 - |x - x_g| / 0.6), zero at the neighbouring groups' positions. One policy without a task id
+  cannot know where to go. The penalty is not a test of grouping: theta_star hovers until the time limit and the
+  penalty is most of the return, and its planted groups do not train better than one multitask policy; with the
+  bonus they do (results/planted.md, "Real by training").
 - ``actuation``: the same observations and rewards; each group's actions act differently. CartPole gets three
   actions (push left, none, push right) and LunarLander keeps its four (none, left engine, main engine, right
   engine); group g applies the g-th cyclic shift of the acting actions (all but LunarLander's "none"), with
@@ -44,6 +48,10 @@ ENVS = ("cartpole", "lunarlander")
 CARTPOLE_TARGET, LUNAR_TARGET = 1.2, 0.6
 """The groups' positions x_g spread over [-target, target] (CartPole's track ends at +-2.4 m; LunarLander's x is
 normalised to +-1 over the screen, its pad at 0)."""
+PAYMENTS = ("penalty", "bonus")
+"""LunarLander's reward kind: how being near x_g is paid (module docstring)."""
+BONUS_WIDTH = 0.6
+"""The bonus falls to zero this far from x_g: at the neighbouring group's position (LUNAR_TARGET apart)."""
 DIRECTIONS = ((0.50, 0.50, 0.00, 0.00), (0.10, 0.30, 0.60, 0.00), (0.10, 0.30, 0.00, 0.60))
 """mo-lunar-lander-v3's preference directions (landing, shaping, -main fuel, -side fuel): land well, spare the main
 engine, spare the side engines (those of results/data/mo-lunar-lander-weights.csv)."""
@@ -79,17 +87,20 @@ def spread(j: int, size: int) -> float:
 
 # ----------------------------------------------------------------------------------------------- wrappers
 class _PositionReward(gym.Wrapper):
-    """Reward for staying near x_g: CartPole's scaled by 1 - c |x - x_g| / 2.4, LunarLander's less c |x - x_g|."""
+    """Reward for staying near x_g: ``scaled`` (CartPole's) by 1 - c |x - x_g| / 2.4; ``penalty``: less c |x - x_g|;
+    ``bonus``: plus c max(0, 1 - |x - x_g| / BONUS_WIDTH)."""
 
-    def __init__(self, env: gym.Env, target: float, conflict: float, scaled: bool) -> None:
+    def __init__(self, env: gym.Env, target: float, conflict: float, payment: str) -> None:
         super().__init__(env)
-        self.target, self.conflict, self.scaled = target, conflict, scaled
+        self.target, self.conflict, self.payment = target, conflict, payment
 
     def step(self, action):  # type: ignore[no-untyped-def]
         obs, reward, terminated, truncated, info = self.env.step(action)
         dist = abs(float(obs[0]) - self.target)
-        if self.scaled:
+        if self.payment == "scaled":
             reward = float(reward) * (1.0 - self.conflict * min(dist, 2.4) / 2.4)
+        elif self.payment == "bonus":
+            reward = float(reward) + self.conflict * max(0.0, 1.0 - dist / BONUS_WIDTH)
         else:
             reward = float(reward) - self.conflict * dist
         return obs, reward, terminated, truncated, info
@@ -212,9 +223,10 @@ def _lunar_make(gravity: float, wrap: Callable[[gym.Env], gym.Env]) -> Callable[
     return make
 
 
-def _wrapper(kind: str, env: str, params: dict, conflict: float) -> Callable[[gym.Env], gym.Env]:
+def _wrapper(kind: str, env: str, params: dict, conflict: float,
+             payment: str = "penalty") -> Callable[[gym.Env], gym.Env]:
     if kind == "reward":
-        return lambda e: _PositionReward(e, params["target"], conflict, scaled=env == "cartpole")
+        return lambda e: _PositionReward(e, params["target"], conflict, "scaled" if env == "cartpole" else payment)
     if kind == "actuation":
         return lambda e: _Actuation(e, action_map(env, params["group"]), conflict, cartpole=env == "cartpole")
     index = range(4) if env == "cartpole" else LUNAR_ROTATED
@@ -256,7 +268,8 @@ def _objective_family(group_of: list[int], groups: int, conflict: float, sizes: 
 
 
 def conflict_family(kind: str = "observation", env: str = "cartpole", n: int = 12, groups: int = 3,
-                    conflict: float = 1.0, sizes: Sequence[int] | None = None, shuffle: int = 1) -> TaskFamily:
+                    conflict: float = 1.0, sizes: Sequence[int] | None = None, shuffle: int = 1,
+                    payment: str = "penalty") -> TaskFamily:
     """The planted suite's family of one kind of conflict on one base environment (see the module docstring)."""
     n, groups = int(n), int(groups)
     if kind not in KINDS:
@@ -270,14 +283,18 @@ def conflict_family(kind: str = "observation", env: str = "cartpole", n: int = 1
         raise PolicyGradExError(f"planted family: groups={groups} must be between 2 and n={n}")
     if not (math.isfinite(conflict) and 0.0 <= conflict <= 1.0):
         raise PolicyGradExError(f"planted family: conflict={conflict} must be in [0, 1]")
+    if payment not in PAYMENTS:
+        raise PolicyGradExError(f"planted family: payment={payment!r} must be one of {', '.join(PAYMENTS)}")
+    if payment != "penalty" and (kind, env) != ("reward", "lunarlander"):
+        raise PolicyGradExError("planted family: payment applies to kind=reward with env=lunarlander only")
     if kind == "actuation" and groups > 3:
         raise PolicyGradExError("planted family: kind=actuation has 3 cyclic shifts of the actions: groups <= 3")
     group_of = layout(n, groups, sizes, int(shuffle))
     size_of = [group_of.count(g) for g in range(groups)]
     members = tuple(tuple(i for i, g in enumerate(group_of) if g == gg) for gg in range(groups))
-    label = f"planted-{kind}-{env}"
+    label = f"planted-{kind}-{env}" + ("" if payment == "penalty" else f"-{payment}")
     description = (f"{env} in {groups} planted groups of sizes {'/'.join(map(str, size_of))} conflicting by "
-                   f"{kind}, conflict {conflict:g}")
+                   f"{kind}" + ("" if payment == "penalty" else f" ({payment})") + f", conflict {conflict:g}")
     if kind == "objective":
         base = _objective_family(group_of, groups, conflict, size_of)
         tasks = tuple(Task(f"g{g}-{t.name}", t.make_env, {**t.params, "group": g})
@@ -291,7 +308,7 @@ def conflict_family(kind: str = "observation", env: str = "cartpole", n: int = 1
         u = spread(j, size_of[g])
         params: dict = {"group": g, "target": float(np.linspace(-limit, limit, groups)[g]),
                         "angle": conflict * 2.0 * math.pi * g / groups}
-        wrap = _wrapper(kind, env, params, conflict)
+        wrap = _wrapper(kind, env, params, conflict, payment)
         if env == "cartpole":
             half = float(np.round(0.4 * 2.0 ** u, 3))
             params["half_length"] = half

@@ -17,7 +17,7 @@ from policygradex.envs.metaworld import mt10
 from policygradex.envs.mo import mo_family
 
 
-SUITE_KEYS = {"kind", "env", "sizes", "shuffle"}
+SUITE_KEYS = {"kind", "env", "sizes", "shuffle", "payment"}
 """Parameters that make ``planted`` a family of the planted suite (:mod:`.conflicts`) instead of the original one."""
 
 
