@@ -6,7 +6,9 @@ rows (one forward and backward per block, the run's projection) measure:
 
 - ``snr``: ||b_k|| over the standard error of b_k from the spread of its block sums (||mean|| / sqrt(tr Cov / R));
   above about 2 a task's mean gradient stands out of its own noise;
-- ``task_signal``: ``confidence.task_signal`` (split-half cosine of the task's own direction, Spearman-Brown);
+- ``task_signal``: ``confidence.task_signal`` (split-half cosine of the task's own direction, Spearman-Brown;
+  with per-task baselines each half's advantages come from value functions fitted on that half alone, as the
+  feature stage measures it, ``features.split_advantages``);
 - ``gradient_reliability``: split-half reliability of G G^T (``confidence.interaction_reliability``);
 - ``nmi_gradsim``: NMI with the planted groups of the cosine of the b_k, clustered with the planted k.
 
@@ -93,6 +95,17 @@ def measure(run: Path, name: str) -> dict:
     snr = np.linalg.norm(b, axis=1) / se
     half = BLOCKS // 2
     first, second = S[:, :half].mean(1), S[:, half:].mean(1)
+    if all(t.split_advantages is not None for t in trans):  # per-task baselines: each half's fitted on it alone
+        halves = []
+        for t, a in zip(trans, normalize_advantages([t.split_advantages for t in trans],
+                                                    cfg.features.advantage_normalization)):
+            n_fit = fit_rows(len(a), cfg.features.holdout_fraction)
+            y, w = logistic_targets(a)
+            bounds = np.array([0, n_fit // 2, n_fit])
+            s = weighted_gradient_sums(model, t.obs[:n_fit], t.actions[:n_fit], torch.from_numpy(0.5 * w * y)[:n_fit],
+                                       bounds, projection)
+            halves.append(s / np.diff(bounds)[:, None])
+        first, second = np.stack([h[0] for h in halves]), np.stack([h[1] for h in halves])
     signal = task_signal(first, second)
     rel = interaction_reliability(first, second)
     truth = labels_from_groups([list(g) for g in family.planted_groups], family.n)
