@@ -146,13 +146,12 @@ def split_advantages(rollout: Rollout, next_obs: np.ndarray, env: MultiTaskVecto
     see the other half's values. Must run before :func:`task_baselines` replaces the rollout's values (the
     returns are bootstrapped by the policy's value, as there). Twice :func:`task_baselines`' time."""
     returns, obs, nxt = _returns_and_observations(rollout, next_obs, env, gamma)
+    columns = [torch.as_tensor(np.flatnonzero(env.env_task == i)) for i in ids]
     first = torch.zeros_like(rollout.valid)
-    for i in ids:
-        cols = torch.as_tensor(np.flatnonzero(env.env_task == i))
+    for cols in columns:
         valid = rollout.valid[:, cols]
         position = valid.reshape(-1).long().cumsum(0).reshape(valid.shape) - 1  # time-major, as the rows are taken
         first[:, cols] = valid & (position < half)
-    columns = [torch.as_tensor(np.flatnonzero(env.env_task == i)) for i in ids]
     on_first, _ = fit_task_values(obs, nxt, returns, first.float(), columns)
     on_rest, next_rest = fit_task_values(obs, nxt, returns, (rollout.valid & ~first).float(), columns)
     values = torch.where(first, on_first, on_rest)
