@@ -12,7 +12,7 @@ import pytest
 from policygradex.cli.main import main
 from policygradex.pipeline.baseline_choice import choose
 from policygradex.pipeline.group_record import Groups
-from tests.helpers import assert_one_line_error, tiny_run_args
+from tests.helpers import tiny_run_args
 
 
 def test_choose_keeps_per_task_only_where_it_is_more_reliable():
@@ -23,12 +23,18 @@ def test_choose_keeps_per_task_only_where_it_is_more_reliable():
     assert choose({"policy": 0.1, "per_task": None}) == "policy"
 
 
+STORES = {"features": (), "statistics": ("--surrogate", "closed_form", "--store", "statistics")}
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
 @pytest.mark.parametrize("n,kind,kept", [(12, "reward", "policy"), (9, "actuation", "per_task")])
-def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: str, kept: str):
+def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: str, kept: str, store: str):
     """From the same theta_star, --baseline auto writes the affinity and groups of the run with the baseline it
     keeps, byte for byte, and keeps the one whose own run reports the higher gradient signal reliability (per_task's
-    measured with each half's baseline fitted apart). A rerun recomputes nothing."""
+    measured with each half's baseline fitted apart), with feature files and with the statistics store. A rerun
+    recomputes nothing."""
     family = f"planted(kind={kind},env=cartpole,n={n},groups=3)"
+    extra = STORES[store]
     runs = {b: tmp_path / b for b in ("policy", "per_task", "auto")}
     for baseline, out in runs.items():
         if baseline != "policy":  # the same theta_star for every run
@@ -38,7 +44,7 @@ def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: 
             record = json.loads((out / "config.json").read_text())
             record["config"]["features"]["baseline"] = baseline
             (out / "config.json").write_text(json.dumps(record))
-        assert main(tiny_run_args(out, family, "--k", "3", "--baseline", baseline)) == 0
+        assert main(tiny_run_args(out, family, "--k", "3", "--baseline", baseline, *extra)) == 0
     meta = json.loads((runs["auto"] / "features" / "meta.json").read_text())["baseline"]
     assert meta["chosen"] == kept
     reliability = {b: Groups.load(runs[b] / "groups.json", n).confidence.gradient_reliability
@@ -50,17 +56,12 @@ def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: 
     assert groups["auto"].indices == groups[kept].indices
     assert groups["auto"].confidence.gradient_reliability == pytest.approx(reliability[kept], abs=1e-12)
     before = {p.name: p.stat().st_mtime_ns for p in (runs["auto"] / "features").glob("*.npz")}
-    assert main(tiny_run_args(runs["auto"], family, "--k", "3", "--baseline", "auto")) == 0
+    assert before
+    assert main(tiny_run_args(runs["auto"], family, "--k", "3", "--baseline", "auto", *extra)) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (runs["auto"] / "features").glob("*.npz")} == before
-    files = [np.load(p) for p in sorted((runs["auto"] / "features").glob("task_*.npz"))]
-    assert all(("per_task_labels" in z.files) == (kept == "policy") for z in files)
-
-
-def test_auto_refuses_the_statistics_store(cli, tmp_path: Path):
-    rc, _, err = cli(*tiny_run_args(tmp_path / "x", "planted", "--baseline", "auto", "--store", "statistics",
-                                    "--surrogate", "closed_form"))
-    assert_one_line_error(rc, err, "--baseline auto")
-    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("features/*.npz"))
+    files = [np.load(p) for p in sorted((runs["auto"] / "features").glob("*.npz"))]
+    marker = "per_task_labels" if store == "features" else "per_task_c"
+    assert all((marker in z.files) == (kept == "policy") for z in files)
 
 
 def test_keeping_the_value_head_resumes_an_interrupted_rewrite(tmp_path: Path):

@@ -143,10 +143,16 @@ def gradient_halves_from_blocks(stats: Statistics) -> tuple[np.ndarray, np.ndarr
     baseline fit, so the halves share no fit."""
     if stats.split_sums is not None:
         return stats.split_sums[:, 0], stats.split_sums[:, 1]
-    R = stats.blocks
+    return block_halves(stats.block_sums)
+
+
+def block_halves(block_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(n, d) sums over the first and over the second half of the R blocks of (n, R, d) ``block_sums``; None below
+    2 blocks."""
+    R = block_sums.shape[1]
     if R < 2:
         return None
-    first, second = (stats.block_sums[:, sl].sum(1) for sl in (slice(0, R // 2), slice(R // 2, R)))
+    first, second = (block_sums[:, sl].sum(1) for sl in (slice(0, R // 2), slice(R // 2, R)))
     return first, second
 
 

@@ -98,7 +98,7 @@ def feature_block_job(args: dict[str, Any], seed: int,
         mean_return = float(np.mean(tr.episode_returns)) if tr.episode_returns else None
         if statistics:
             block_stats.add(i, task_statistics(model, tr.obs, tr.actions, adv, projection, cfg.features, sc.blocks,
-                                               rows, adv_split), mean_return)
+                                               rows, adv_split, adv_head), mean_return)
         else:
             arrays = feature_arrays(model, tr.obs, tr.actions, adv, projection, cfg.features, adv_split)
             if tr.split_advantages is not None:

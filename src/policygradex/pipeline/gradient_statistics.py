@@ -67,9 +67,6 @@ def resolve_store(cfg: RunConfig, n: int) -> str:
 
 def statistics_refusal(cfg: RunConfig, n: int) -> str | None:
     """Why ``--store statistics`` cannot serve this run (None when it can)."""
-    if cfg.features.baseline == "auto":
-        return ("--store statistics cannot keep both baselines' advantages for --baseline auto: use --store features "
-                "or --baseline policy/per_task")
     if resolve_surrogate(cfg.surrogate.method, n) != "closed_form":
         return (f"--store statistics needs the closed-form surrogate (this run's is "
                 f"{resolve_surrogate(cfg.surrogate.method, n)}): use --surrogate closed_form or --store features")
@@ -104,48 +101,73 @@ def weighted_gradient_sums(model: nn.Module, obs: torch.Tensor, actions: torch.T
     return projection.project(torch.stack(rows).to(torch.float64)).numpy()
 
 
-def _curvature(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, w: np.ndarray, idx: np.ndarray,
-               projection: Projection, fc: FeatureConfig) -> np.ndarray:
-    """(d, d) mean over the rows ``idx`` of 1/4 w g~ g~^T, from their per-sample projected gradients."""
-    X = projected_gradients(model, obs[idx], actions[idx], projection, fc).to(torch.float64)
-    ws = torch.from_numpy(w[idx].astype(np.float64))
-    return ((X * (0.25 * ws)[:, None]).T @ X).numpy() / len(idx)
+def _weighted_outer(X: torch.Tensor, w: np.ndarray) -> np.ndarray:
+    """(d, d) mean over the rows of X (per-sample projected gradients, float64) of 1/4 w g~ g~^T."""
+    ws = torch.from_numpy(w.astype(np.float64))
+    return ((X * (0.25 * ws)[:, None]).T @ X).numpy() / X.shape[0]
+
+
+def _weighted_statistics(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: np.ndarray,
+                         projection: Projection, bounds: np.ndarray, idx: np.ndarray, X: torch.Tensor,
+                         hidx: np.ndarray | None, Xh: torch.Tensor | None) -> dict[str, Any]:
+    """The statistics of one set of advantages of a task's transitions: c, b and the block sums of the fitting
+    rows (the first ``bounds[-1]``), the curvature on the per-sample gradients X of rows ``idx``, and the held-out
+    c, b and curvature (Xh of the held-out rows ``hidx``) when there are held-out rows."""
+    n_fit = int(bounds[-1])
+    y, w = logistic_targets(advantages)
+    z = torch.from_numpy(0.5 * w * y)
+    sums = weighted_gradient_sums(model, obs[:n_fit], actions[:n_fit], z[:n_fit], bounds, projection)
+    out: dict[str, Any] = {"c": LOG2 * float(w[:n_fit].astype(np.float64).mean()), "block_sums": sums,
+                           "b": sums.sum(0) / n_fit, "curvature": _weighted_outer(X, w[idx])}
+    held = len(advantages) - n_fit
+    if held:
+        assert hidx is not None and Xh is not None
+        hs = weighted_gradient_sums(model, obs[n_fit:], actions[n_fit:], z[n_fit:], np.array([0, held]), projection)
+        out.update(held_c=LOG2 * float(w[n_fit:].astype(np.float64).mean()), held_b=hs[0] / held,
+                   held_curvature=_weighted_outer(Xh, w[n_fit:][hidx]))
+    return out
 
 
 def task_statistics(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: np.ndarray,
                     projection: Projection, fc: FeatureConfig, blocks: int, curvature_rows: int,
-                    split_advantages: np.ndarray | None = None) -> dict[str, Any]:
+                    split_advantages: np.ndarray | None = None,
+                    value_head_advantages: np.ndarray | None = None) -> dict[str, Any]:
     """One task's statistics (fitting and held-out rows) from its transitions and (normalised) advantages; with the
     (normalised) ``split_advantages`` of the per-task baseline also ``split_sums``, (2, d): the sums of
-    1/2 w y g~ of those advantages over the first half of the fitting rows and over the rest (one more backward)."""
+    1/2 w y g~ of those advantages over the first half of the fitting rows and over the rest (one more backward).
+    ``--baseline auto``: with the (normalised) ``value_head_advantages`` also ``value_head``, the same statistics of
+    those advantages (the per-sample gradients of the curvature rows are shared; two more backwards)."""
     N = len(advantages)
     n_fit = fit_rows(N, fc.holdout_fraction)
-    y, w = logistic_targets(advantages)
-    z = torch.from_numpy(0.5 * w * y)
     bounds = block_bounds(n_fit, blocks)
-    sums = weighted_gradient_sums(model, obs[:n_fit], actions[:n_fit], z[:n_fit], bounds, projection)
     idx = curvature_rows_index(n_fit, curvature_rows)
-    out: dict[str, Any] = {"c": LOG2 * float(w[:n_fit].astype(np.float64).mean()), "block_sums": sums,
-                           "b": sums.sum(0) / n_fit, "block_rows": np.diff(bounds), "rows": n_fit,
-                           "curvature": _curvature(model, obs, actions, w, idx, projection, fc),
-                           "curvature_rows": len(idx)}
+    X = projected_gradients(model, obs[idx], actions[idx], projection, fc).to(torch.float64)
+    held = N - n_fit
+    hidx = Xh = None
+    if held:
+        hidx = curvature_rows_index(held, math.ceil(curvature_rows * held / n_fit))
+        Xh = projected_gradients(model, obs[n_fit:][hidx], actions[n_fit:][hidx], projection, fc).to(torch.float64)
+    out = _weighted_statistics(model, obs, actions, advantages, projection, bounds, idx, X, hidx, Xh)
+    out.update(block_rows=np.diff(bounds), rows=n_fit, curvature_rows=len(idx))
     if split_advantages is not None:
         ys, ws = logistic_targets(split_advantages[:n_fit])
         out["split_sums"] = weighted_gradient_sums(model, obs[:n_fit], actions[:n_fit], torch.from_numpy(0.5 * ws * ys),
                                                    np.array([0, n_fit // 2, n_fit]), projection)
-    held = N - n_fit
-    if held:
-        hs = weighted_gradient_sums(model, obs[n_fit:], actions[n_fit:], z[n_fit:], np.array([0, held]), projection)
-        hidx = curvature_rows_index(held, math.ceil(curvature_rows * held / n_fit))
-        out.update(held_c=LOG2 * float(w[n_fit:].astype(np.float64).mean()), held_b=hs[0] / held,
-                   held_curvature=_curvature(model, obs[n_fit:], actions[n_fit:], w[n_fit:], hidx, projection, fc))
+    if value_head_advantages is not None:
+        out["value_head"] = _weighted_statistics(model, obs, actions, value_head_advantages, projection, bounds, idx,
+                                                 X, hidx, Xh)
     return out
+
+
+CURVATURE_KEYS = ("curvature", "held_curvature", "value_head_curvature", "value_head_held_curvature")
+"""The per-task curvatures a block sums over its tasks instead of keeping them."""
 
 
 class BlockStatistics:
     """One block's statistics file, filled task by task (:meth:`add`) and written by :meth:`save`: per task c, b,
     block sums, held-out c and b and the mean episode return (nan: no episode ended); the two curvatures are
-    summed as the tasks arrive, so a block holds O(T R d + d^2) numbers, not T curvatures."""
+    summed as the tasks arrive, so a block holds O(T R d + d^2) numbers, not T curvatures. Under ``--baseline
+    auto`` the value head's c, b, block sums and curvature sums sit beside them as ``value_head_*``."""
 
     def __init__(self) -> None:
         self.ids: list[int] = []
@@ -155,7 +177,8 @@ class BlockStatistics:
 
     def add(self, task: int, stats: dict[str, Any], mean_return: float | None) -> None:
         stats = dict(stats)
-        for key in ("curvature", "held_curvature"):
+        stats.update({f"value_head_{k}": v for k, v in stats.pop("value_head", {}).items()})
+        for key in CURVATURE_KEYS:
             if key in stats:
                 H = stats.pop(key)
                 self.sums[key] = H.copy() if key not in self.sums else self.sums[key] + H
@@ -166,19 +189,23 @@ class BlockStatistics:
     def save(self, path: Path) -> None:
         first = self.tasks[0]
         arrays: dict[str, np.ndarray] = {
-            "ids": np.asarray(self.ids, dtype=np.int64),
-            "c": np.array([t["c"] for t in self.tasks]), "b": np.stack([t["b"] for t in self.tasks]),
-            "block_sums": np.stack([t["block_sums"] for t in self.tasks]), "block_rows": first["block_rows"],
+            "ids": np.asarray(self.ids, dtype=np.int64), "block_rows": first["block_rows"],
             "rows": np.asarray(first["rows"]), "curvature_rows": np.asarray(first["curvature_rows"]),
-            "curvature_sum": self.sums["curvature"],
             "mean_episode_return": np.asarray(self.returns, dtype=np.float64),
         }
+        for prefix in ("", "value_head_"):  # the surrogate's advantages, and the value head's under --baseline auto
+            if f"{prefix}c" not in first:
+                continue
+            arrays.update({f"{prefix}c": np.array([t[f"{prefix}c"] for t in self.tasks]),
+                           f"{prefix}b": np.stack([t[f"{prefix}b"] for t in self.tasks]),
+                           f"{prefix}block_sums": np.stack([t[f"{prefix}block_sums"] for t in self.tasks]),
+                           f"{prefix}curvature_sum": self.sums[f"{prefix}curvature"]})
+            if f"{prefix}held_b" in first:
+                arrays.update({f"{prefix}held_c": np.array([t[f"{prefix}held_c"] for t in self.tasks]),
+                               f"{prefix}held_b": np.stack([t[f"{prefix}held_b"] for t in self.tasks]),
+                               f"{prefix}held_curvature_sum": self.sums[f"{prefix}held_curvature"]})
         if "split_sums" in first:
             arrays["split_sums"] = np.stack([t["split_sums"] for t in self.tasks])
-        if "held_b" in first:
-            arrays.update(held_c=np.array([t["held_c"] for t in self.tasks]),
-                          held_b=np.stack([t["held_b"] for t in self.tasks]),
-                          held_curvature_sum=self.sums["held_curvature"])
         atomic_save_npz(path, **arrays)
 
 

@@ -300,7 +300,7 @@ def keep_baseline(st: RunState) -> None:
     if st.cfg.features.baseline != "auto":
         return
     with status(st.console, "--baseline auto: the gradient signal's reliability under each baseline"):
-        record = choose_baseline(st.feature_paths, st.cfg.features.holdout_fraction, st.feature_meta)
+        record = choose_baseline(st.feature_paths, st.cfg.features.holdout_fraction, st.feature_meta, st.store)
     if st.feature_meta.get("baseline") != record:
         st.feature_meta = {**st.feature_meta, "baseline": record}
         atomic_write_json(st.rd.features_meta, st.feature_meta)
