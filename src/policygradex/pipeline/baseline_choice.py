@@ -34,8 +34,7 @@ import numpy as np
 
 from policygradex.common.artifacts import atomic_save_npz, load_npz, npz_holds
 from policygradex.common.errors import PolicyGradExError
-from policygradex.pipeline.confidence import block_halves, gradient_halves, interaction_reliability
-from policygradex.pipeline.features import fit_rows
+from policygradex.pipeline.confidence import block_halves, interaction_reliability, task_fitting_halves
 
 CANDIDATES = {"policy": ("value_head_labels", "value_head_weights"), "per_task": ("split_labels", "split_weights")}
 """Each candidate baseline and the labels and weights of a feature file its split-half reliability is measured on."""
@@ -62,13 +61,12 @@ def candidate_reliabilities(paths: list[Path], holdout_fraction: float) -> dict[
         a = load_npz(p, ("features", *(k for keys in CANDIDATES.values() for k in keys)))
         if not all(k in a for keys in CANDIDATES.values() for k in keys):
             raise PolicyGradExError(f"{p} lacks the two baselines' labels of --baseline auto; delete it to recompute")
-        m = fit_rows(a["features"].shape[0], holdout_fraction)
         for name, (labels, weights) in CANDIDATES.items():
-            h = gradient_halves(a["features"][None, :m], a[labels][None, :m], a[weights][None, :m])
+            h = task_fitting_halves(a["features"], a[labels], a[weights], holdout_fraction)
             if h is None:
                 return {name: None for name in CANDIDATES}
-            halves[name][0].append(h[0][0])
-            halves[name][1].append(h[1][0])
+            halves[name][0].append(h[0])
+            halves[name][1].append(h[1])
     if len(paths) < 3:
         return {name: None for name in CANDIDATES}
     return {name: interaction_reliability(np.stack(first), np.stack(second))

@@ -29,6 +29,7 @@ from policygradex.pipeline.affinity import halves_reliability, spearman_brown, s
 from policygradex.pipeline.clustering import cluster, standardized_corr
 from policygradex.pipeline.partitions import groups_from_labels
 from policygradex.pipeline.closed_form import CurvatureTerms, expected_affinity
+from policygradex.pipeline.features import fit_rows
 from policygradex.pipeline.statistics import Statistics
 
 COCLUSTERING_MAX_N = 100
@@ -167,6 +168,16 @@ def gradient_halves(features: np.ndarray, labels: np.ndarray, weights: np.ndarra
     first, second = ((yw[:, sl] * features[:, sl]).mean(1).astype(np.float64)
                      for sl in (slice(0, N // 2), slice(N // 2, N)))
     return first, second
+
+
+def task_fitting_halves(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, holdout_fraction: float
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """One task's G over the first and the second half of its fitting rows (:func:`.features.fit_rows` of its N
+    transitions, (N, d) features), (d,) float64 each: the halves a task contributes to the gradient signal's
+    split-half reliability. None below 4 fitting rows."""
+    m = fit_rows(labels.shape[0], holdout_fraction)
+    halves = gradient_halves(features[None, :m], labels[None, :m], weights[None, :m])
+    return None if halves is None else (halves[0][0], halves[1][0])
 
 
 def gradient_reliability_from_blocks(stats: Statistics) -> float | None:

@@ -50,10 +50,10 @@ from policygradex.pipeline.clustering import cluster
 from policygradex.pipeline.confidence import (
     GRADIENT_MIN,
     bootstrap_groups,
-    gradient_halves,
     gradient_halves_from_blocks,
     interaction_reliability,
     is_noise,
+    task_fitting_halves,
     task_signal,
     transition_bootstrap,
     transition_split_half,
@@ -67,7 +67,7 @@ from policygradex.pipeline.feature_blocks import (
     renormalise_batch,
     returns_of_files,
 )
-from policygradex.pipeline.features import FeatureSet, feature_set, fit_rows, projection_for, task_blocks
+from policygradex.pipeline.features import FeatureSet, feature_set, projection_for, task_blocks
 from policygradex.pipeline.group_record import Confidence, ExhaustiveCheck, GridRow, Groups, Relaxation
 from policygradex.pipeline.gradient_statistics import merge_block_statistics, resolve_store, returns_of_statistics
 from policygradex.pipeline.partitions import EXACT_MAX_N, groups_from_labels, labels_from_groups
@@ -325,12 +325,11 @@ def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None
             else rows_of_files(st.feature_paths, split=per_task))
     first, second = [], []
     for F, y, w in rows:
-        m = fit_rows(F.shape[0], st.cfg.features.holdout_fraction)
-        halves = gradient_halves(F[None, :m].numpy(), y[None, :m].numpy(), w[None, :m].numpy())
+        halves = task_fitting_halves(F.numpy(), y.numpy(), w.numpy(), st.cfg.features.holdout_fraction)
         if halves is None:
             return None
-        first.append(halves[0][0])
-        second.append(halves[1][0])
+        first.append(halves[0])
+        second.append(halves[1])
     return np.stack(first), np.stack(second)
 
 
