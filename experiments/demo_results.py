@@ -20,9 +20,10 @@ HEADER = """# Demo runs: groups found by `policygradex run`
 Budget: `--preset demo`. PPO runs 100k steps per task for cartpole and 30k for lunarlander, with no task id. The
 features use N = 16384 transitions per task and d = 400. The surrogate fits all 252 subsets of 5, with l2 = 0.1 and
 f^ evaluated in-sample. k = 3, as in the paper. Each section below is copied verbatim from the run's report.md by
-`experiments/demo_results.py`. The runs used 2 CPU cores and the default single torch thread, so the groups are the same
-on any machine with these package versions. How the groups compare with real subset training is in
-[evaluation.md](evaluation.md), measured under the earlier defaults.
+`experiments/demo_results.py`. The runs used 2 CPU cores ({cpu}) and the default single torch thread, so they give
+the same bytes on this machine at any thread count. Another CPU can give another theta_star and, where the verdict
+says the signal is noise, other groups ([reproducibility.md](reproducibility.md)). How the groups compare with real
+subset training is in [evaluation.md](evaluation.md), measured under the earlier defaults.
 
 Package versions: {versions}.
 """
@@ -39,6 +40,17 @@ def versions() -> str:
     return (f"torch {torch.__version__}, gymnasium {gymnasium.__version__}, numpy {numpy.__version__}, scipy "
             f"{scipy.__version__}, cvxpy {cvxpy.__version__}, scikit-learn {sklearn.__version__}, Python "
             f"{platform.python_version()}")
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo says (the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU model unknown"
 
 
 def se_ratio(ratio: float) -> str:
@@ -119,7 +131,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    lines = [HEADER.format(versions=versions())]
+    lines = [HEADER.format(versions=versions(), cpu=cpu_model())]
     for run in args.runs:
         lines += section(run, args.out.parent)
     args.out.write_text("\n".join(lines))
