@@ -2,7 +2,7 @@
 
     policygradex run cartpole --preset demo --k 3 --out runs/demo-cartpole
     policygradex run lunarlander --preset demo --k 3 --steps-per-task 30000 --out runs/demo-lunarlander
-    python experiments/demo_results.py runs/demo-cartpole runs/demo-lunarlander --out results/demo.md
+    python experiments/demo_results.py runs/demo-cartpole runs/demo-lunarlander --out results/demo.md [--note TEXT]
 """
 
 from __future__ import annotations
@@ -130,8 +130,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default=None, help="a sentence on how the runs were made (e.g. the load they ran under)")
     args = ap.parse_args()
     lines = [HEADER.format(versions=versions(), cpu=cpu_model())]
+    if args.note:
+        lines.append(args.note + "\n")
     for run in args.runs:
         lines += section(run, args.out.parent)
     args.out.write_text("\n".join(lines))
