@@ -7,8 +7,17 @@ task's own value function), from the planted suite's rows and a ``compare`` of t
     policygradex run cartpole --preset demo --k 3 --baseline per_task --out runs/demo/cartpole-pt
     policygradex compare runs/demo/cartpole-pt --seeds 5 --groups value_head=runs/demo/cartpole/groups.json
     cp runs/demo/cartpole-pt/compare/compare.json results/data/demo-baseline-compare.json
+    W=results/data/mo-lunar-lander-weights.csv
+    for s in 0 1 2; do
+      policygradex run mo:mo-lunar-lander-v3 --weights $W --preset demo --k 3 --seed $s --baseline auto \
+          --out runs/mo-ll-auto-s$s
+    done
+    # runs/demo-cartpole-auto: the demo's theta_star copied in first, as for runs/demo/cartpole-pt above
+    policygradex run cartpole --preset demo --k 3 --baseline auto --out runs/demo-cartpole-auto
     python experiments/baseline_choice.py --planted results/planted.json \
-        --demo-compare results/data/demo-baseline-compare.json --out results/baseline-choice.md
+        --demo-compare results/data/demo-baseline-compare.json \
+        --auto-runs runs/demo-cartpole-auto runs/mo-ll-auto-s0 runs/mo-ll-auto-s1 runs/mo-ll-auto-s2 \
+        --out results/baseline-choice.md
 
 results/planted.json comes from experiments/planted_suite.py (its docstring has the commands).
 """
@@ -23,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_results import cpu_model  # noqa: E402
 from planted_suite import group_rows, mean_se, paired, versions  # noqa: E402
 
 
@@ -110,10 +120,38 @@ def demo_lines(record: dict) -> list[str]:
     return lines
 
 
+def auto_lines(runs: list[Path]) -> list[str]:
+    """One row per run made with ``--baseline auto``: the baseline it kept, both reliabilities, its groups, and
+    for mo-lunar-lander's nine weights of results/data (mo_results.DIRECTIONS) the NMI against the directions."""
+    from mo_results import DIRECTIONS
+    from sklearn.metrics import normalized_mutual_info_score
+
+    lines = ["| run | family | seed | kept | reliability, value head | reliability, per_task | groups (task numbers "
+             "from 1) | NMI vs the preference directions |", "|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        record = json.loads((run / "config.json").read_text())
+        cfg, family = record["config"], record["family"]["name"]
+        choice = json.loads((run / "features" / "meta.json").read_text())["baseline"]
+        groups = json.loads((run / "groups.json").read_text())["group_indices"]
+        rel = choice["reliability"]
+        nmi = "-"
+        if cfg["family"].startswith("mo:mo-lunar-lander") and sum(map(len, groups)) == len(DIRECTIONS):
+            labels = np.zeros(len(DIRECTIONS), dtype=int)
+            for g, members in enumerate(groups):
+                labels[members] = g
+            nmi = f"{normalized_mutual_info_score(DIRECTIONS, labels):.2f}"
+        shown = " ".join("{" + ",".join(str(i + 1) for i in g) + "}" for g in groups)
+        lines.append(f"| {run} | {family} | {cfg['seed']} | {choice['chosen']} | {rel['policy']:.2f} | "
+                     f"{rel['per_task']:.2f} | {shown} | {nmi} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--planted", type=Path, required=True)
     ap.add_argument("--demo-compare", type=Path, required=True)
+    ap.add_argument("--auto-runs", type=Path, nargs="*", default=[],
+                    help="run directories made with --baseline auto, one row each")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     rows = json.loads(args.planted.read_text())["rows"]
@@ -149,6 +187,10 @@ def main() -> None:
         "",
         *demo_lines(record),
         "",
+        *(["## Runs made with `--baseline auto`", "",
+           "What the option itself kept, run by run (features/meta.json), on this machine "
+           f"({cpu_model()}). The CartPole demo's theta_star here is not the one of the section above "
+           "(results/reproducibility.md).", "", *auto_lines(args.auto_runs), ""] if args.auto_runs else []),
         "Commands:",
         "",
         "```",
