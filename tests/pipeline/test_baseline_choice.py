@@ -64,29 +64,39 @@ def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: 
     assert all((marker in z.files) == (kept == "policy") for z in files)
 
 
-def test_keeping_the_value_head_resumes_an_interrupted_rewrite(tmp_path: Path):
-    """Files rewritten for the value head hold its labels, weights and advantages, with per_task's kept beside them;
-    a rewrite cut short after the first file is finished on resume, and no file is rewritten twice."""
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_keeping_the_value_head_resumes_an_interrupted_rewrite(tmp_path: Path, store: str):
+    """Files rewritten for the value head hold what the surrogate reads from its advantages (feature files: labels,
+    weights and advantages; statistics files: c, b, block sums, curvature sums, held-out statistics), with
+    per_task's kept beside them (a statistics file's split sums too, out of the way of the halves); a rewrite cut
+    short after the first file is finished on resume, and no file is rewritten twice."""
     from policygradex.common.artifacts import atomic_save_npz
-    from policygradex.pipeline.baseline_choice import choose_baseline, keep_value_head
+    from policygradex.pipeline.baseline_choice import SWAPPED, choose_baseline, keep_value_head
 
     rng = np.random.default_rng(0)
     N, paths, original = 40, [], []
+    shapes = ({"advantages": (N,), "labels": (N,), "weights": (N,)} if store == "features" else
+              {"c": (2,), "b": (2, 4), "block_sums": (2, 8, 4), "curvature_sum": (4, 4), "held_c": (2,),
+               "held_b": (2, 4), "held_curvature_sum": (4, 4)})
+    assert set(shapes) == set(SWAPPED[store])
     for i in range(3):
-        a = {"features": rng.standard_normal((N, 4)).astype(np.float32)}
-        for prefix in ("", "value_head_", "split_"):
-            adv = rng.standard_normal(N).astype(np.float32)
-            a.update({f"{prefix}advantages": adv, f"{prefix}labels": np.sign(adv), f"{prefix}weights": np.abs(adv)})
-        paths.append(tmp_path / f"task_{i:03d}.npz")
+        a = {"features": rng.standard_normal((N, 4)).astype(np.float32)} if store == "features" else {
+            "split_sums": rng.standard_normal((2, 2, 4))}
+        for prefix in ("", "value_head_") + (("split_",) if store == "features" else ()):
+            a.update({f"{prefix}{k}": rng.standard_normal(shape) for k, shape in shapes.items()})
+        paths.append(tmp_path / f"file_{i:03d}.npz")
         atomic_save_npz(paths[-1], **a)
         original.append(a)
-    keep_value_head(paths[:1])  # interrupted after the first file
+    keep_value_head(paths[:1], store)  # interrupted after the first file
     first = paths[0].stat().st_mtime_ns
     prior = {"N": N, "baseline": {"chosen": "policy", "reliability": {"policy": 0.5, "per_task": 0.1}, "N": N}}
-    assert choose_baseline(paths, 0.25, prior) == prior["baseline"]
+    assert choose_baseline(paths, 0.25, prior, store) == prior["baseline"]
     assert paths[0].stat().st_mtime_ns == first
     for p, a in zip(paths, original):
         z = np.load(p)
-        for key in ("advantages", "labels", "weights"):
+        for key in shapes:
             np.testing.assert_array_equal(z[key], a[f"value_head_{key}"])
             np.testing.assert_array_equal(z[f"per_task_{key}"], a[key])
+        if store == "statistics":
+            assert "split_sums" not in z.files
+            np.testing.assert_array_equal(z["per_task_split_sums"], a["split_sums"])
