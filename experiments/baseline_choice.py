@@ -14,10 +14,11 @@ task's own value function), from the planted suite's rows and a ``compare`` of t
     done
     # runs/demo-cartpole-auto: the demo's theta_star copied in first, as for runs/demo/cartpole-pt above
     policygradex run cartpole --preset demo --k 3 --baseline auto --out runs/demo-cartpole-auto
+    policygradex run highway --k 3 --steps-per-task 10000 --transitions 2048 --baseline auto --out runs/highway-auto
     python experiments/baseline_choice.py --planted results/planted.json \
         --demo-compare results/data/demo-baseline-compare.json \
         --auto-runs runs/demo-cartpole-auto runs/mo-ll-auto-s0 runs/mo-ll-auto-s1 runs/mo-ll-auto-s2 \
-        --out results/baseline-choice.md
+        runs/highway-auto --out results/baseline-choice.md
 
 results/planted.json comes from experiments/planted_suite.py (its docstring has the commands).
 """
