@@ -44,18 +44,18 @@ from policygradex.pipeline.rundir import RunDir
 
 SUITE = {("reward", "cartpole"), ("actuation", "cartpole"), ("observation", "cartpole"),
          ("reward", "lunarlander"), ("actuation", "lunarlander"), ("observation", "lunarlander"),
-         ("objective", "lunarlander"), ("observation", "planted"), ("reward", "lunarlander-bonus")}
+         ("objective", "lunarlander"), ("observation", "planted"), ("reward", "lunarlander-penalty")}
 """(kind, env) pairs the suite runs; env ``planted`` is the built-in ``planted`` family (10 tasks, rotations), and
-``lunarlander-bonus`` is LunarLander's reward kind paid by a bonus near x_g instead of the penalty (``payment=bonus``,
-envs/conflicts.py)."""
+``lunarlander-penalty`` is LunarLander's reward kind paid by the per-step penalty instead of the bonus
+(``payment=penalty``, envs/conflicts.py)."""
 TUNING_SEEDS = (0, 1, 2)
 
 
 def family_spec(kind: str, env: str, n: int, groups: int) -> str:
     if env == "planted":
         return "planted"
-    if env.endswith("-bonus"):
-        return f"planted(kind={kind},env={env.removesuffix('-bonus')},n={n},groups={groups},payment=bonus)"
+    if env.endswith("-penalty"):
+        return f"planted(kind={kind},env={env.removesuffix('-penalty')},n={n},groups={groups},payment=penalty)"
     return f"planted(kind={kind},env={env},n={n},groups={groups})"
 
 
@@ -263,6 +263,16 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "(`objective`: mo-lunar-lander-v3 preference directions). Every run is `--preset demo --k 3` (100k PPO steps "
         "per task, N = 16,384 transitions per task, d = 400, no task id). The family `planted` is the built-in "
         "planted family (10 CartPole tasks, groups by rotation of the observation, n = 10, sizes 4 / 3 / 3, in order).",
+        "",
+        "LunarLander's reward kind pays each group a bonus near its own position (`payment=bonus`, the default); "
+        "`lunarlander-penalty` is the same kind paid by a per-step penalty for the distance instead (`payment="
+        "penalty`, the default until the bonus rows were made), kept because its rows were made first: it is not a "
+        "test of grouping (the section on training below).",
+        "",
+        "Machines: the LunarLander reward rows (bonus) were made on an AMD EPYC with AVX-512, the others on the "
+        "machine of the earlier sessions. Each run is byte-reproducible on its own machine; another CPU gives another "
+        "theta_star (results/reproducibility.md), so the rows are samples of the same distribution, not the same "
+        "bytes.",
         "",
         "NMI is against the planted groups. Gradient similarity clusters the cosine of each task's mean advantage-"
         "weighted gradient feature on the run's own features, with the same k; the difference is paired by seed. "

@@ -78,17 +78,19 @@ def test_reward_kind_changes_the_reward_only(env):
         obs, r = _rollout(t.make_env(), actions)
         np.testing.assert_array_equal(obs, obs0)
         dist = np.abs(obs0[1:, 0].astype(np.float64) - t.params["target"])
-        want = r0 * (1 - 0.7 * np.minimum(dist, 2.4) / 2.4) if env == "cartpole" else r0 - 0.7 * dist
+        # LunarLander's default payment is a bonus of 0.7 (1 - |x - x_g| / 0.6)^+ on top
+        want = (r0 * (1 - 0.7 * np.minimum(dist, 2.4) / 2.4) if env == "cartpole"
+                else r0 + 0.7 * np.maximum(0.0, 1.0 - dist / 0.6))
         np.testing.assert_allclose(r, want, rtol=1e-6)
     assert len({t.params["target"] for t in tasks}) == 3
-    if env == "lunarlander":  # payment=bonus: the same observations, paid 0.7 (1 - |x - x_g| / 0.6)^+ on top
-        bonus = conflict_family("reward", env, n=6, groups=3, conflict=0.7, sizes=[2, 2, 2], payment="bonus")
-        assert bonus.name == "planted-reward-lunarlander-bonus"
-        for t in (bonus.tasks[i] for i in _first_of_each_group(bonus)):
+    if env == "lunarlander":  # payment=penalty: the same observations, 0.7 |x - x_g| taken off every step
+        penalty = conflict_family("reward", env, n=6, groups=3, conflict=0.7, sizes=[2, 2, 2], payment="penalty")
+        assert penalty.name == "planted-reward-lunarlander-penalty" and fam.name == "planted-reward-lunarlander"
+        for t in (penalty.tasks[i] for i in _first_of_each_group(penalty)):
             obs, r = _rollout(t.make_env(), actions)
             np.testing.assert_array_equal(obs, obs0)
             dist = np.abs(obs0[1:, 0].astype(np.float64) - t.params["target"])
-            np.testing.assert_allclose(r, r0 + 0.7 * np.maximum(0.0, 1.0 - dist / 0.6), rtol=1e-6)
+            np.testing.assert_allclose(r, r0 - 0.7 * dist, rtol=1e-6)
 
 
 @pytest.mark.parametrize("env", ["cartpole", "lunarlander"])
@@ -203,6 +205,6 @@ def test_registry_parses_the_suite_and_rejects_bad_input():
                          ("planted(kind=reward,conflict=2)", "conflict"),
                          ("planted(kind=reward,n=twelve)", "twelve"), ("planted(n=inf)", "expected name"),
                          ("planted(kind=reward,env=lunarlander,payment=tip)", "payment"),
-                         ("planted(kind=reward,env=cartpole,payment=bonus)", "payment")]:
+                         ("planted(kind=reward,env=cartpole,payment=penalty)", "payment")]:
         with pytest.raises(PolicyGradExError, match=needle):
             load_family(spec)

@@ -6,11 +6,12 @@ groups that conflict in one way, K, while sharing everything else the kind allow
 - ``reward``: the same environment, observations and dynamics; group g is paid for keeping the cart (the lander)
   near its own position x_g, spread evenly over [-1.2, 1.2] m of the track (over [-0.6, 0.6] of LunarLander's
   normalised x). CartPole's reward of 1 per step is scaled by 1 - conflict * |x - x_g| / 2.4. LunarLander's is
-  set by ``payment``: ``penalty`` (the default) adds - conflict * |x - x_g| at every step, ``bonus`` adds
-  conflict * max(0, 1 - |x - x_g| / 0.6), zero at the neighbouring groups' positions. One policy without a task id
-  cannot know where to go. The penalty is not a test of grouping: theta_star hovers until the time limit and the
+  set by ``payment``: ``bonus`` (the default) adds conflict * max(0, 1 - |x - x_g| / 0.6), zero at the
+  neighbouring groups' positions; ``penalty`` adds - conflict * |x - x_g| at every step. One policy without a task
+  id cannot know where to go. The penalty is not a test of grouping: theta_star hovers until the time limit and the
   penalty is most of the return, and its planted groups do not train better than one multitask policy; with the
-  bonus they do (results/planted.md, "Real by training").
+  bonus they do (results/planted.md, "Real by training"). The penalty was the default until the suite's rows of
+  the bonus were made; its rows are the suite's ``lunarlander-penalty``.
 - ``actuation``: the same observations and rewards; each group's actions act differently. CartPole gets three
   actions (push left, none, push right) and LunarLander keeps its four (none, left engine, main engine, right
   engine); group g applies the g-th cyclic shift of the acting actions (all but LunarLander's "none"), with
@@ -48,8 +49,8 @@ ENVS = ("cartpole", "lunarlander")
 CARTPOLE_TARGET, LUNAR_TARGET = 1.2, 0.6
 """The groups' positions x_g spread over [-target, target] (CartPole's track ends at +-2.4 m; LunarLander's x is
 normalised to +-1 over the screen, its pad at 0)."""
-PAYMENTS = ("penalty", "bonus")
-"""LunarLander's reward kind: how being near x_g is paid (module docstring)."""
+PAYMENTS = ("bonus", "penalty")
+"""LunarLander's reward kind: how being near x_g is paid (module docstring); the first is the default."""
 BONUS_WIDTH = 0.6
 """The bonus falls to zero this far from x_g: at the neighbouring group's position (LUNAR_TARGET apart)."""
 DIRECTIONS = ((0.50, 0.50, 0.00, 0.00), (0.10, 0.30, 0.60, 0.00), (0.10, 0.30, 0.00, 0.60))
@@ -224,7 +225,7 @@ def _lunar_make(gravity: float, wrap: Callable[[gym.Env], gym.Env]) -> Callable[
 
 
 def _wrapper(kind: str, env: str, params: dict, conflict: float,
-             payment: str = "penalty") -> Callable[[gym.Env], gym.Env]:
+             payment: str = "bonus") -> Callable[[gym.Env], gym.Env]:
     if kind == "reward":
         return lambda e: _PositionReward(e, params["target"], conflict, "scaled" if env == "cartpole" else payment)
     if kind == "actuation":
@@ -269,7 +270,7 @@ def _objective_family(group_of: list[int], groups: int, conflict: float, sizes: 
 
 def conflict_family(kind: str = "observation", env: str = "cartpole", n: int = 12, groups: int = 3,
                     conflict: float = 1.0, sizes: Sequence[int] | None = None, shuffle: int = 1,
-                    payment: str = "penalty") -> TaskFamily:
+                    payment: str = "bonus") -> TaskFamily:
     """The planted suite's family of one kind of conflict on one base environment (see the module docstring)."""
     n, groups = int(n), int(groups)
     if kind not in KINDS:
@@ -285,16 +286,16 @@ def conflict_family(kind: str = "observation", env: str = "cartpole", n: int = 1
         raise PolicyGradExError(f"planted family: conflict={conflict} must be in [0, 1]")
     if payment not in PAYMENTS:
         raise PolicyGradExError(f"planted family: payment={payment!r} must be one of {', '.join(PAYMENTS)}")
-    if payment != "penalty" and (kind, env) != ("reward", "lunarlander"):
+    if payment != PAYMENTS[0] and (kind, env) != ("reward", "lunarlander"):
         raise PolicyGradExError("planted family: payment applies to kind=reward with env=lunarlander only")
     if kind == "actuation" and groups > 3:
         raise PolicyGradExError("planted family: kind=actuation has 3 cyclic shifts of the actions: groups <= 3")
     group_of = layout(n, groups, sizes, int(shuffle))
     size_of = [group_of.count(g) for g in range(groups)]
     members = tuple(tuple(i for i, g in enumerate(group_of) if g == gg) for gg in range(groups))
-    label = f"planted-{kind}-{env}" + ("" if payment == "penalty" else f"-{payment}")
+    label = f"planted-{kind}-{env}" + ("" if payment == PAYMENTS[0] else f"-{payment}")
     description = (f"{env} in {groups} planted groups of sizes {'/'.join(map(str, size_of))} conflicting by "
-                   f"{kind}" + ("" if payment == "penalty" else f" ({payment})") + f", conflict {conflict:g}")
+                   f"{kind}" + ("" if payment == PAYMENTS[0] else f" ({payment})") + f", conflict {conflict:g}")
     if kind == "objective":
         base = _objective_family(group_of, groups, conflict, size_of)
         tasks = tuple(Task(f"g{g}-{t.name}", t.make_env, {**t.params, "group": g})
