@@ -15,10 +15,14 @@ task's own value function), from the planted suite's rows and a ``compare`` of t
     # runs/demo-cartpole-auto: the demo's theta_star copied in first, as for runs/demo/cartpole-pt above
     policygradex run cartpole --preset demo --k 3 --baseline auto --out runs/demo-cartpole-auto
     policygradex run highway --k 3 --steps-per-task 10000 --transitions 2048 --baseline auto --out runs/highway-auto
+    policygradex run mt10 --k 3 --network softmod --steps-per-task 50000 --baseline auto --out runs/mt10-auto
+    # runs/mt10-policy: runs/mt10-auto's theta_star copied in first (planted_suite.reuse_theta)
+    policygradex run mt10 --k 3 --network softmod --steps-per-task 50000 --baseline policy --out runs/mt10-policy
     python experiments/baseline_choice.py --planted results/planted.json \
         --demo-compare results/data/demo-baseline-compare.json \
-        --auto-runs runs/demo-cartpole-auto runs/mo-ll-auto-s0 runs/mo-ll-auto-s1 runs/mo-ll-auto-s2 \
-        runs/highway-auto --out results/baseline-choice.md
+        --auto-runs runs/demo-cartpole-auto:runs/demo-cartpole \
+        runs/mo-ll-auto-s0 runs/mo-ll-auto-s1 runs/mo-ll-auto-s2 \
+        runs/highway-auto runs/mt10-auto:runs/mt10-policy --out results/baseline-choice.md
 
 results/planted.json comes from experiments/planted_suite.py (its docstring has the commands).
 """
@@ -121,29 +125,47 @@ def demo_lines(record: dict) -> list[str]:
     return lines
 
 
-def auto_lines(runs: list[Path]) -> list[str]:
-    """One row per run made with ``--baseline auto``: the baseline it kept, both reliabilities, its groups, and
-    for mo-lunar-lander's nine weights of results/data (mo_results.DIRECTIONS) the NMI against the directions."""
+def auto_lines(specs: list[str]) -> list[str]:
+    """One row per run made with ``--baseline auto`` (``DIR``, or ``DIR:TWIN`` with TWIN the value head's run from
+    the same theta_star): the baseline it kept, both reliabilities, its groups, the value head's groups where
+    they differ and the NMI between the two, and for mo-lunar-lander's nine weights of results/data
+    (mo_results.DIRECTIONS) the NMI against the directions."""
     from mo_results import DIRECTIONS
     from sklearn.metrics import normalized_mutual_info_score
 
+    def labels_of(groups: list[list[int]]) -> np.ndarray:
+        labels = np.zeros(sum(map(len, groups)), dtype=int)
+        for g, members in enumerate(groups):
+            labels[members] = g
+        return labels
+
+    def shown(groups: list[list[int]]) -> str:
+        return " ".join("{" + ",".join(str(i + 1) for i in g) + "}" for g in groups)
+
     lines = ["| run | family | seed | kept | reliability, value head | reliability, per_task | groups (task numbers "
-             "from 1) | NMI vs the preference directions |", "|---|---|---|---|---|---|---|---|"]
-    for run in runs:
-        record = json.loads((run / "config.json").read_text())
+             "from 1) | the value head's groups (same theta_star) | NMI between the two | NMI vs the preference "
+             "directions |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for spec in specs:
+        run, _, twin = spec.partition(":")
+        run_dir = Path(run)
+        record = json.loads((run_dir / "config.json").read_text())
         cfg, family = record["config"], record["family"]["name"]
-        choice = json.loads((run / "features" / "meta.json").read_text())["baseline"]
-        groups = json.loads((run / "groups.json").read_text())["group_indices"]
+        choice = json.loads((run_dir / "features" / "meta.json").read_text())["baseline"]
+        groups = json.loads((run_dir / "groups.json").read_text())["group_indices"]
         rel = choice["reliability"]
+        if choice["chosen"] == "policy":
+            head, agreement = "the same run", "1.00"
+        elif twin:
+            head_groups = json.loads((Path(twin) / "groups.json").read_text())["group_indices"]
+            head = f"{shown(head_groups)} (`{twin}`)"
+            agreement = f"{normalized_mutual_info_score(labels_of(groups), labels_of(head_groups)):.2f}"
+        else:
+            head, agreement = "not run", "-"
         nmi = "-"
         if cfg["family"].startswith("mo:mo-lunar-lander") and sum(map(len, groups)) == len(DIRECTIONS):
-            labels = np.zeros(len(DIRECTIONS), dtype=int)
-            for g, members in enumerate(groups):
-                labels[members] = g
-            nmi = f"{normalized_mutual_info_score(DIRECTIONS, labels):.2f}"
-        shown = " ".join("{" + ",".join(str(i + 1) for i in g) + "}" for g in groups)
+            nmi = f"{normalized_mutual_info_score(DIRECTIONS, labels_of(groups)):.2f}"
         lines.append(f"| {run} | {family} | {cfg['seed']} | {choice['chosen']} | {rel['policy']:.2f} | "
-                     f"{rel['per_task']:.2f} | {shown} | {nmi} |")
+                     f"{rel['per_task']:.2f} | {shown(groups)} | {head} | {agreement} | {nmi} |")
     return lines
 
 
@@ -151,8 +173,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--planted", type=Path, required=True)
     ap.add_argument("--demo-compare", type=Path, required=True)
-    ap.add_argument("--auto-runs", type=Path, nargs="*", default=[],
-                    help="run directories made with --baseline auto, one row each")
+    ap.add_argument("--auto-runs", nargs="*", default=[],
+                    help="run directories made with --baseline auto, one row each (DIR, or DIR:TWIN with TWIN the "
+                         "value head's run from the same theta_star)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     rows = json.loads(args.planted.read_text())["rows"]
