@@ -53,7 +53,8 @@ def section(run: Path) -> list[str]:
 
     def label(g: int) -> str:
         target = family.tasks[truth[g][0]].params.get("target")
-        return f"group {g}" + (f" (x = {target:+g} m)" if "reward" in family.name and target is not None else "")
+        shown = "reward" in family.name and target is not None
+        return f"group {g}" + (f" (x = {target:+g}{unit(family.name)})" if shown else "")
 
     lines = [f"## `{run}`", "", f"`{cfg['family']}`, seed {cfg['seed']}, baseline "
              f"{cfg['features'].get('baseline', 'policy')}: NMI {nmi:.2f}; the run's groups "
@@ -74,6 +75,11 @@ def section(run: Path) -> list[str]:
     return lines
 
 
+def unit(family_name: str) -> str:
+    """The unit of a reward family's positions: metres on CartPole's track, none for LunarLander's normalised x."""
+    return "" if "lunarlander" in family_name else " m"
+
+
 def coverage_lines(run: Path, episodes: int) -> list[str]:
     """Where theta_star keeps the cart: percentiles of x over ``episodes`` episodes of the first task of each planted
     group (actions sampled, as the feature stage samples them; reset seeds 0..episodes-1)."""
@@ -83,8 +89,9 @@ def coverage_lines(run: Path, episodes: int) -> list[str]:
 
     ctx = load_context(run)
     truth = [list(g) for g in ctx.family.planted_groups]
-    lines = [f"Where theta_star keeps the cart (x in m, {episodes} episodes of the first task of each planted group; "
-             "percentiles 5 / 25 / 50 / 75 / 95):", ""]
+    lunar = "lunarlander" in ctx.family.name
+    lines = [f"Where theta_star keeps the {'lander (normalised x' if lunar else 'cart (x in m'}, {episodes} episodes "
+             "of the first task of each planted group; percentiles 5 / 25 / 50 / 75 / 95):", ""]
     torch.manual_seed(0)
     for g, members in enumerate(truth):
         task = ctx.family.tasks[members[0]]
@@ -100,7 +107,7 @@ def coverage_lines(run: Path, episodes: int) -> list[str]:
                 xs.append(float(obs[0]))
                 done = terminated or truncated
         pct = np.percentile(xs, [5, 25, 50, 75, 95])
-        lines.append(f"- group {g} (x_g = {task.params.get('target', float('nan')):+g} m): "
+        lines.append(f"- group {g} (x_g = {task.params.get('target', float('nan')):+g}{unit(ctx.family.name)}): "
                      + " / ".join(f"{v:+.2f}" for v in pct))
     return lines + [""]
 
@@ -151,8 +158,10 @@ def main() -> None:
     ap.add_argument("--l2", default="", help="also the closed form's NMI at these ridges, e.g. 1,0.1,0.01,0.001")
     ap.add_argument("--variants", type=Path, nargs="*", default=[],
                     help="further runs of these families with one option changed, scored against the planted groups")
+    ap.add_argument("--intro", type=Path, default=None,
+                    help="a Markdown file whose text replaces the page's title and reading (CartPole's by default)")
     args = ap.parse_args()
-    lines = ["# Where the reward kind's middle group goes: the geometry of the tasks' gradients at theta_star", "",
+    intro = ["# Where the reward kind's middle group goes: the geometry of the tasks' gradients at theta_star", "",
              "The planted suite's `reward` kind pays each group for keeping the cart near its own position on a line "
              "(-1.2, 0 and +1.2 m). With per-task value baselines the gradient signal is reliable "
              "(results/weak-signal.md), yet the middle group is merged with one side in most seeds "
@@ -182,8 +191,10 @@ def main() -> None:
              "",
              "So the limit is the expansion point, not the estimator: an affinity from one theta_star's first-order "
              "expansion sees a reward conflict only where theta_star's own states show it. Left for later: a second "
-             "expansion point per group of candidates, or transitions from a more exploratory policy.", "",
-             f"Package versions: {versions()}.", "",
+             "expansion point per group of candidates, or transitions from a more exploratory policy.", ""]
+    if args.intro is not None:
+        intro = [args.intro.read_text().rstrip(), ""]
+    lines = [*intro, f"Package versions: {versions()}.", "",
              "```", " ".join(["python experiments/gradient_geometry.py", *sys.argv[1:]]), "```", ""]
     for run in args.runs:
         lines += section(run)
