@@ -133,11 +133,10 @@ def auto_lines(specs: list[str]) -> list[str]:
     from mo_results import DIRECTIONS
     from sklearn.metrics import normalized_mutual_info_score
 
+    from policygradex.pipeline.partitions import labels_from_groups
+
     def labels_of(groups: list[list[int]]) -> np.ndarray:
-        labels = np.zeros(sum(map(len, groups)), dtype=int)
-        for g, members in enumerate(groups):
-            labels[members] = g
-        return labels
+        return labels_from_groups(groups, sum(map(len, groups)))
 
     def shown(groups: list[list[int]]) -> str:
         return " ".join("{" + ",".join(str(i + 1) for i in g) + "}" for g in groups)

@@ -42,15 +42,20 @@ def versions() -> str:
             f"{platform.python_version()}")
 
 
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo says (the platform's processor string elsewhere)."""
+def cpuinfo(field: str) -> str | None:
+    """The first processor's ``field`` in /proc/cpuinfo (None where there is no such file or field)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "CPU model unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo says (the platform's processor string elsewhere)."""
+    return cpuinfo("model name") or platform.processor() or "CPU model unknown"
 
 
 def se_ratio(ratio: float) -> str:

@@ -35,19 +35,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_results import cpu_model, versions  # noqa: E402
+from demo_results import cpu_model, cpuinfo, versions  # noqa: E402
 
 
 def cpu_description() -> str:
     """The CPU's model name and its widest vector extension, as /proc/cpuinfo says."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = set((cpuinfo("flags") or "").split())
     widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     return f"{cpu_model()} ({widest}; torch's CPU capability {torch.backends.cpu.get_cpu_capability()})"
 
@@ -62,13 +55,12 @@ def groups_text(groups: list[list[str]]) -> str:
     return " ".join("{" + ", ".join(t.split("=")[-1] for t in g) + "}" for g in groups)
 
 
-def run_row(label: str, run: Path, reference: Path) -> str:
+def run_row(label: str, run: Path, equal: tuple[bool, bool] | None) -> str:
+    """A table row; ``equal``: whether theta_star and the affinity equal the reference's (None: the reference)."""
     g = json.loads((run / "groups.json").read_text())
     conf = g["confidence"]
     rel = conf.get("gradient_reliability")
-    theta = "reference" if run == reference else ("yes" if same_theta(run, reference) else "no")
-    aff = ("reference" if run == reference
-           else "yes" if (run / "affinity.npy").read_bytes() == (reference / "affinity.npy").read_bytes() else "no")
+    theta, aff = ("reference", "reference") if equal is None else ("yes" if same else "no" for same in equal)
     word = conf.get("verdict", "").split(":")[0]
     return (f"| {label} | {groups_text(g['groups'])} | {'-' if rel is None else f'{rel:.2f}'} | {word} | "
             f"{theta} | {aff} |")
@@ -118,18 +110,21 @@ def main() -> None:
     ]
     if args.earlier:
         lines.append(earlier_row(args.earlier))
-    lines += [run_row(label, run, reference) for label, run in pairs]
-    equal = {label: (run / "affinity.npy").read_bytes() == (reference / "affinity.npy").read_bytes()
+    affinity = (reference / "affinity.npy").read_bytes()
+    equal = {label: (same_theta(run, reference), (run / "affinity.npy").read_bytes() == affinity)
              for label, run in pairs[1:]}
+    lines += [run_row(label, run, equal.get(label)) for label, run in pairs]
     lines += ["", "What this says:", ""]
-    old = [label for label in equal if "code of" in label]
-    if old:
-        lines.append(f"- {old[0].split(', ', 1)[-1].capitalize()} gives "
-                     f"{'the same theta_star and affinity as' if equal[old[0]] else 'another affinity than'} today's "
-                     f"code on this machine{', byte for byte: the machine, not the code, moved the groups away from the earlier page' if equal[old[0]] else ''}.")
-    for label, same in equal.items():
-        if label not in old:
-            lines.append(f"- {label.split(', ', 1)[-1]}: {'no byte changes' if same else 'another theta_star and affinity'}.")
+    for label, (theta, aff) in equal.items():
+        path = label.split(", ", 1)[-1]
+        if "code of" in label:
+            same = theta and aff
+            lines.append(f"- {path.capitalize()} gives {'the same' if same else 'another'} theta_star and affinity "
+                         f"as today's code on this machine" + (", byte for byte: the machine, not the code, moved "
+                                                               "the groups away from the earlier page"
+                                                               if same and args.earlier else "") + ".")
+        else:
+            lines.append(f"- {path}: {'no byte changes' if theta and aff else 'another theta_star and affinity'}.")
     lines += [
         "- Where the verdict says the gradient signal is noise, the groups change with the last bits of the",
         "  arithmetic, as the verdict warns: the demo's groups are one seed's theta_star, not a property of the",
