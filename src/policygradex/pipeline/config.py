@@ -76,8 +76,8 @@ class FeatureConfig:
     results/planted.md gives the recovery with each baseline. ``auto``: both from the same transitions and the same
     projected gradients, keeping the one whose gradient signal has the higher split-half reliability (per_task's
     with each half's baseline fitted apart; :mod:`~policygradex.pipeline.baseline_choice`), recorded in
-    features/meta.json; feature files only (``--store features``). results/baseline-choice.md applies the rule to
-    the planted suite."""
+    features/meta.json; with feature files or ``--store statistics`` (both baselines' statistics per block).
+    results/baseline-choice.md applies the rule to the planted suite."""
     target_reliability: float | None = None
     """Grow N until the gradient signal reaches this split-half reliability (``--target-reliability``; None: off,
     N stays ``transitions_per_task``). After collecting N transitions per task the feature stage measures the
