@@ -145,9 +145,11 @@ def score(run: Path) -> dict:
 
 
 def variant(cfg: RunConfig) -> str:
-    """The row's baseline, and the N rule where --target-reliability is on: ``per_task, target 0.9``."""
+    """The row's baseline, the N rule where --target-reliability is on and the pairing where
+    --common-random-numbers is: ``per_task, target 0.9``, ``per_task, paired``."""
     target = cfg.features.target_reliability
-    return cfg.features.baseline + ("" if target is None else f", target {target:g}")
+    return (cfg.features.baseline + ("" if target is None else f", target {target:g}")
+            + (", paired" if cfg.features.common_random_numbers else ""))
 
 
 def row_key(row: dict) -> tuple:

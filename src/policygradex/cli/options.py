@@ -180,7 +180,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                              ("holdout_fraction", "holdout_fraction"), ("projection", "projection"),
                              ("store", "store"), ("baseline", "baseline"),
                              ("target_reliability", "target_reliability"),
-                             ("max_transitions", "max_transitions_per_task")]:
+                             ("max_transitions", "max_transitions_per_task"),
+                             ("common_random_numbers", "common_random_numbers")]:
         if getattr(args, attr, None) is not None:
             feat = replace(feat, **{field_name: getattr(args, attr)})
     for attr, field_name in [("subset_size", "subset_size"), ("num_subsets", "num_subsets"), ("l2", "l2"),

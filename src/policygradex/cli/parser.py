@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "reaches R, e.g. 0.9; only runs whose signal is weaker pay for it (default: off)")
     g.add_argument("--max-transitions", type=int, metavar="N",
                    help="the largest N that --target-reliability may grow to (default: 4 x --transitions)")
+    g.add_argument("--common-random-numbers", action=argparse.BooleanOptionalAction, default=None,
+                   help="collect every task's feature transitions from the same environment seeds and action noise, "
+                        "so tasks that share dynamics differ only in their rewards (default: "
+                        f"{'on' if d.features.common_random_numbers else 'off'})")
     g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
     g.add_argument("--projection", choices=["dense", "factorised"],
                    help="P: the paper's dense Gaussian matrix on full per-transition gradients, or LoGra's factorised "

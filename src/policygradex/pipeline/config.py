@@ -93,6 +93,13 @@ class FeatureConfig:
     that chose a small N because its environment is slow (Highway's 2,048 at ~55 steps per second) is not grown to
     a fixed cap that would take hours. At 4 x the features store holds 4 times the bytes (105 MB per task at the
     default N and d = 400) and the feature stage takes up to ~4 + 1 times as long."""
+    common_random_numbers: bool = False
+    """Roll every task out from the same environment seeds and the same action noise
+    (:func:`~policygradex.pipeline.features.paired_rollouts`): common random numbers, the classic way to compare
+    alternatives on the same luck. Tasks that share dynamics then visit the same states and take the same actions,
+    so whatever their gradients share (the base reward's advantages) carries the same sampling noise in every task,
+    and what tells them apart (their own rewards) is no longer buried under independent noise. False: one vector
+    env for all tasks, each sub-env its own seed. Measured in results/common-random-numbers.md."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S
@@ -224,8 +231,10 @@ class RunConfig:
         return self.seed + 1
 
     def feature_block_seed(self, block: int) -> int:
-        """Seed of block ``block``'s rollouts in the feature stage (block 0: ``feature_seed`` itself)."""
-        return self.feature_seed + 1_000_003 * block
+        """Seed of block ``block``'s rollouts in the feature stage (block 0: ``feature_seed`` itself). With
+        ``common_random_numbers`` every block's is ``feature_seed``: every task then shares the same luck, whichever
+        block it is in, and its transitions do not depend on the block size."""
+        return self.feature_seed + (0 if self.features.common_random_numbers else 1_000_003 * block)
 
     @property
     def projection_seed(self) -> int:

@@ -1,0 +1,119 @@
+"""Common random numbers in the feature stage: the planted suite's runs with ``--common-random-numbers`` against
+their twins without it (the same theta_star, the same options otherwise), paired by seed.
+
+    python experiments/common_random_numbers.py --paired runs/crn --unpaired runs/x/pt runs/suite-pt \
+        --out results/common-random-numbers.md
+
+Each run in ``--paired`` is matched with the run of the same name in the first ``--unpaired`` root that has the same
+theta_star (sha256) and a configuration that differs in ``features.common_random_numbers`` alone; runs without such
+a twin are listed and left out. Scores are planted_suite.score's (NMI against the planted groups, gradient
+similarity on the run's own features, the split-half reliability of the gradient signal, the confidence words).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from planted_suite import TUNING_SEEDS, kind_and_env, mean_se, paired, score, versions  # noqa: E402
+
+from policygradex.common.artifacts import load_json  # noqa: E402
+from policygradex.pipeline.config import RunConfig  # noqa: E402
+from policygradex.pipeline.rundir import config_diff  # noqa: E402
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def seconds(run: Path) -> str:
+    return f"{load_json(run / 'timings.json')['features']:.0f}"
+
+
+def twin_of(run: Path, roots: list[Path]) -> Path | None:
+    """The run of the same name under the first root with the same theta_star and only the pairing changed."""
+    mine = RunConfig.from_dict(load_json(run / "config.json")["config"]).to_dict()
+    for root in roots:
+        other = root / run.name
+        if not (other / "groups.json").exists() or sha(other / "theta_star.pt") != sha(run / "theta_star.pt"):
+            continue
+        theirs = RunConfig.from_dict(load_json(other / "config.json")["config"]).to_dict()
+        if [d.split(":")[0] for d in config_diff(theirs, mine)] == ["features.common_random_numbers"]:
+            return other
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--paired", type=Path, required=True, help="root of the runs made with --common-random-numbers")
+    ap.add_argument("--unpaired", type=Path, nargs="+", required=True, help="roots where their twins are looked for")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    rows, alone = [], []
+    for run in sorted(p for p in args.paired.iterdir() if (p / "groups.json").exists()):
+        twin = twin_of(run, args.unpaired)
+        if twin is None:
+            alone.append(run)
+            continue
+        cfg = load_json(run / "config.json")["config"]
+        kind, env = kind_and_env(cfg["family"])
+        seed = int(cfg["seed"])
+        rows.append({"env": env, "kind": kind, "seed": seed, "held_out": seed not in TUNING_SEEDS,
+                     "run": run, "twin": twin, "paired": score(run), "unpaired": score(twin)})
+    lines = [
+        "# Common random numbers in the feature stage",
+        "",
+        "`--common-random-numbers` rolls every task out from the same environment seeds and the same action noise "
+        "(`features.paired_rollouts`): tasks that share dynamics then visit the same states and take the same "
+        "actions, and differ only in what they are paid. Below, each planted-suite run made with it against its twin "
+        "made without it from the same theta_star (same sha256), every other option the same (`--preset demo --k 3 "
+        "--baseline per_task`). Seeds 0-2 are the tuning seeds; 10 and up are held out. The feature stage's seconds were "
+        "measured with two runs sharing the 2 cores; with common random numbers each task is rolled out on its own "
+        "(the same environment steps in n times as many, smaller, forward passes).",
+        "",
+        f"Package versions: {versions()}.",
+        "",
+        "```",
+        "python experiments/common_random_numbers.py " + " ".join(sys.argv[1:]),
+        "```",
+        "",
+        "## By family and kind (mean ± SE over seeds; differences paired by seed)",
+        "",
+        "| family | kind | seeds | NMI without | NMI with | with - without | worst seed with | gradient similarity "
+        "with | with - gradient similarity | reliability without | reliability with |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["env"], r["kind"], r["held_out"]) for r in rows}, key=lambda k: (not k[2], k[0], k[1]))
+    for env, kind, held in keys:
+        rs = sorted((r for r in rows if (r["env"], r["kind"], r["held_out"]) == (env, kind, held)),
+                    key=lambda r: r["seed"])
+        a = [r["unpaired"]["nmi"] for r in rs]
+        b = [r["paired"]["nmi"] for r in rs]
+        g = [r["paired"]["nmi_gradsim"] for r in rs]
+        rel = lambda side: mean_se([r[side]["gradient_reliability"] for r in rs])  # noqa: E731
+        lines.append(f"| {env} | {kind} | {', '.join(str(r['seed']) for r in rs)} ({'held out' if held else 'tuning'})"
+                     f" | {mean_se(a)} | {mean_se(b)} | {paired(b, a)} | {min(b):.2f} | {mean_se(g)} | "
+                     f"{paired(b, g)} | {rel('unpaired')} | {rel('paired')} |")
+    lines += ["", "## Every run", "",
+              "| run | twin | NMI without / with | gradient similarity without / with | reliability without / with | "
+              "words with | feature stage s without / with |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["env"], r["kind"], r["seed"])):
+        u, p = r["unpaired"], r["paired"]
+        lines.append(f"| `{r['run']}` | `{r['twin']}` | {u['nmi']:.2f} / {p['nmi']:.2f} | {u['nmi_gradsim']:.2f} / "
+                     f"{p['nmi_gradsim']:.2f} | {u['gradient_reliability']:.2f} / {p['gradient_reliability']:.2f} | "
+                     f"{', '.join(p['words'])} | {seconds(r['twin'])} / {seconds(r['run'])} |")
+    if alone:
+        lines += ["", "Runs without a twin (left out): " + ", ".join(f"`{p}`" for p in alone)]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
