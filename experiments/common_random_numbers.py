@@ -5,7 +5,7 @@ their twins without it (the same theta_star, the same options otherwise), paired
         --out results/common-random-numbers.md
 
 Each run in ``--paired`` is matched with the run of the same name in the first ``--unpaired`` root that has the same
-theta_star (sha256) and a configuration that differs in ``features.common_random_numbers`` alone; runs without such
+theta_star (the same tensors) and a configuration that differs in ``features.common_random_numbers`` alone; runs without such
 a twin are listed and left out. Scores are planted_suite.score's (NMI against the planted groups, gradient
 similarity on the run's own features, the split-half reliability of the gradient signal, the confidence words).
 """
@@ -13,7 +13,6 @@ similarity on the run's own features, the split-half reliability of the gradient
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -27,8 +26,12 @@ from policygradex.pipeline.config import RunConfig  # noqa: E402
 from policygradex.pipeline.rundir import config_diff  # noqa: E402
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two theta_star.pt hold the same tensors (the files' bytes also carry the archive's name)."""
+    import torch
+
+    sa, sb = (torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in (a, b))
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def seconds(run: Path) -> str:
@@ -40,7 +43,7 @@ def twin_of(run: Path, roots: list[Path]) -> Path | None:
     mine = RunConfig.from_dict(load_json(run / "config.json")["config"]).to_dict()
     for root in roots:
         other = root / run.name
-        if not (other / "groups.json").exists() or sha(other / "theta_star.pt") != sha(run / "theta_star.pt"):
+        if not (other / "groups.json").exists() or not same_weights(other / "theta_star.pt", run / "theta_star.pt"):
             continue
         theirs = RunConfig.from_dict(load_json(other / "config.json")["config"]).to_dict()
         if [d.split(":")[0] for d in config_diff(theirs, mine)] == ["features.common_random_numbers"]:
@@ -71,7 +74,7 @@ def main() -> None:
         "`--common-random-numbers` rolls every task out from the same environment seeds and the same action noise "
         "(`features.paired_rollouts`): tasks that share dynamics then visit the same states and take the same "
         "actions, and differ only in what they are paid. Below, each planted-suite run made with it against its twin "
-        "made without it from the same theta_star (same sha256), every other option the same (`--preset demo --k 3 "
+        "made without it from the same theta_star (the same tensors), every other option the same (`--preset demo --k 3 "
         "--baseline per_task`). Seeds 0-2 are the tuning seeds; 10 and up are held out. The feature stage's seconds were "
         "measured with two runs sharing the 2 cores; with common random numbers each task is rolled out on its own "
         "(the same environment steps in n times as many, smaller, forward passes).",

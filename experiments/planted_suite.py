@@ -89,6 +89,8 @@ def reuse_theta(source: Path, out: Path, spec: str, k: int, seed: int, preset: s
     record = config_record(with_family_defaults(config_from_args(args), family), family)
     old = RunConfig.from_dict(load_json(source / "config.json")["config"]).to_dict()
     diffs = config_diff(old, record["config"])
+    if old["family"] != spec and same_family(old["family"], spec):  # e.g. a parameter spelled out at its default
+        diffs = [d for d in diffs if not d.startswith("family:")]
     if not diffs or not all(d.startswith(AFTER_META_TRAIN) for d in diffs):
         return False
     out.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,13 @@ def reuse_theta(source: Path, out: Path, spec: str, k: int, seed: int, preset: s
     (out / "timings.json").write_text(json.dumps({"meta_train": timings["meta_train"]}))
     (out / "config.json").write_text(json.dumps(record, indent=1))
     return True
+
+
+def same_family(a: str, b: str) -> bool:
+    """Whether two family specs build the same tasks (names, parameters, planted groups)."""
+    fa, fb = load_family(a), load_family(b)
+    return (fa.name, [(t.name, dict(t.params)) for t in fa.tasks], fa.planted_groups) == \
+        (fb.name, [(t.name, dict(t.params)) for t in fb.tasks], fb.planted_groups)
 
 
 def matches(group: set[int], truth: list[set[int]]) -> bool:
@@ -271,8 +280,8 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "penalty`, the default until the bonus rows were made), kept because its rows were made first: it is not a "
         "test of grouping (the section on training below).",
         "",
-        "Machines: the LunarLander reward rows (bonus) were made on an AMD EPYC with AVX-512, the others on the "
-        "machine of the earlier sessions. Each run is byte-reproducible on its own machine; another CPU gives another "
+        "Machines: the LunarLander reward rows (bonus) and every `per_task, paired` row were made on an AMD EPYC with "
+        "AVX-512, the others on the machine of the earlier sessions. Each run is byte-reproducible on its own machine; another CPU gives another "
         "theta_star (results/reproducibility.md), so the rows are samples of the same distribution, not the same "
         "bytes.",
         "",
@@ -284,7 +293,9 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "Baselines: `policy` is theta_star's value head (the default), `per_task` each task's own value function "
         "(`--baseline per_task`), and `per_task, target 0.9` adds `--target-reliability 0.9`, which grows N where the "
         "gradient signal is less reliable than 0.9 (run for the objective kind only: the kind the target was chosen "
-        "for). The per_task rows' gradient reliability, which the confidence words and the target read, is measured "
+        "for), and `per_task, paired` adds `--common-random-numbers`, which rolls every task out on the same "
+        "environment seeds and action noise (results/common-random-numbers.md pairs each such run with its twin "
+        "without it, from the same theta_star). The per_task rows' gradient reliability, which the confidence words and the target read, is measured "
         "with each half's baseline fitted on that half alone (`features.split_advantages`; "
         "results/baseline-reliability.md): the per_task runs' feature files were given those halves by "
         "experiments/add_split_advantages.py, which checks that it recollects each file's own transitions, and "
@@ -373,9 +384,9 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
 
 
 DEFAULT_BASELINE = "policy"
-CANDIDATES = ("per_task", "per_task, target 0.9")
+CANDIDATES = ("per_task", "per_task, target 0.9", "per_task, paired")
 """Variants that the page also checks against the targets: the defaults they would be (results/baseline-choice.md,
-results/adaptive-transitions.md)."""
+results/adaptive-transitions.md, results/common-random-numbers.md)."""
 
 
 def main() -> None:

@@ -99,7 +99,12 @@ class FeatureConfig:
     alternatives on the same luck. Tasks that share dynamics then visit the same states and take the same actions,
     so whatever their gradients share (the base reward's advantages) carries the same sampling noise in every task,
     and what tells them apart (their own rewards) is no longer buried under independent noise. False: one vector
-    env for all tasks, each sub-env its own seed. Measured in results/common-random-numbers.md."""
+    env for all tasks, each sub-env its own seed. Where tasks differ only in their rewards (the planted objective
+    kind, MO preference weights) the split-half reliability of the gradient signal rises most; where their dynamics
+    differ the trajectories part and it helps less (results/common-random-numbers.md). Costs no environment steps,
+    but each task is rolled out on its own: n times as many forward passes of ``envs_per_task`` rows each, which
+    shows on vectorised toy environments (CartPole's feature stage about 1.8 x as long) and not where stepping the
+    environment dominates. Off by default until the paper's families are rerun with it."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S
