@@ -1,12 +1,18 @@
 """Common random numbers in the feature stage: the planted suite's runs with ``--common-random-numbers`` against
 their twins without it (the same theta_star, the same options otherwise), paired by seed.
 
-    python experiments/common_random_numbers.py --paired runs/crn --unpaired runs/x/pt runs/suite-pt \
+The runs are made by the suite commands in ``RUNS``, then the page:
+
+    python experiments/common_random_numbers.py --paired runs/crn --unpaired runs/crn-twins runs/suite-pt \
         --out results/common-random-numbers.md
 
+LunarLander's reward twins are the planted suite's own per_task runs (results/planted.json's commands). Its paired
+runs were made by a driver equal to the last suite command but for the family spelled with its default
+``payment=bonus`` (the same tasks); the twins were made in another root and moved to runs/crn-twins.
+
 Each run in ``--paired`` is matched with the run of the same name in the first ``--unpaired`` root that has the same
-theta_star (the same tensors) and a configuration that differs in ``features.common_random_numbers`` alone; runs without such
-a twin are listed and left out. Scores are planted_suite.score's (NMI against the planted groups, gradient
+theta_star (the same tensors) and a configuration that differs in ``features.common_random_numbers`` alone; runs
+without such a twin are listed and left out. Scores are planted_suite.score's (NMI against the planted groups, gradient
 similarity on the run's own features, the split-half reliability of the gradient signal, the confidence words).
 """
 
@@ -24,6 +30,25 @@ from planted_suite import TUNING_SEEDS, kind_and_env, mean_se, paired, score, ve
 from policygradex.common.artifacts import load_json  # noqa: E402
 from policygradex.pipeline.config import RunConfig  # noqa: E402
 from policygradex.pipeline.rundir import config_diff  # noqa: E402
+
+
+_SUITE = "python experiments/planted_suite.py"
+_TWIN = "--extra '--baseline per_task'"
+_PAIRED = "--extra '--baseline per_task --common-random-numbers'"
+_SEEDS = "0,1,2,10,11,12,13,14"
+RUNS = (
+    f"{_SUITE} --envs cartpole --kinds reward --seeds 0,1,2 --root runs/crn-twins {_TWIN}",
+    f"{_SUITE} --envs cartpole --kinds actuation --seeds {_SEEDS} --root runs/crn-twins {_TWIN}",
+    f"{_SUITE} --envs lunarlander --kinds objective --seeds {_SEEDS} --root runs/crn-twins {_TWIN}",
+    f"{_SUITE} --envs cartpole --kinds reward --seeds 0,1,2 --root runs/crn --reuse-theta runs/crn-twins {_PAIRED}",
+    f"{_SUITE} --envs cartpole --kinds actuation --seeds {_SEEDS} --root runs/crn --reuse-theta runs/crn-twins "
+    f"{_PAIRED}",
+    f"{_SUITE} --envs lunarlander --kinds objective --seeds {_SEEDS} --root runs/crn --reuse-theta runs/crn-twins "
+    f"{_PAIRED}",
+    f"{_SUITE} --envs lunarlander --kinds reward --seeds {_SEEDS} --root runs/crn --reuse-theta runs/suite-pt "
+    f"{_PAIRED}",
+)
+"""The suite commands that made the runs (each pair: the twin first, then the paired run from its theta_star)."""
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -74,16 +99,29 @@ def main() -> None:
         "`--common-random-numbers` rolls every task out from the same environment seeds and the same action noise "
         "(`features.paired_rollouts`): tasks that share dynamics then visit the same states and take the same "
         "actions, and differ only in what they are paid. Below, each planted-suite run made with it against its twin "
-        "made without it from the same theta_star (the same tensors), every other option the same (`--preset demo --k 3 "
-        "--baseline per_task`). Seeds 0-2 are the tuning seeds; 10 and up are held out. The feature stage's seconds were "
+        "made without it from the same theta_star (the same tensors), every other option the same (`--preset demo "
+        "--k 3 --baseline per_task`). Seeds 0-2 are the tuning seeds; 10 and up are held out. The feature stage's "
+        "seconds were "
         "measured with two runs sharing the 2 cores; with common random numbers each task is rolled out on its own "
         "(the same environment steps in n times as many, smaller, forward passes).",
         "",
         f"Package versions: {versions()}.",
         "",
+        "The runs, then this page (each pair: the twin first, then the paired run from its theta_star; the script's "
+        "docstring says how LunarLander's reward runs differ from these commands):",
+        "",
         "```",
+        *RUNS,
         "python experiments/common_random_numbers.py " + " ".join(sys.argv[1:]),
         "```",
+        "",
+        "How to read it: the gradient signal's split-half reliability says whether pairing removed noise; NMI "
+        "whether that reached the groups; gradient similarity, clustered on the same paired features, whether the "
+        "surrogate's affinity keeps what the features hold. Pairing helps most where the tasks' dynamics are the "
+        "same (the objective kind: preference weights on one environment); LunarLander's reward kind varies gravity "
+        "within each group, so its trajectories part after a while; CartPole's reward kind was reliable without it. "
+        "On CartPole's actuation kind gradient similarity recovers the groups on the paired features where the "
+        "surrogate's affinity does not: there the loss is downstream of the features.",
         "",
         "## By family and kind (mean ± SE over seeds; differences paired by seed)",
         "",

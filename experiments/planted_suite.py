@@ -280,8 +280,8 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "penalty`, the default until the bonus rows were made), kept because its rows were made first: it is not a "
         "test of grouping (the section on training below).",
         "",
-        "Machines: the LunarLander reward rows (bonus) and every `per_task, paired` row were made on an AMD EPYC with "
-        "AVX-512, the others on the machine of the earlier sessions. Each run is byte-reproducible on its own machine; another CPU gives another "
+        "Machines: the LunarLander reward rows (bonus) and every `per_task, paired` row were made on an AMD EPYC "
+        "with AVX-512, the others on the machine of the earlier sessions. Each run is byte-reproducible on its own machine; another CPU gives another "
         "theta_star (results/reproducibility.md), so the rows are samples of the same distribution, not the same "
         "bytes.",
         "",
@@ -295,7 +295,8 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "gradient signal is less reliable than 0.9 (run for the objective kind only: the kind the target was chosen "
         "for), and `per_task, paired` adds `--common-random-numbers`, which rolls every task out on the same "
         "environment seeds and action noise (results/common-random-numbers.md pairs each such run with its twin "
-        "without it, from the same theta_star). The per_task rows' gradient reliability, which the confidence words and the target read, is measured "
+        "without it, from the same theta_star). The per_task rows' gradient reliability, which the confidence "
+        "words and the target read, is measured "
         "with each half's baseline fitted on that half alone (`features.split_advantages`; "
         "results/baseline-reliability.md): the per_task runs' feature files were given those halves by "
         "experiments/add_split_advantages.py, which checks that it recollects each file's own transitions, and "
