@@ -40,6 +40,7 @@ from policygradex.pipeline.partitions import labels_from_groups  # noqa: E402
 from policygradex.pipeline.rundir import RunDir  # noqa: E402
 from policygradex.pipeline.closed_form import curvature_terms, expected_affinity  # noqa: E402
 from policygradex.pipeline.statistics import rows_of_files, statistics_of_files  # noqa: E402
+from policygradex.pipeline.subset_table import SubsetTable  # noqa: E402
 from policygradex.pipeline.surrogate import default_subset_size, run_newton, run_surrogate  # noqa: E402
 
 
@@ -66,8 +67,8 @@ def compare_run(run_dir: Path, l2_values: list[float]) -> list[dict]:
     cfg = RunConfig.from_dict(load_json(rd.config)["config"])
     family = load_family(cfg.family)
     n = family.n
-    record = load_json(rd.subsets)
-    subsets = [s["tasks"] for s in record["subsets"]]
+    table = SubsetTable.load(rd.subsets)
+    subsets = table.subsets
     groups = load_json(rd.groups)
     k = groups["k"]
     run_labels = labels_from_groups(groups["group_indices"], n)
@@ -83,11 +84,11 @@ def compare_run(run_dir: Path, l2_values: list[float]) -> list[dict]:
     for l2 in [cfg.surrogate.l2, *l2_values]:
         sc = replace(cfg.surrogate, l2=l2)
         if l2 == cfg.surrogate.l2:
-            f_exact = np.array([s["f_hat"] for s in record["subsets"]])
+            f_exact = np.asarray(table.f_hat)
             U_exact = load_npy(rd.affinity)
             labels_exact = run_labels
             t_exact = load_json(rd.timings).get("surrogate", float("nan"))
-            dist = float(np.median([s["relative_distance"] for s in record["subsets"]]))
+            dist = float(np.median(table.relative_distance))
             v_norm = float("nan")
         else:
             if data is None:
