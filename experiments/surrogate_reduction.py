@@ -155,10 +155,10 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall: float) -> str:
         "",
         f"- machine: {info.get('cpu', '?')}, nproc={info.get('nproc', '?')}, torch {info.get('torch', '?')}, "
         f"numpy {info.get('numpy', '?')}, scipy {info.get('scipy', '?')}; source: {git_state()}",
-        "- runs: one seed each, made with the default (exact) surrogate by:",
+        "- runs: made with the default (exact) surrogate by:",
         "",
         "```",
-        RUN_COMMANDS,
+        RUN_COMMANDS if args.made_by is None else args.made_by.read_text().strip(),
         "```",
         "",
         "The exact surrogate fits m weighted logistic regressions (batched L-BFGS). The fast ones read per-task "
@@ -228,6 +228,8 @@ def main() -> None:
     ap.add_argument("--l2", default="", help="comma-separated further ridges to refit exactly, e.g. 0.01,0.001")
     ap.add_argument("--l2-runs", nargs="*", type=Path, default=[], help="runs that get the --l2 refits (default all)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--made-by", type=Path, default=None, help="a text file with the commands that made the runs, "
+                    "shown on the page (default: those of the runs/agree-* runs this page was written for)")
     args = ap.parse_args()
     l2_values = [float(x) for x in args.l2.split(",") if x]
     t0 = time.perf_counter()
