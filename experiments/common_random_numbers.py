@@ -12,8 +12,8 @@ runs were made by a driver equal to the last suite command but for the family sp
 
 Each run in ``--paired`` is matched with the run of the same name in the first ``--unpaired`` root that has the same
 theta_star (the same tensors) and a configuration that differs in ``features.common_random_numbers`` alone; runs
-without such a twin are listed and left out. Scores are planted_suite.score's (NMI against the planted groups, gradient
-similarity on the run's own features, the split-half reliability of the gradient signal, the confidence words).
+without such a twin are listed and left out. Scores are planted_suite.score's (NMI against the planted groups,
+gradient similarity on the run's own features, the split-half reliability of the gradient signal, the confidence words).
 """
 
 from __future__ import annotations
@@ -101,9 +101,8 @@ def main() -> None:
         "actions, and differ only in what they are paid. Below, each planted-suite run made with it against its twin "
         "made without it from the same theta_star (the same tensors), every other option the same (`--preset demo "
         "--k 3 --baseline per_task`). Seeds 0-2 are the tuning seeds; 10 and up are held out. The feature stage's "
-        "seconds were "
-        "measured with two runs sharing the 2 cores; with common random numbers each task is rolled out on its own "
-        "(the same environment steps in n times as many, smaller, forward passes).",
+        "seconds were measured with two runs sharing the 2 cores; with common random numbers each task is rolled "
+        "out on its own (the same environment steps in n times as many, smaller, forward passes).",
         "",
         f"Package versions: {versions()}.",
         "",

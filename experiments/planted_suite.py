@@ -281,8 +281,8 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "test of grouping (the section on training below).",
         "",
         "Machines: the LunarLander reward rows (bonus) and every `per_task, paired` row were made on an AMD EPYC "
-        "with AVX-512, the others on the machine of the earlier sessions. Each run is byte-reproducible on its own machine; another CPU gives another "
-        "theta_star (results/reproducibility.md), so the rows are samples of the same distribution, not the same "
+        "with AVX-512, the others on the machine of the earlier sessions. Each run is byte-reproducible on its own "
+        "machine; another CPU gives another theta_star (results/reproducibility.md), so the rows are samples of the same distribution, not the same "
         "bytes.",
         "",
         "NMI is against the planted groups. Gradient similarity clusters the cosine of each task's mean advantage-"

@@ -32,13 +32,14 @@ FAMILY = TaskFamily(
 """Tasks 0 and 1 share dynamics and observations and are paid differently; task 2's pole is longer."""
 
 
-def _transitions(crn: bool, seed: int = 3):
+def _transitions(crn: bool, seed: int = 3, baseline: str = "per_task", task_ids: list[int] | None = None):
+    """FAMILY's transitions under one untrained policy (the same for every call), without a task id."""
     cfg = RunConfig(family="cartpole")
     cfg = replace(cfg, network=replace(cfg.network, task_id=False))
     torch.manual_seed(0)
     model = make_model(cfg, FAMILY)
-    fc = FeatureConfig(transitions_per_task=300, envs_per_task=2, common_random_numbers=crn, baseline="per_task")
-    return collect_transitions(FAMILY, model, fc, cfg.ppo, seed=seed, task_id=False)
+    fc = FeatureConfig(transitions_per_task=300, envs_per_task=2, common_random_numbers=crn, baseline=baseline)
+    return collect_transitions(FAMILY, model, fc, cfg.ppo, seed=seed, task_id=False, task_ids=task_ids)
 
 
 def test_tasks_that_share_dynamics_see_the_same_states_and_actions():
@@ -70,13 +71,8 @@ def test_a_task_alone_gets_the_transitions_it_gets_among_others(crn):
     """With common random numbers a task's transitions do not depend on which other tasks are collected with it
     (each task's sub-envs are seeded alike): collecting task 2 alone gives its rows byte for byte. Without, a
     task's sub-env seeds depend on its position in the block, so they do not."""
-    cfg = RunConfig(family="cartpole")
-    cfg = replace(cfg, network=replace(cfg.network, task_id=False))
-    torch.manual_seed(0)
-    model = make_model(cfg, FAMILY)
-    fc = FeatureConfig(transitions_per_task=300, envs_per_task=2, common_random_numbers=crn, baseline="policy")
-    every = collect_transitions(FAMILY, model, fc, cfg.ppo, seed=3, task_id=False)
-    alone = collect_transitions(FAMILY, model, fc, cfg.ppo, seed=3, task_id=False, task_ids=[2])
+    every = _transitions(crn, baseline="policy")
+    alone = _transitions(crn, baseline="policy", task_ids=[2])
     assert torch.equal(every[2].obs, alone[0].obs) == crn
 
 

@@ -103,8 +103,8 @@ class FeatureConfig:
     kind, MO preference weights) the split-half reliability of the gradient signal rises most; where their dynamics
     differ the trajectories part and it helps less (results/common-random-numbers.md). Costs no environment steps,
     but each task is rolled out on its own: n times as many forward passes of ``envs_per_task`` rows each, which
-    shows on vectorised toy environments (CartPole's feature stage about 1.8 x as long) and not where stepping the
-    environment dominates. Off by default until the paper's families are rerun with it."""
+    shows on vectorised toy environments (the page gives the feature stage's seconds with and without) and not where
+    stepping the environment dominates. Off by default until the paper's families are rerun with it."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S

@@ -37,7 +37,7 @@ Projection = RandomProjection | FactorisedProjection
 from policygradex.rl.config import PPOConfig
 from policygradex.rl.baseline import fit_task_values
 from policygradex.rl.gae import add_advantages, compute_gae
-from policygradex.rl.rollout import Episode, Rollout, collect_rollout
+from policygradex.rl.rollout import Episode, EpisodeTracker, Rollout, collect_rollout
 
 
 @dataclass
@@ -68,8 +68,6 @@ def collect_transitions(
 
     Transitions are ordered by time (then sub-env), so the last ``holdout_fraction`` of them are the latest.
     """
-    from policygradex.rl.rollout import EpisodeTracker
-
     ids = list(range(family.n)) if task_ids is None else [int(i) for i in task_ids]
     want = cfg.transitions_per_task
     num_steps = math.ceil(want / cfg.envs_per_task * 1.1) + 8
@@ -133,13 +131,11 @@ def paired_rollouts(family: TaskFamily, model: nn.Module, ids: Sequence[int], en
     (task by task, as :class:`MultiTaskVectorEnv` lays them out). Tasks with the same dynamics and observations then
     visit the same states and take the same actions, and differ only in their rewards; where the dynamics differ the
     trajectories part, but start alike. O(n) rollouts of ``envs_per_task`` columns instead of one of n times as many:
-    the same environment steps, n times as many (smaller) forward passes."""
-    from policygradex.rl.rollout import EpisodeTracker
-
+    the same environment steps, n times as many (smaller) forward passes. Memory: the rollout of ``ids`` (one block
+    of the feature stage), held twice while its parts are laid side by side."""
     parts: list[Rollout] = []
     nexts: list[np.ndarray] = []
     episodes: list[Episode] = []
-    layout = None
     for i in ids:
         torch.manual_seed(seed)
         env = MultiTaskVectorEnv(family, [i], envs_per_task, seed, task_id)
@@ -149,12 +145,10 @@ def paired_rollouts(family: TaskFamily, model: nn.Module, ids: Sequence[int], en
         parts.append(part)
         nexts.append(np.asarray(nxt))
         episodes += tracker.pop()
-        layout = (env.obs_dim, env.task_id_dim)
-    assert layout is not None
     cat = {f.name: torch.cat([getattr(p, f.name) for p in parts], dim=0 if f.name == "next_value" else 1)
            for f in fields(Rollout) if f.name not in ("advantages", "returns")}
-    env_task = np.repeat(np.asarray(ids, dtype=np.int64), envs_per_task)
-    return Rollout(**cat), np.concatenate(nexts), Layout(env_task, *layout), episodes
+    layout = Layout(np.repeat(np.asarray(ids, dtype=np.int64), envs_per_task), env.obs_dim, env.task_id_dim)
+    return Rollout(**cat), np.concatenate(nexts), layout, episodes
 
 
 def _returns_and_observations(rollout: Rollout, next_obs: np.ndarray, env: MultiTaskVectorEnv | Layout,
