@@ -77,6 +77,11 @@ the other's theta_star (``--reuse-theta``)."""
 def reuse_theta(source: Path, out: Path, spec: str, k: int, seed: int, preset: str, extra: list[str]) -> bool:
     """Seed the empty run directory ``out`` with ``source``'s theta_star (and its curve and meta-training time) and
     the configuration the command would write, when the two differ only after meta-training. Returns whether it did."""
+    return seed_from_theta(source, out, ["run", spec, "--preset", preset, "--k", str(k), "--seed", str(seed), *extra])
+
+
+def seed_from_theta(source: Path, out: Path, argv: list[str]) -> bool:
+    """:func:`reuse_theta` for any ``policygradex`` command line ``argv`` (``["run", SPEC, ...]``, without ``--out``)."""
     from policygradex.cli.options import config_from_args
     from policygradex.cli.parser import build_parser
     from policygradex.pipeline.rundir import config_diff, config_record
@@ -84,9 +89,10 @@ def reuse_theta(source: Path, out: Path, spec: str, k: int, seed: int, preset: s
 
     if (out / "config.json").exists() or not (source / "theta_star.pt").exists():
         return False
-    args = build_parser().parse_args(["run", spec, "--preset", preset, "--k", str(k), "--seed", str(seed), *extra])
+    config = config_from_args(build_parser().parse_args(argv))
+    spec = config.family
     family = load_family(spec)
-    record = config_record(with_family_defaults(config_from_args(args), family), family)
+    record = config_record(with_family_defaults(config, family), family)
     old = RunConfig.from_dict(load_json(source / "config.json")["config"]).to_dict()
     diffs = config_diff(old, record["config"])
     if old["family"] != spec and same_family(old["family"], spec):  # e.g. a parameter spelled out at its default
