@@ -65,12 +65,14 @@ class FeatureConfig:
     ``per_task`` (default) standardises each task's GAE advantages, as PPO does per batch, so that a task's
     reward scale does not dominate the weighted loss and the affinity reflects compatibility of updates rather
     than reward magnitude; ``batch`` standardises over all tasks at once; ``none`` keeps raw GAE advantages."""
-    baseline: Literal["policy", "per_task", "auto"] = "policy"
-    """The value estimates behind each task's advantages. ``policy``: theta_star's own value head, as the paper
+    baseline: Literal["policy", "per_task", "auto"] = "per_task"
+    """The value estimates behind each task's advantages. ``per_task`` (default): each task's own value function, a
+    ridge regression of its discounted returns-to-go on quadratic features of its observations
+    (:func:`~policygradex.pipeline.features.task_baselines`). ``policy``: theta_star's own value head, as the paper
     does. Without a task id it is one value function for every task, so for tasks paid differently it is biased per
     task, and GAE's truncation (lambda < 1) then hides whatever pays off over more steps than it looks ahead.
-    ``per_task``: each task's own value function, a ridge regression of its discounted returns-to-go on quadratic
-    features of its observations (:func:`~policygradex.pipeline.features.task_baselines`). results/weak-signal.md
+    The default is per_task with ``common_random_numbers``: the planted suite's best variant on its held-out seeds,
+    with the demo's and the paper families' groups no worse (results/crn-defaults.md). results/weak-signal.md
     measures the suspects one at a time on the planted suite (more transitions, advantage normalisation, GAE lambda,
     this): the shared value head is what leaves reward-conflict tasks' gradients below their noise, and
     results/planted.md gives the recovery with each baseline. ``auto``: both from the same transitions and the same
@@ -93,7 +95,7 @@ class FeatureConfig:
     that chose a small N because its environment is slow (Highway's 2,048 at ~55 steps per second) is not grown to
     a fixed cap that would take hours. At 4 x the features store holds 4 times the bytes (105 MB per task at the
     default N and d = 400) and the feature stage takes up to ~4 + 1 times as long."""
-    common_random_numbers: bool = False
+    common_random_numbers: bool = True
     """Roll every task out from the same environment seeds and the same action noise
     (:func:`~policygradex.pipeline.features.paired_rollouts`): common random numbers, the classic way to compare
     alternatives on the same luck. Tasks that share dynamics then visit the same states and take the same actions,
@@ -104,7 +106,8 @@ class FeatureConfig:
     differ the trajectories part and it helps less (results/common-random-numbers.md). Costs no environment steps,
     but each task is rolled out on its own: n times as many forward passes of ``envs_per_task`` rows each, which
     shows on vectorised toy environments (the page gives the feature stage's seconds with and without) and not where
-    stepping the environment dominates. Off by default until the paper's families are rerun with it."""
+    stepping the environment dominates. On by default (results/crn-defaults.md: the paper's families rerun with it);
+    ``--no-common-random-numbers`` gives the unpaired rollouts of earlier versions."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S
