@@ -1,20 +1,23 @@
-r"""results/crn-defaults.md: the planted suite's best variant (``--baseline per_task --common-random-numbers``)
-against the current defaults on the demo and the paper families, each pair from one theta_star.
+r"""results/crn-defaults.md: the planted suite's best variant (``--baseline per_task --common-random-numbers``, the
+defaults since this page) against the earlier defaults on the demo and the paper families, each pair from one
+theta_star.
 
-``--make`` seeds each candidate run from its current-default run's theta_star (``planted_suite.seed_from_theta``)
-and runs the command in ``PAIRS`` with the candidate options under ``--root``; without it, the page is written
-from finished runs::
+``--make`` seeds each new run from its earlier-defaults run's theta_star (``planted_suite.seed_from_theta``) and runs
+the command in ``PAIRS`` with the new options under ``--root``; without it, the page is written from finished runs::
 
     python experiments/crn_defaults.py --make --root runs/crn-defaults
     python experiments/crn_defaults.py --root runs/crn-defaults --out results/crn-defaults.md
 
-Where the groups differ, the candidate's ``compare`` trains the current groups beside its own (named
-``value_head``), as in results/candidate-defaults.md; where they are the same, so is every trained policy::
+Where the groups differ, the new run's ``compare`` trains the earlier groups beside its own (named ``value_head``),
+as in results/candidate-defaults.md; where they are the same, so is every trained policy::
 
     policygradex compare runs/crn-defaults/cartpole --seeds 5 --groups value_head=runs/demo-cartpole-policy/groups.json
     policygradex compare runs/crn-defaults/lunarlander --seeds 5 \
         --groups value_head=runs/demo-lunarlander-policy/groups.json
-"""
+    policygradex compare runs/crn-defaults/mt10 --seeds 3 --steps-per-task 40000 \
+        --groups value_head=runs/mt10-policy/groups.json --backend process --workers 2
+
+(MT10's at results/mt10.md's budget.)"""
 
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from planted_suite import paired, seed_from_theta, versions  # noqa: E402
 
 
 CANDIDATE = ["--baseline", "per_task", "--common-random-numbers"]
-"""The options tried: each task's own value function as the advantages' baseline, and paired feature rollouts."""
+"""The new defaults, spelled out: each task's own value function as the advantages' baseline, and paired feature
+rollouts (explicit, so that the commands still mean the same if the defaults change again)."""
 
 _W = "results/data/mo-lunar-lander-weights.csv"
 PAIRS: tuple[tuple[str, str, list[str]], ...] = (
@@ -46,9 +50,10 @@ PAIRS: tuple[tuple[str, str, list[str]], ...] = (
     ("mt10", "runs/mt10-policy", ["run", "mt10", "--k", "3", "--network", "softmod", "--steps-per-task", "50000"]),
 )
 """(name on the page, the run with the earlier defaults, its command without ``--out``). runs/demo-*-policy are the
-demo runs made before the defaults changed (``--baseline policy``, unpaired). The mo-lunar-lander and
-Highway runs were made with ``--baseline auto``, which kept the value head on them (results/baseline-choice.md), so
-their groups are the current defaults'. runs/mt10-policy holds runs/mt10-auto's theta_star with the value head."""
+demo runs made before the defaults changed (``--baseline policy``, unpaired), copied aside before the demo was rerun.
+The mo-lunar-lander and Highway runs were made with ``--baseline auto``, which kept the value head on them
+(results/baseline-choice.md), so their groups are the earlier defaults'. runs/mt10-policy holds runs/mt10-auto's
+theta_star with the value head."""
 
 
 def make(root: Path) -> None:
@@ -62,8 +67,8 @@ def make(root: Path) -> None:
             continue
         print(f"{name}: policygradex {' '.join(cmd)} --out {out}", file=sys.stderr, flush=True)
         with open(root / f"{name}.log", "a") as log:
-            subprocess.run([str(Path(sys.executable).parent / "policygradex"), *cmd, "--out", str(out)], stdout=log, stderr=log,
-                           check=False)
+            subprocess.run([str(Path(sys.executable).parent / "policygradex"), *cmd, "--out", str(out)],
+                           stdout=log, stderr=log, check=False)
 
 
 def page(records: list[dict[str, Any]], command: str) -> str:

@@ -81,7 +81,8 @@ def reuse_theta(source: Path, out: Path, spec: str, k: int, seed: int, preset: s
 
 
 def seed_from_theta(source: Path, out: Path, argv: list[str]) -> bool:
-    """:func:`reuse_theta` for any ``policygradex`` command line ``argv`` (``["run", SPEC, ...]``, without ``--out``)."""
+    """:func:`reuse_theta` for any ``policygradex`` command line ``argv`` (``["run", SPEC, ...]``, without
+    ``--out``)."""
     from policygradex.cli.options import config_from_args
     from policygradex.cli.parser import build_parser
     from policygradex.pipeline.rundir import config_diff, config_record
@@ -298,12 +299,12 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
         "",
         "Baselines: `policy` is theta_star's value head (the paper's; the default before results/crn-defaults.md, "
         "run unpaired), `per_task` each task's own value function (`--baseline per_task`, unpaired: "
-        "`--no-common-random-numbers` today), and `per_task, target 0.9` adds `--target-reliability 0.9`, which grows N where the "
-        "gradient signal is less reliable than 0.9 (run for the objective kind only: the kind the target was chosen "
-        "for), and `per_task, paired` adds `--common-random-numbers`, which rolls every task out on the same "
-        "environment seeds and action noise (results/common-random-numbers.md pairs each such run with its twin "
-        "without it, from the same theta_star): `per_task, paired` is what the defaults run today. The per_task rows' gradient reliability, which the confidence "
-        "words and the target read, is measured "
+        "`--no-common-random-numbers` today), and `per_task, target 0.9` adds `--target-reliability 0.9`, which "
+        "grows N where the gradient signal is less reliable than 0.9 (run for the objective kind only: the kind the "
+        "target was chosen for), and `per_task, paired` adds `--common-random-numbers`, which rolls every task out "
+        "on the same environment seeds and action noise (results/common-random-numbers.md pairs each such run with "
+        "its twin without it, from the same theta_star): `per_task, paired` is what the defaults run today. The "
+        "per_task rows' gradient reliability, which the confidence words and the target read, is measured "
         "with each half's baseline fitted on that half alone (`features.split_advantages`; "
         "results/baseline-reliability.md): the per_task runs' feature files were given those halves by "
         "experiments/add_split_advantages.py, which checks that it recollects each file's own transitions, and "
