@@ -52,6 +52,11 @@ def summary(run: Path) -> dict[str, Any]:
             "seconds": round(timings.get("features", 0.0) + timings.get("surrogate", 0.0), 1)}
 
 
+def fmt(groups: list[list[int]]) -> str:
+    """Groups of task indices as ``{0, 1} {2, 3}``."""
+    return " ".join("{" + ", ".join(str(i) for i in g) + "}" for g in groups)
+
+
 def pair_record(name: str, default: Path, candidate: Path) -> dict[str, Any]:
     rec: dict[str, Any] = {"name": name, "default": summary(default), "candidate": summary(candidate)}
     same = rec["default"]["groups"] == rec["candidate"]["groups"]
@@ -85,8 +90,6 @@ def page(records: list[dict[str, Any]], command: str) -> str:
     for r in records:
         d, c = r["default"], r["candidate"]
 
-        def fmt(groups: list[list[int]]) -> str:
-            return " ".join("{" + ", ".join(str(i) for i in g) + "}" for g in groups)
 
         rel = f"{d['reliability']:.2f} -> {c['reliability']:.2f}"
         n = f"{d['N']:,} -> {c['N']:,}"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from candidate_defaults import pair_record  # noqa: E402
+from candidate_defaults import fmt, pair_record  # noqa: E402
 from planted_suite import paired, seed_from_theta, versions  # noqa: E402
 
 
@@ -87,9 +87,6 @@ def page(records: list[dict[str, Any]], command: str) -> str:
              "", "| family | run (earlier defaults) | groups (earlier) | groups (new) | reliability | "
              "verdict | feature + surrogate s | new - earlier | new - multitask | new - random |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-
-    def fmt(groups: list[list[int]]) -> str:
-        return " ".join("{" + ", ".join(str(i) for i in g) + "}" for g in groups)
 
     for r in records:
         d, c = r["default"], r["candidate"]

@@ -12,6 +12,7 @@ Per run: NMI against the planted groups of (a) the run's own exact groups, (b) N
 on all C(n, alpha) subsets, (d) each of ``--halves`` random splits of all subsets into two disjoint halves (Newton on
 each half); the correlation of the standardised U between the halves. The rows are summarised per kind and variant,
 tuning seeds (0-2) apart from held-out ones (10 and up). Families whose m already covers every subset are skipped.
+Fitting every subset is O(C(n, alpha) d^3) per run: meant for the suite's n = 12 (792 subsets), not for large n.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from planted_suite import TUNING_SEEDS, kind_and_env, mean_se, paired, versions  # noqa: E402
+from planted_suite import TUNING_SEEDS, kind_and_env, mean_se, paired, variant, versions  # noqa: E402
 
 from policygradex.common.artifacts import load_json, load_npy  # noqa: E402
 from policygradex.common.threads import thread_limit  # noqa: E402
@@ -42,15 +43,6 @@ from policygradex.pipeline.closed_form import curvature_terms, expected_affinity
 from policygradex.pipeline.statistics import rows_of_files, statistics_of_files  # noqa: E402
 from policygradex.pipeline.subset_table import SubsetTable  # noqa: E402
 from policygradex.pipeline.surrogate import default_subset_size, run_newton  # noqa: E402
-
-
-def variant(cfg: RunConfig) -> str:
-    name = cfg.features.baseline
-    if cfg.features.target_reliability is not None:
-        name += f", target {cfg.features.target_reliability:g}"
-    if cfg.features.common_random_numbers:
-        name += ", paired"
-    return name
 
 
 def measure(run: Path, halves: int) -> dict[str, Any] | None:
