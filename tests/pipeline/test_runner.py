@@ -57,3 +57,30 @@ def test_a_run_made_before_new_options_existed_still_resumes(tiny_run, tmp_path,
     rc, _, err = cli(*tiny_run_args(run))
     assert rc == 0, err
     assert "stage meta_train: loaded from disk" in err and "computed" not in err.split("stage cluster")[0]
+
+
+def test_a_run_made_before_a_default_changed_reads_as_what_it_ran(tiny_run, tmp_path, cli):
+    """A config.json written before --baseline and --common-random-numbers existed ran with the policy's value head,
+    unpaired: it reads so (not as the new defaults), the default command refuses it as a different configuration
+    instead of reusing its features, and the options it ran with resume it."""
+    import json
+    import shutil
+
+    from policygradex.pipeline.config import RunConfig
+
+    from ..helpers import assert_one_line_error, tiny_run_args
+
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    record = json.loads((run / "config.json").read_text())
+    for key in ("baseline", "common_random_numbers"):
+        del record["config"]["features"][key]
+    (run / "config.json").write_text(json.dumps(record))
+    features = RunConfig.from_dict(record["config"]).features
+    assert (features.baseline, features.common_random_numbers) == ("policy", False)
+    rc, _, err = cli(*tiny_run_args(run))
+    assert_one_line_error(rc, err, "features.baseline: 'policy' -> 'per_task'",
+                          "features.common_random_numbers: False -> True")
+    rc, _, err = cli(*tiny_run_args(run, "cartpole", "--baseline", "policy", "--no-common-random-numbers"))
+    assert rc == 0, err
+    assert "stage features: loaded from disk" in err

@@ -262,6 +262,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """The configuration a stored record (a run's config.json, a job's arguments) describes. A field the record
+        lacks was added after it was written: it takes the value the run actually ran with, which is the field's
+        default unless the default has changed since (:data:`LEGACY_VALUES`)."""
         return _from_dict(cls, data)
 
 
@@ -278,8 +281,22 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
+    for (owner, name), value in LEGACY_VALUES.items():
+        if owner is cls and name not in data:
+            kwargs[name] = value
     return cls(**kwargs)
 
+
+LEGACY_VALUES: dict[tuple[type, str], Any] = {
+    (FeatureConfig, "baseline"): "policy",
+    (FeatureConfig, "common_random_numbers"): False,
+    (FeatureConfig, "max_transitions_per_task"): 65536,
+}
+"""Fields whose default has changed since they were added, with what a record written before they existed ran with:
+the value advantages came from the policy's value head, each task rolled out unpaired, and the growth cap was a
+fixed 65,536 transitions. :meth:`RunConfig.from_dict` fills a missing field with it, so that an older run directory
+reads as what it ran (``variant``, ``show``) and is not resumed as if it matched the new defaults. A default changed
+in future adds its field here."""
 
 _NESTED = {
     (RunConfig, "network"): NetworkConfig,

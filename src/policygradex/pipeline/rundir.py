@@ -101,7 +101,8 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
         if not isinstance(old, dict) or "config" not in old:
             raise PolicyGradExError(f"{rd.config} is not a policygradex config; use another --out or delete the directory")
         # compare configs only, not the version: resuming across patch releases is allowed. Options added since the
-        # run was made take their defaults (which keep the earlier behaviour), so an older run directory resumes.
+        # run was made take the value it ran with (RunConfig.from_dict: their default, or the earlier behaviour where
+        # the default has changed since), so an older run directory resumes under the options it was made with.
         old_config = old.get("config")
         if isinstance(old_config, dict):
             old_config = without_idle_options(RunConfig.from_dict(old_config).to_dict())
