@@ -89,8 +89,6 @@ def page(records: list[dict[str, Any]], command: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         d, c = r["default"], r["candidate"]
-
-
         rel = f"{d['reliability']:.2f} -> {c['reliability']:.2f}"
         n = f"{d['N']:,} -> {c['N']:,}"
         verdict = f"{d['verdict']} -> {c['verdict']}"

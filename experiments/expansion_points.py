@@ -48,17 +48,14 @@ from policygradex.pipeline.subset_table import SubsetTable  # noqa: E402
 from policygradex.pipeline.surrogate import run_newton  # noqa: E402
 
 
-CACHE: Path | None = None
-"""``--cache``: a folder where recomputed Newton affinities are kept (by run path), so a rerun skips the fits."""
-
-
-def newton_affinity(run: Path) -> np.ndarray:
-    """The run's U from the Newton-step surrogate on its own features and subsets (its affinity.npy if it used it)."""
+def newton_affinity(run: Path, cache: Path | None = None) -> np.ndarray:
+    """The run's U from the Newton-step surrogate on its own features and subsets (its affinity.npy if it used it).
+    ``cache`` (``--cache``): a folder where recomputed affinities are kept by run path, so a rerun skips the fits."""
     rd = RunDir(run)
     cfg = RunConfig.from_dict(load_json(rd.config)["config"])
     if cfg.surrogate.method == "newton":
         return load_npy(rd.affinity)
-    cached = None if CACHE is None else CACHE / (str(run).replace("/", "+") + ".npy")
+    cached = None if cache is None else cache / (str(run).replace("/", "+") + ".npy")
     if cached is not None and cached.exists():
         return np.load(cached)
     n = load_family(cfg.family).n
@@ -73,7 +70,7 @@ def newton_affinity(run: Path) -> np.ndarray:
     return U
 
 
-def measure(name: str, points: dict[int, Path]) -> dict[str, Any] | None:
+def measure(name: str, points: dict[int, Path], cache: Path | None = None) -> dict[str, Any] | None:
     """NMI of every combination of the points this run has finished at; None without the last point (theta_star)
     or any earlier one."""
     last = points[max(points)] / name
@@ -84,7 +81,8 @@ def measure(name: str, points: dict[int, Path]) -> dict[str, Any] | None:
     family = load_family(cfg.family)
     if family.planted_groups is None:
         return None
-    n, k = family.n, load_json(last / "groups.json")["k"]
+    groups = load_json(last / "groups.json")
+    n, k = family.n, groups["k"]
     planted = labels_from_groups([list(g) for g in family.planted_groups], n)
 
     def nmi(labels: np.ndarray) -> float:
@@ -93,11 +91,11 @@ def measure(name: str, points: dict[int, Path]) -> dict[str, Any] | None:
     def groups_of(U: np.ndarray) -> float:
         return nmi(cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False, relaxation_gap=False).labels)
 
-    U = {steps: standardize(newton_affinity(r)) for steps, r in runs.items()}
+    U = {steps: standardize(newton_affinity(r, cache)) for steps, r in runs.items()}
     kind, env = kind_and_env(cfg.family)
     row: dict[str, Any] = {"name": name, "kind": kind, "env": env, "seed": cfg.seed,
                            "held_out": cfg.seed not in TUNING_SEEDS,
-                           "exact": nmi(labels_from_groups(load_json(last / "groups.json")["group_indices"], n)),
+                           "exact": nmi(labels_from_groups(groups["group_indices"], n)),
                            "points": {}}
     for size in range(1, len(U) + 1):
         for combo in itertools.combinations(sorted(U), size):
@@ -163,14 +161,12 @@ def main() -> None:
         data = json.loads(args.data.read_text())
         args.out.write_text(page(data["rows"], data["command"], data["candidate"]))
         return
-    global CACHE
-    CACHE = args.cache
     points = {int(s): Path(root) for s, root in (p.split("=", 1) for p in args.points)}
     names = sorted({r.name for root in points.values() for r in root.iterdir() if r.is_dir()})
     rows = []
     with thread_limit(1):
         for name in names:
-            row = measure(name, points)
+            row = measure(name, points, args.cache)
             if row is not None:
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)

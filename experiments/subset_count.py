@@ -145,8 +145,7 @@ def page(rows: list[dict[str, Any]], command: str) -> str:
                                   ("nmi_exact", "nmi_newton", "nmi_all", "nmi_shared", "nmi_first_order"))
                      + f" | {spread} | {corr} |")
     lines += ["", "Mean ± standard error over seeds. Halves: NMI range over all halves of the row's runs, and the "
-              "mean "
-              "correlation of the two halves' standardised U (what the clustering sees).", ""]
+              "mean correlation of the two halves' standardised U (what the clustering sees).", ""]
     for held, name in ((False, "tuning seeds 0-2"), (True, "held-out seeds 10-14")):
         rs = [r for r in rows if r["held_out"] == held]
         if rs:
