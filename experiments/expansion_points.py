@@ -147,6 +147,62 @@ def page(rows: list[dict[str, Any]], command: str, candidate: str) -> str:
     return "\n".join(lines)
 
 
+def option_rows(option: Path, defaults: Path, rows: list[dict[str, Any]], candidate: str) -> list[dict[str, Any]]:
+    """The option's runs (``--expansion-points 0.5,1``: one meta-training, its half-way snapshot) as scored by
+    ``planted_suite.py --rescore`` into ``option`` (a JSON of rows), each with the defaults' NMI (the run of the
+    same name under ``defaults``) and, where the separate meta-trainings above measured it, the candidate's."""
+    by_name = {r["name"]: r for r in rows}
+    out = []
+    for r in json.loads(option.read_text())["rows"]:
+        name = Path(r["run_dir"]).name
+        base = defaults / name / "groups.json"
+        if not base.exists():
+            continue
+        out.append({"name": name, "kind": r["kind"], "env": r["family"], "seed": r["seed"], "held_out": r["held_out"],
+                    "option": r["nmi"], "defaults": load_json(base).get("nmi_planted"),
+                    "separate": by_name.get(name, {}).get("points", {}).get(candidate),
+                    "stable": r["stable_groups"], "stable_correct": r["stable_groups_correct"]})
+    return out
+
+
+def option_page(rows: list[dict[str, Any]], command: str) -> list[str]:
+    lines = ["## As an option: one meta-training and its snapshot", "",
+             "`policygradex run ... --expansion-points 0.5,1 --surrogate newton` keeps the policy half-way through "
+             "the demo's meta-training (learning rate not yet annealed, unlike the separate 50k runs above) and "
+             "clusters the mean of its and theta_star's standardised affinities; the confidence resamples both. "
+             "NMI against the planted groups, mean ± standard error (worst seed); `separate`: the candidate above "
+             "from separate meta-trainings, where it was run; stable: groups the confidence calls stable that "
+             "match a planted group (or one plus at most one task) / groups called stable.", "",
+             "```", command, "```", "",
+             "| kind | env | seeds | defaults | separate | option | stable correct |", "|---|---|---|---|---|---|---|"]
+    for kind, env, held in sorted({(r["kind"], r["env"], r["held_out"]) for r in rows}):
+        rs = sorted((r for r in rows if (r["kind"], r["env"], r["held_out"]) == (kind, env, held)),
+                    key=lambda r: r["seed"])
+
+        def cell(key: str) -> str:
+            xs = [r[key] for r in rs if r[key] is not None]
+            if not xs:
+                return "-"
+            return f"{mean_se(xs)} ({min(xs):.2f})" + ("" if len(xs) == len(rs) else f" [{len(xs)} runs]")
+
+        lines.append(f"| {kind} | {env} | {', '.join(str(r['seed']) for r in rs)} | {cell('defaults')} | "
+                     f"{cell('separate')} | {cell('option')} | {sum(r['stable_correct'] for r in rs)}/"
+                     f"{sum(r['stable'] for r in rs)} |")
+    lines.append("")
+    for held, name in ((False, "tuning seeds 0-2"), (True, "held-out seeds 10 and up")):
+        rs = [r for r in rows if r["held_out"] == held]
+        if not rs:
+            continue
+        sep = [r for r in rs if r["separate"] is not None]
+        lines += [f"On the {name} ({len(rs)} runs): option - defaults "
+                  f"{paired([r['option'] for r in rs], [r['defaults'] for r in rs])}; runs below 0.8: "
+                  f"{sum(r['option'] < 0.8 for r in rs)} (defaults {sum(r['defaults'] < 0.8 for r in rs)}); "
+                  f"option - separate over the {len(sep)} runs with both "
+                  f"{paired([r['option'] for r in sep], [r['separate'] for r in sep])}; stable groups correct "
+                  f"{sum(r['stable_correct'] for r in rs)} of {sum(r['stable'] for r in rs)}.", ""]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("points", nargs="*", help="STEPS=ROOT: a folder of runs meta-trained STEPS PPO steps per task")
@@ -156,10 +212,19 @@ def main() -> None:
     ap.add_argument("--candidate", default=None, help="the combination chosen on the tuning seeds, e.g. "
                     "50000+100000 (default: every point)")
     ap.add_argument("--cache", type=Path, default=None, help="keep recomputed Newton affinities here")
+    ap.add_argument("--option", type=Path, default=None, help="rows of the --expansion-points runs, from "
+                    "planted_suite.py --rescore ROOT --json OPTION; with --defaults ROOT (the defaults' runs)")
+    ap.add_argument("--defaults", type=Path, default=Path("runs/crn"))
     args = ap.parse_args()
     if args.page_only:
         data = json.loads(args.data.read_text())
-        args.out.write_text(page(data["rows"], data["command"], data["candidate"]))
+        text = page(data["rows"], data["command"], data["candidate"])
+        if args.option is not None:
+            command = (f"python experiments/expansion_points.py --page-only --option {args.option} "
+                       f"--defaults {args.defaults} --out {args.out}")
+            text += "\n".join(option_page(option_rows(args.option, args.defaults, data["rows"], data["candidate"]),
+                                          command)) + "\n"
+        args.out.write_text(text)
         return
     points = {int(s): Path(root) for s, root in (p.split("=", 1) for p in args.points)}
     names = sorted({r.name for root in points.values() for r in root.iterdir() if r.is_dir()})

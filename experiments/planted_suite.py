@@ -161,11 +161,13 @@ def score(run: Path) -> dict:
 
 
 def variant(cfg: RunConfig) -> str:
-    """The row's baseline, the N rule where --target-reliability is on and the pairing where
-    --common-random-numbers is: ``per_task, target 0.9``, ``per_task, paired``."""
-    target = cfg.features.target_reliability
+    """The row's baseline, the N rule where --target-reliability is on, the pairing where
+    --common-random-numbers is and the expansion points where there are several: ``per_task, target 0.9``,
+    ``per_task, paired``, ``per_task, paired, points 0.5+1``."""
+    target, points = cfg.features.target_reliability, cfg.features.expansion_points
     return (cfg.features.baseline + ("" if target is None else f", target {target:g}")
-            + (", paired" if cfg.features.common_random_numbers else ""))
+            + (", paired" if cfg.features.common_random_numbers else "")
+            + ("" if len(points) == 1 else f", points {'+'.join(f'{f:g}' for f in points)}"))
 
 
 def row_key(row: dict) -> tuple:

@@ -72,6 +72,16 @@ def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
     return RunContext(rd, cfg, family, model, file_sha(rd.theta_star))
 
 
+def refuse_expansion_points(ctx: RunContext, command: str) -> None:
+    """For the analyses that recollect or refit at theta_star alone (``stability``, ``ground-truth``): a run with
+    several expansion points clusters their combined U, which they cannot reproduce, so they refuse it."""
+    points = ctx.cfg.features.expansion_points
+    if len(points) > 1:
+        raise PolicyGradExError(f"`policygradex {command}` resamples theta_star alone, and {ctx.rd.path} clusters the "
+                                f"U of expansion points {','.join(f'{f:g}' for f in points)}: not supported yet; "
+                                "use a run without --expansion-points")
+
+
 def with_collected_transitions(cfg: RunConfig, rd: RunDir) -> RunConfig:
     """``cfg`` with N and the baseline as the feature stage collected them: ``--target-reliability`` may have grown
     N past ``transitions_per_task``, and ``--baseline auto`` kept one baseline (features/meta.json says both); what

@@ -33,6 +33,7 @@ from policygradex.analysis.context import (
     job_seed,
     load_context,
     ppo_dict,
+    refuse_expansion_points,
     write_markdown,
 )
 from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
@@ -141,6 +142,7 @@ def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfi
 
 def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
     ctx = load_context(run_dir, need=("subsets", "groups", "affinity"))
+    refuse_expansion_points(ctx, "ground-truth")
     n, names = ctx.family.n, ctx.names
     if gt.target not in TARGETS:
         raise PolicyGradExError(f"--target must be one of {', '.join(TARGETS)}, got {gt.target!r}")

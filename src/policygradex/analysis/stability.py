@@ -27,7 +27,13 @@ import numpy as np
 from rich.console import Console
 from sklearn.metrics import normalized_mutual_info_score
 
-from policygradex.analysis.context import job_context, job_seed, load_context, write_markdown
+from policygradex.analysis.context import (
+    job_context,
+    job_seed,
+    load_context,
+    refuse_expansion_points,
+    write_markdown,
+)
 from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
 from policygradex.analysis.scores import score_against_truth
 from policygradex.common.artifacts import atomic_write_json, load_json, load_npy
@@ -128,6 +134,7 @@ def _pairs_mean(values: list[float]) -> dict[str, float]:
 
 def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
     ctx = load_context(run_dir, need=("subsets", "groups", "affinity"))
+    refuse_expansion_points(ctx, "stability")
     cfg, n, names = ctx.cfg, ctx.family.n, ctx.names
     if sc.resamples < 1:
         raise PolicyGradExError(f"--resamples must be >= 1, got {sc.resamples}")

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collect every task's feature transitions from the same environment seeds and action noise, "
                         "so tasks that share dynamics differ only in their rewards (default: "
                         f"{'on' if d.features.common_random_numbers else 'off'})")
+    g.add_argument("--expansion-points", type=float_list, metavar="F,...,1",
+                   help="fractions of meta-training at whose policies the features are taken, the last 1 "
+                        "(theta_star); with more than one the clustered U averages the points' standardised "
+                        "affinities, e.g. 0.5,1 (default: 1)")
+    g.add_argument("--expansion-policy", choices=["snapshot", "retrain"],
+                   help="an earlier expansion point's policy: meta-training's own at that fraction, or a "
+                        "meta-training of its own on that fraction of the budget (default: "
+                        f"{d.features.expansion_policy})")
     g.add_argument("--projection-dim", type=int, help=f"d: projection dimension (default: {d.features.projection_dim})")
     g.add_argument("--projection", choices=["dense", "factorised"],
                    help="P: the paper's dense Gaussian matrix on full per-transition gradients, or LoGra's factorised "

@@ -95,7 +95,8 @@ def halves_reliability(rs: list[float]) -> dict[str, Any] | None:
 
 
 def split_half_reliability(
-    subsets: list[list[int]], f_hat: np.ndarray, n: int, kind: str = "subset", task_loss: np.ndarray | None = None,
+    subsets: list[list[int]], f_hat: np.ndarray | list[np.ndarray], n: int, kind: str = "subset",
+    task_loss: np.ndarray | None = None,
     splits: int = 50, seed: int = 0, interaction: bool = True,
 ) -> dict[str, float | int] | None:
     """How reproducible the affinity is over the subsets: U from one random half of the *distinct* subsets vs U
@@ -111,9 +112,12 @@ def split_half_reliability(
     occurs more than once stays on one side with all its copies: on both sides it would correlate with itself and
     inflate r. Returns ``reliability``, ``r_mean``, ``r_sd`` (over splits), ``splits`` (those where both halves cover
     every pair), ``distinct_subsets`` and the number of subsets per pair in a half (``pair_min``, ``pair_median``);
-    None when no halving covers every pair.
+    None when no halving covers every pair. ``f_hat`` may be a list of several expansion points' f^ on the same
+    subsets (``subset`` affinity): each half's U is then the mean of the points' standardised U's.
     """
-    from policygradex.pipeline.clustering import standardized_corr
+    from policygradex.pipeline.clustering import combine, standardized_corr
+
+    f_hats = f_hat if isinstance(f_hat, list) else [f_hat]
 
     keys: dict[tuple[int, ...], list[int]] = {}
     for j, s in enumerate(subsets):
@@ -133,7 +137,8 @@ def split_half_reliability(
                 break
             per_pair.append(counts)
             tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
-            halves.append(affinity_matrix(kind, sub, f_hat[idx], tl, n, interaction=interaction)[0])
+            Us = [affinity_matrix(kind, sub, fh[idx], tl, n, interaction=interaction)[0] for fh in f_hats]
+            halves.append(combine(Us))
         if ok:
             rs.append(standardized_corr(halves[0], halves[1]))
     out = halves_reliability(rs)

@@ -38,6 +38,7 @@ fractional low-lambda solutions on planted blocks.)
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cvxpy as cp
@@ -114,6 +115,14 @@ def standardize(U: np.ndarray) -> np.ndarray:
     if sd <= 1e-9 * max(1.0, float(np.abs(U[off]).max(initial=0.0))):
         return np.zeros_like(U)
     return C / sd
+
+
+def combine(Us: Sequence[np.ndarray]) -> np.ndarray:
+    """The affinity of several expansion points (``--expansion-points``): the mean of their :func:`standardize`-d
+    U's, so that each point weighs the same whatever the scale of its f^ (one point: its U as it is)."""
+    if len(Us) == 1:
+        return Us[0]
+    return np.mean([standardize(U) for U in Us], axis=0)
 
 
 def standardized_corr(U: np.ndarray, V: np.ndarray) -> float:

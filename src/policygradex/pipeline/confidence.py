@@ -20,13 +20,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from policygradex.common.errors import PolicyGradExError
 from policygradex.pipeline.affinity import halves_reliability, spearman_brown, subset_affinity
-from policygradex.pipeline.clustering import cluster, standardized_corr
+from policygradex.pipeline.clustering import cluster, combine, standardized_corr
 from policygradex.pipeline.partitions import groups_from_labels
 from policygradex.pipeline.closed_form import CurvatureTerms, expected_affinity
 from policygradex.pipeline.features import fit_rows
@@ -52,25 +53,51 @@ def _jaccard(a: set[int], b: set[int]) -> float:
     return len(a & b) / len(a | b)
 
 
-def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels: np.ndarray, reps: int = 200,
-                     seed: int = 0, interaction: bool = True, **cluster_kwargs: Any) -> dict[str, Any]:
-    """Resample the subsets with replacement ``reps`` times; recluster with the run's k (``cluster_kwargs``), the
-    run's groups as one more start. Returns ``reps`` (resamples used), the mean Jaccard per group and, for
-    n <= COCLUSTERING_MAX_N, the (n, n) co-clustering matrix (else None)."""
+Replicate = Callable[[np.random.Generator], "np.ndarray | None"]
+"""Draws one resample with the generator and returns the affinity rebuilt from it (None: an unusable resample)."""
+
+
+def subset_replicate(subsets: list[list[int]], f_hats: Sequence[np.ndarray], n: int,
+                     interaction: bool = True) -> Replicate:
+    """Resamples of the m subsets with replacement; with several expansion points (one f^ each, on the same subsets)
+    every point is rebuilt from the same draw, as the run drew its subsets once for all of them."""
+    def draw(rng: np.random.Generator) -> np.ndarray | None:
+        idx = rng.integers(0, len(subsets), len(subsets))
+        sub = [subsets[j] for j in idx]
+        try:
+            return combine([subset_affinity(sub, f_hat[idx], n, interaction) for f_hat in f_hats])
+        except PolicyGradExError:  # a resample in which two tasks share no subset: skipped (rare at the default m)
+            return None
+    return draw
+
+
+def transition_replicate(stats: Statistics, l2: float, alpha: int, terms: CurvatureTerms | None = None) -> Replicate:
+    """Block-bootstrap resamples of each task's transitions through the closed form (:func:`transition_bootstrap`)."""
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        R = stats.blocks
+        counts = np.stack([np.bincount(rng.integers(0, R, R), minlength=R) for _ in range(stats.n)]).astype(np.float64)
+        return expected_affinity(stats, l2, alpha, terms, b=stats.reweighted_b(counts))
+    return draw
+
+
+def resampled_stability(replicates: Sequence[Replicate], n: int, labels: np.ndarray, reps: int = 200, seed: int = 0,
+                        **cluster_kwargs: Any) -> dict[str, Any]:
+    """Hennig's cluster-wise stability: ``reps`` times, every replicate draws (in order, from one generator), their
+    U's are combined (:func:`combine`) and clustered with the run's k (``cluster_kwargs``), the run's groups as one
+    more start. Returns ``reps`` (resamples used: one where any replicate gave None is skipped), the mean Jaccard
+    per group and, for n <= COCLUSTERING_MAX_N, the (n, n) co-clustering matrix (else None)."""
     rng = np.random.default_rng(seed)
     groups = [set(g) for g in groups_from_labels(labels)]
     k = len(groups)
     co = np.zeros((n, n)) if n <= COCLUSTERING_MAX_N else None
     jac = np.zeros((reps, k))
     used = 0
-    for r in range(reps):
-        idx = rng.integers(0, len(subsets), len(subsets))
-        sub = [subsets[j] for j in idx]
-        try:
-            U = subset_affinity(sub, f_hat[idx], n, interaction)
-        except PolicyGradExError:  # a resample in which two tasks share no subset: skipped (rare at the default m)
+    for _ in range(reps):
+        Us = [draw(rng) for draw in replicates]
+        if any(U is None for U in Us):
             continue
-        lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, init=labels, **cluster_kwargs).labels
+        lab = cluster(combine(Us), k=k, exhaustive_check=False, relaxation_gap=False, init=labels,
+                      **cluster_kwargs).labels
         if co is not None:
             co += lab[:, None] == lab[None, :]
         jac[used] = _group_jaccards(groups, lab)
@@ -78,6 +105,17 @@ def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels
     jac = jac[:used]
     return {"reps": used, "group_jaccard": jac.mean(0).tolist() if used else [float("nan")] * k,
             "coclustering": None if co is None else co / max(used, 1)}
+
+
+def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels: np.ndarray, reps: int = 200,
+                     seed: int = 0, interaction: bool = True, **cluster_kwargs: Any) -> dict[str, Any]:
+    """Resample the subsets with replacement ``reps`` times; recluster with the run's k (``cluster_kwargs``), the
+    run's groups as one more start. Returns ``reps`` (resamples used), the mean Jaccard per group and, for
+    n <= COCLUSTERING_MAX_N, the (n, n) co-clustering matrix (else None). ``f_hat`` may be a list of several
+    expansion points' f^ on the same subsets (:func:`subset_replicate`)."""
+    f_hats = f_hat if isinstance(f_hat, list) else [f_hat]
+    return resampled_stability([subset_replicate(subsets, f_hats, n, interaction)], n, labels, reps, seed,
+                               **cluster_kwargs)
 
 
 def _group_jaccards(groups: list[set[int]], labels: np.ndarray) -> list[float]:
@@ -98,42 +136,34 @@ def transition_bootstrap(stats: Statistics, l2: float, alpha: int, labels: np.nd
     not refitted per replicate, so the fit's own error is not resampled and the Jaccard can be optimistic (the
     gradient reliability, fitted apart per half, is not). Returns the mean Jaccard per group, ``reps`` and, for
     n <= COCLUSTERING_MAX_N, the co-clustering matrix."""
-    rng = np.random.default_rng(seed)
-    groups = [set(g) for g in groups_from_labels(labels)]
-    n, R, k = stats.n, stats.blocks, len(groups)
-    keep_co = n <= COCLUSTERING_MAX_N
-    co = np.zeros((n, n)) if keep_co else None
-    jac = np.zeros((reps, k))
-    for r in range(reps):
-        counts = np.stack([np.bincount(rng.integers(0, R, R), minlength=R) for _ in range(n)]).astype(np.float64)
-        U = expected_affinity(stats, l2, alpha, terms, b=stats.reweighted_b(counts))
-        lab = cluster(U, k=k, exhaustive_check=False, relaxation_gap=False, init=labels, **cluster_kwargs).labels
-        if co is not None:
-            co += lab[:, None] == lab[None, :]
-        jac[r] = _group_jaccards(groups, lab)
-    out: dict[str, Any] = {"reps": reps, "group_jaccard": jac.mean(0).tolist(), "resampled": "transitions"}
-    if co is not None:
-        out["coclustering"] = co / max(reps, 1)
-    return out
+    out = resampled_stability([transition_replicate(stats, l2, alpha, terms)], stats.n, labels, reps, seed,
+                              **cluster_kwargs)
+    if out["coclustering"] is None:
+        del out["coclustering"]
+    return {**out, "resampled": "transitions"}
 
 
-def transition_split_half(stats: Statistics, l2: float, alpha: int, splits: int = 50,
+def transition_split_half(stats: Statistics | Sequence[Statistics], l2: float, alpha: int, splits: int = 50,
                           seed: int = 0) -> dict[str, Any] | None:
     """Split-half reliability of the closed-form U over transitions: each task's blocks split at random in two
     halves, U from each (the shared-curvature part: a first-order part computed from all transitions would be
     common to both halves and inflate r), Pearson r of their standardised off-diagonal entries averaged over ``splits`` halvings,
     stepped up by Spearman-Brown (2r / (1 + r)). The same keys as :func:`.affinity.split_half_reliability` where
-    they apply, with ``blocks`` instead of subsets. None with fewer than 2 blocks or 3 tasks."""
-    n, R = stats.n, stats.blocks
+    they apply, with ``blocks`` instead of subsets. None with fewer than 2 blocks or 3 tasks. A list of several
+    expansion points' statistics: each point's blocks halved on their own, each half's U :func:`combine`-d."""
+    points = [stats] if isinstance(stats, Statistics) else list(stats)
+    n, R = points[0].n, min(p.blocks for p in points)
     if R < 2 or n < 3:
         return None
     rng = np.random.default_rng(seed)
     rs = []
     for _ in range(splits):
-        side = np.argsort(rng.random((n, R)), axis=1) < R // 2  # each task: a uniform half of its blocks
-        halves = [expected_affinity(stats, l2, alpha, b=stats.reweighted_b(mask.astype(np.float64)))
-                  for mask in (side, ~side)]
-        rs.append(standardized_corr(*halves))
+        pairs = []
+        for p in points:
+            side = np.argsort(rng.random((n, p.blocks)), axis=1) < p.blocks // 2  # each task: a uniform half
+            pairs.append([expected_affinity(p, l2, alpha, b=p.reweighted_b(mask.astype(np.float64)))
+                          for mask in (side, ~side)])
+        rs.append(standardized_corr(combine([a for a, _ in pairs]), combine([b for _, b in pairs])))
     out = halves_reliability(rs)
     return None if out is None else {**out, "blocks": R, "resampled": "transitions"}
 
@@ -205,9 +235,13 @@ def task_signal(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.clip(2.0 * c / (1.0 + c), -1.0, 1.0)
 
 
-def interaction_reliability(G_first: np.ndarray, G_second: np.ndarray) -> float | None:
-    """Spearman-Brown reliability of G G^T from two halves' per-task G (n, d); None when either has no structure."""
-    r = standardized_corr(G_first @ G_first.T, G_second @ G_second.T)
+def interaction_reliability(G_first: np.ndarray | Sequence[np.ndarray],
+                            G_second: np.ndarray | Sequence[np.ndarray]) -> float | None:
+    """Spearman-Brown reliability of G G^T from two halves' per-task G (n, d); None when either has no structure.
+    Lists of several expansion points' halves: each half's G G^T over the points :func:`combine`-d, as U is."""
+    firsts = [G_first] if isinstance(G_first, np.ndarray) else list(G_first)
+    seconds = [G_second] if isinstance(G_second, np.ndarray) else list(G_second)
+    r = standardized_corr(combine([G @ G.T for G in firsts]), combine([G @ G.T for G in seconds]))
     return None if np.isnan(r) else spearman_brown(r)
 
 

@@ -108,6 +108,23 @@ class FeatureConfig:
     shows on vectorised toy environments (the page gives the feature stage's seconds with and without) and not where
     stepping the environment dominates. On by default (results/crn-defaults.md: the paper's families rerun with it);
     ``--no-common-random-numbers`` gives the unpaired rollouts of earlier versions."""
+    expansion_points: tuple[float, ...] = (1.0,)
+    """Where in meta-training the gradient features are taken, as fractions of its iterations, the last always 1
+    (theta_star). ``(1.0,)`` (default): at theta_star alone, as the paper does. With more, e.g. ``(0.5, 1.0)``
+    (``--expansion-points 0.5,1``), each earlier point's policy (``points/F/theta_star.pt``) is a snapshot of
+    meta-training or a shorter meta-training of its own (``expansion_policy``); the features, surrogate and affinity
+    stages run at every point in its own folder
+    (``points/F/``), and the U that is clustered is the mean of the points' standardised affinities (as TracIn sums
+    influence over checkpoints); the confidence resamples every point. A group that theta_star already serves has
+    a small, noisy gradient there; an earlier policy has not yet settled on it (results/expansion-points.md).
+    The points weigh the same: one whose U is noise dilutes the others' structure rather than being outvoted.
+    Costs one more feature, surrogate and affinity stage per point (and, with ``retrain``, its meta-training).
+    theta_star, its features and its own U (``affinity_theta_star.npy``) are those of the run without points."""
+    expansion_policy: Literal["snapshot", "retrain"] = "snapshot"
+    """Where an earlier expansion point's policy comes from. ``snapshot``: meta-training's own policy after that
+    fraction of its iterations, its learning rate not yet annealed (no extra training). ``retrain``: a meta-training
+    of its own, same seed, on that fraction of the budget, annealed to its end (costs that fraction of
+    meta-training again; what results/expansion-points.md measured first as separate runs)."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
     sample (``surrogate.evaluation``) and to report the in-sample vs held-out gap, a measure of how much the v_S
@@ -248,6 +265,17 @@ class RunConfig:
     def projection_seed(self) -> int:
         """Seed of the random projection P (any d: P's blocks are drawn from (projection_seed, block))."""
         return self.seed + 2
+
+    @property
+    def earlier_points(self) -> dict[float, int]:
+        """The expansion points before theta_star (``features.expansion_points`` without the last, 1): each
+        fraction and the iteration whose policy it is: round(fraction x iterations) of meta-training (at least 1)
+        for ``snapshot``, the last of its own shorter meta-training for ``retrain``."""
+        fractions = self.features.expansion_points[:-1]
+        if self.features.expansion_policy == "retrain":
+            return {f: replace(self.ppo, steps_per_task=max(1, round(f * self.ppo.steps_per_task))).iterations
+                    for f in fractions}
+        return {f: max(1, round(f * self.ppo.iterations)) for f in fractions}
 
     @property
     def subset_seed(self) -> int:

@@ -12,7 +12,8 @@ import numpy as np
 
 from policygradex.common.plots import plot_curve, plot_heatmaps
 from policygradex.pipeline.baseline_choice import baseline_line
-from policygradex.pipeline.clustering import standardize
+from policygradex.common.artifacts import load_json, load_npy
+from policygradex.pipeline.clustering import standardize, standardized_corr
 from policygradex.pipeline.confidence import WEAK_TASK
 from policygradex.pipeline.group_record import Confidence, Groups
 from policygradex.pipeline.transitions_budget import growth_line
@@ -177,10 +178,16 @@ def write_report(st: "RunState") -> None:
                   f"{split['pair_min']} to ~{split['pair_median']:.0f} (median) subsets per pair of tasks. Both "
                   "halves use the same transitions; `policygradex stability` measures how much U and the groups "
                   "change with a fresh sample of transitions."]
+    lines += expansion_lines(st)
     lines += ["", "![affinity](affinity.png)", "", "## Timings", "", "| stage | seconds |", "|---|---|"]
     for stage in ("meta_train", "features", "surrogate", "affinity", "cluster"):
         lines.append(f"| {stage} | {_fmt(st.timings.get(stage, float('nan')))} |")
-    lines.append(f"| total | {_fmt(sum(st.timings.values()))} |")
+        for p in st.points if stage == "meta_train" and st.cfg.features.expansion_policy == "retrain" else []:
+            lines.append(f"| meta_train at point {p.point:g} | "
+                         f"{_fmt(st.timings.get(f'meta_train at point {p.point:g}', float('nan')))} |")
+        for p in st.points if stage in ("features", "surrogate", "affinity") else []:
+            lines.append(f"| {stage} at point {p.point:g} | {_fmt(p.timings.get(stage, float('nan')))} |")
+    lines.append(f"| total | {_fmt(sum(st.timings.values()) + sum(sum(p.timings.values()) for p in st.points))} |")
     lines += [
         "",
         "## Meta-training",
@@ -214,6 +221,29 @@ def write_report(st: "RunState") -> None:
         "",
     ]
     atomic_write_text(rd.report, "\n".join(lines))
+
+
+def expansion_lines(st: "RunState") -> list[str]:
+    """With earlier expansion points: what the clustered U combines, and how each point's U agrees with it."""
+    if not st.points:
+        return []
+    assert st.U is not None
+    parts = []
+    for p in [*st.points, st]:
+        fraction = 1.0 if p.point is None else p.point
+        split = load_json(p.rd.affinity_stats).get("split_half") if p.rd.affinity_stats.exists() else None
+        U = load_npy(st.rd.affinity_theta_star) if p.point is None else p.U
+        rel = "no split-half" if split is None else f"split-half reliability {split['reliability']:.2f}"
+        ret = p.curve[-1].get("mean_return") if p.curve else None
+        iteration = len(p.curve) if p.curve else st.cfg.earlier_points.get(fraction, st.cfg.ppo.iterations)
+        parts.append(f"{fraction:g} (iteration {iteration}"
+                     + (f", mean return {_fmt(ret)}" if ret is not None else "")
+                     + f"; {rel}; r = {standardized_corr(U, st.U):.2f} with the combined U)")
+    how = ("each earlier one meta-trained on its own on that fraction of the budget"
+           if st.cfg.features.expansion_policy == "retrain" else "each earlier one a snapshot of meta-training")
+    return ["", f"Expansion points: the U clustered is the mean of the standardised U's of the policies at "
+            + "; ".join(parts) + f" ({how}). Each point's files are in points/F; theta_star's own U is "
+            "affinity_theta_star.npy."]
 
 
 def surrogate_lines(cfg: Any, sur: dict[str, Any]) -> list[str]:

@@ -51,6 +51,14 @@ class RunDir:
     curve_png = property(lambda self: self.path / "meta_train_curve.png")
     report = property(lambda self: self.path / "report.md")
 
+    affinity_theta_star = property(lambda self: self.path / "affinity_theta_star.npy")
+    """With several expansion points: theta_star's own U (affinity.npy holds the points' combined U)."""
+
+    def point(self, fraction: float) -> "RunDir":
+        """The run directory of an earlier expansion point (``points/F``): its snapshot of the policy as
+        theta_star.pt, and that point's features, surrogate and affinity."""
+        return RunDir(self.path / "points" / f"{fraction:g}")
+
     def task_features(self, i: int) -> Path:
         return self.features_dir / f"task_{i:03d}.npz"
 

@@ -1,5 +1,6 @@
 """``run_pipeline``: check the configuration, open (or resume) the run directory under its lock, run the five
-stages of :mod:`policygradex.pipeline.stages` in order, write report.md and the plots.
+stages of :mod:`policygradex.pipeline.stages` in order (and, with ``--expansion-points``, the earlier points'
+stages of :mod:`.expansion` before theta_star's affinity), write report.md and the plots.
 
 ``config.json`` pins the configuration: resuming with a different one is an error, except for clustering options,
 which recluster without retraining. It holds the configuration the run really uses, family defaults applied
@@ -23,6 +24,7 @@ from policygradex.envs.base import TaskFamily
 from policygradex.envs.registry import load_family
 from policygradex.nets.base import TASK_ROUTED, check_network_name
 from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.expansion import stage_points
 from policygradex.pipeline.partitions import EXACT_MAX_N
 from policygradex.pipeline.gradient_statistics import statistics_refusal
 from policygradex.pipeline.projection import factorised_projection
@@ -67,7 +69,7 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
             st.launcher = launcher
         if rd.timings.exists():
             st.timings = {k: float(v) for k, v in load_json(rd.timings).items()}
-        for stage in (stage_meta_train, stage_features, stage_surrogate, stage_affinity, stage_cluster):
+        for stage in (stage_meta_train, stage_features, stage_surrogate, stage_points, stage_affinity, stage_cluster):
             stage(st)
         write_report(st)
     return st
@@ -118,6 +120,15 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         factorised_projection(make_model(cfg, family), cfg.features.projection_dim, cfg.projection_seed)
     if cfg.features.store == "statistics" and (why := statistics_refusal(cfg, n)) is not None:
         raise PolicyGradExError(why)
+    points = cfg.features.expansion_points
+    if not points or points[-1] != 1.0 or any(not 0 < f <= 1 for f in points) or list(points) != sorted(set(points)):
+        raise PolicyGradExError(f"--expansion-points must be increasing fractions in (0, 1] ending at 1 (theta_star), "
+                                f"e.g. 0.5,1; got {','.join(f'{f:g}' for f in points) or 'none'}")
+    if len(set(cfg.earlier_points.values()) | {cfg.ppo.iterations}) < len(points):
+        raise PolicyGradExError(f"--expansion-points {','.join(f'{f:g}' for f in points)}: two points fall on the "
+                                f"same of meta-training's {cfg.ppo.iterations} iterations")
+    if len(points) > 1 and cfg.cluster.affinity != "subset":
+        raise PolicyGradExError("--expansion-points combines the points' --affinity subset; drop --affinity per_target")
     if cfg.features.task_block < 1:
         raise PolicyGradExError(f"--task-block must be >= 1, got {cfg.features.task_block}")
     if cfg.ppo.tasks_per_iteration is not None and cfg.ppo.tasks_per_iteration < 1:

@@ -46,7 +46,7 @@ from policygradex.envs.vector import family_spaces
 from policygradex.nets.base import flat_params
 from policygradex.pipeline.affinity import affinity_matrix, split_half_reliability
 from policygradex.pipeline.baseline_choice import baseline_line, choose_baseline, effective_baseline
-from policygradex.pipeline.clustering import cluster
+from policygradex.pipeline.clustering import cluster, combine
 from policygradex.pipeline.confidence import (
     GRADIENT_MIN,
     bootstrap_groups,
@@ -54,8 +54,9 @@ from policygradex.pipeline.confidence import (
     interaction_reliability,
     is_noise,
     task_fitting_halves,
+    resampled_stability,
     task_signal,
-    transition_bootstrap,
+    transition_replicate,
     transition_split_half,
     verdict,
 )
@@ -90,6 +91,7 @@ from policygradex.pipeline.surrogate import (
     run_surrogate,
     sample_subsets,
 )
+from policygradex.rl.config import PPOConfig
 from policygradex.rl.ppo import RETURN_WINDOW, network_for, train_ppo
 
 STAGES = ("meta_train", "features", "surrogate", "affinity", "cluster")
@@ -127,6 +129,13 @@ class RunState:
     """The cluster stage's record (groups.json)."""
     launcher: LauncherConfig = field(default_factory=lambda: LauncherConfig(backend="sequential"))
     """Where the feature stage's blocks of tasks run (``run --backend``; default: one by one in this process)."""
+    points: list["RunState"] = field(default_factory=list)
+    """With ``--expansion-points``: the states of the earlier points (:mod:`.expansion`), each with its own run
+    directory ``points/F`` and its snapshot as ``model``; empty for theta_star alone and inside a point."""
+    point: float | None = None
+    """Inside an earlier expansion point: its fraction of meta-training (shown in the stage messages)."""
+    new_points: set[float] = field(default_factory=set)
+    """The earlier expansion points whose policy this invocation trained (their later stages are recomputed)."""
 
     @property
     def surrogate_method(self) -> str:
@@ -165,8 +174,12 @@ class RunState:
         return self.stats
 
     def earlier_computed(self, stage: str) -> bool:
-        """True when a stage before ``stage`` was recomputed in this run (so ``stage``'s artifacts are out of date)."""
-        return any(self.status.get(s) == "computed" for s in STAGES[: STAGES.index(stage)])
+        """True when a stage before ``stage`` was recomputed in this run (so ``stage``'s artifacts are out of date);
+        every stage an earlier expansion point ran (up to its affinity) comes before theta_star's affinity."""
+        before = STAGES[: STAGES.index(stage)]
+        mine = any(self.status.get(s) == "computed" for s in before)
+        return mine or ("affinity" in before or stage == "affinity") and any(
+            p.status.get(s) == "computed" for p in self.points for s in STAGES[: STAGES.index("affinity") + 1])
 
     def stale(self, stage: str, *paths: Path) -> bool:
         """True when the stage must run: an artifact is missing or an earlier stage was recomputed."""
@@ -179,7 +192,8 @@ class RunState:
             atomic_write_json(self.rd.timings, self.timings)
         verb = "computed" if computed else "loaded from disk"
         extra = f" in {seconds:.1f}s" if computed and seconds is not None else ""
-        self.console.print(f"[green]stage {stage}[/green]: {verb}{extra}")
+        where = "" if self.point is None else f" at expansion point {self.point:g}"
+        self.console.print(f"[green]stage {stage}[/green]{where}: {verb}{extra}")
 
 
 # ----------------------------------------------------------------------------------------------- stages
@@ -188,35 +202,80 @@ def make_model(cfg: RunConfig, family: TaskFamily) -> nn.Module:
     return network_for(family, cfg.network)
 
 
+def load_policy(cfg: RunConfig, family: TaskFamily, path: Path) -> nn.Module:
+    """The policy saved at ``path`` (theta_star.pt, or an expansion point's snapshot) in a network of the run's
+    configuration."""
+    blob = load_torch(path)
+    model = make_model(cfg, family)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise PolicyGradExError(f"{path} does not match this configuration ({exc}); delete it to retrain") from None
+    return model
+
+
 def stage_meta_train(st: RunState) -> None:
+    """theta_star: PPO on every task. With earlier expansion points, their policies too: snapshots of this
+    meta-training (``expansion_policy = snapshot``) or meta-trainings of their own on the shorter budget
+    (``retrain``, each resumable from its own checkpoint); ``st.new_points`` says which of them are new."""
     cfg, rd = st.cfg, st.rd
-    if not st.stale("meta_train", rd.theta_star, rd.curve):
-        blob = load_torch(rd.theta_star)
-        model = make_model(cfg, st.family)
-        try:
-            model.load_state_dict(blob["state_dict"])
-        except (KeyError, RuntimeError, TypeError) as exc:
-            raise PolicyGradExError(f"{rd.theta_star} does not match this configuration ({exc}); delete it to retrain") from None
-        st.model, st.curve = model, read_curve(rd.curve)
+    snapshot = cfg.features.expansion_policy == "snapshot"
+    snapshots = {it: rd.point(f) for f, it in cfg.earlier_points.items()} if snapshot else {}
+    if st.stale("meta_train", rd.theta_star, rd.curve, *(p.theta_star for p in snapshots.values())):
+        t0 = time.perf_counter()
+        st.model, st.curve = meta_train(st, cfg.ppo, rd, snapshots)
+        st.done("meta_train", computed=True, seconds=time.perf_counter() - t0)
+        st.new_points = set(cfg.earlier_points) if snapshot else set()
+    else:
+        st.model, st.curve = load_policy(cfg, st.family, rd.theta_star), read_curve(rd.curve)
         st.done("meta_train", computed=False)
-        return
-    t0 = time.perf_counter()
-    iterations = cfg.ppo.iterations
+    for fraction in cfg.earlier_points if not snapshot else ():
+        point = rd.point(fraction)
+        if point.theta_star.exists() and point.curve.exists():
+            continue
+        t0 = time.perf_counter()
+        steps = max(1, round(fraction * cfg.ppo.steps_per_task))
+        point.path.mkdir(parents=True, exist_ok=True)
+        meta_train(st, dataclasses.replace(cfg.ppo, steps_per_task=steps), point, {}, f" for point {fraction:g}")
+        st.new_points.add(fraction)
+        st.timings[f"meta_train at point {fraction:g}"] = time.perf_counter() - t0
+        atomic_write_json(rd.timings, st.timings)
+
+
+def meta_train(st: RunState, ppo: PPOConfig, rd: RunDir, snapshots: dict[int, RunDir],
+               label: str = "") -> tuple[nn.Module, list[dict[str, Any]]]:
+    """PPO on every task with ``ppo`` into ``rd`` (theta_star.pt and its curve, resumable from its checkpoint),
+    saving the policy after each iteration in ``snapshots`` as that point's theta_star.pt."""
+    cfg = st.cfg
     with make_progress(st.console) as progress:
-        bar = progress.add_task("meta-train PPO", total=iterations, info="")
+        bar = progress.add_task(f"meta-train PPO{label}", total=ppo.iterations, info="")
 
         def on_iteration(i: int, total: int, row: dict[str, Any]) -> None:
             progress.update(bar, completed=i, info=return_info(row))
 
-        result = train_ppo(st.family, range(st.family.n), cfg.network, cfg.ppo, cfg.seed,
-                           checkpoint_path=rd.checkpoint, on_iteration=on_iteration)
-    obs_dim, _ = family_spaces(st.family, cfg.network.task_id)
-    atomic_torch_save({"state_dict": result.model.state_dict(), "obs_dim": obs_dim,
-                       "policy_parameter_names": result.model.policy_parameter_names()}, rd.theta_star)
+        obs_dim, _ = family_spaces(st.family, cfg.network.task_id)
+
+        def save(model: nn.Module, path: Path) -> None:
+            atomic_torch_save({"state_dict": model.state_dict(), "obs_dim": obs_dim,
+                               "policy_parameter_names": model.policy_parameter_names()}, path)
+
+        def keep_snapshot(i: int, model: nn.Module) -> None:
+            if i in snapshots:  # an earlier expansion point (one taken before a resumed checkpoint is on disk)
+                snapshots[i].path.mkdir(parents=True, exist_ok=True)
+                save(model, snapshots[i].theta_star)
+
+        result = train_ppo(st.family, range(st.family.n), cfg.network, ppo, cfg.seed,
+                           checkpoint_path=rd.checkpoint, on_iteration=on_iteration,
+                           after_iteration=keep_snapshot if snapshots else None)
+    save(result.model, rd.theta_star)
     write_curve(rd.curve, result.curve)
+    for i, point in snapshots.items():
+        if not point.theta_star.exists():
+            raise PolicyGradExError(f"meta-training stopped after {len(result.curve)} iterations, before expansion "
+                                    f"point {point.path.name} (iteration {i}): lower --expansion-points")
+        write_curve(point.curve, result.curve[:i])
     rd.checkpoint.unlink(missing_ok=True)
-    st.model, st.curve = result.model, result.curve
-    st.done("meta_train", computed=True, seconds=time.perf_counter() - t0)
+    return result.model, result.curve
 
 
 def return_info(row: dict[str, Any]) -> str:
@@ -333,10 +392,10 @@ def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None
     return np.stack(first), np.stack(second)
 
 
-def gradient_signal_reliability(st: RunState, halves: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
+def gradient_signal_reliability(st: RunState) -> float | None:
     """Split-half reliability over transitions of the gradient interaction G G^T, the number the report prints;
     None below 3 tasks or 2 halves."""
-    halves = gradient_signal_halves(st) if halves is None else halves
+    halves = gradient_signal_halves(st)
     return None if halves is None or st.family.n < 3 else interaction_reliability(*halves)
 
 
@@ -521,10 +580,16 @@ def stage_statistics(st: RunState) -> None:
 
 
 def stage_affinity(st: RunState) -> None:
+    """U (affinity.npy, .csv) and its split-half reliability. With earlier expansion points (``st.points``, their
+    own affinity stages run first) theta_star's own U goes to affinity_theta_star.npy and affinity.npy holds the
+    points' combined U (:func:`.clustering.combine`), whose split halves halve every point."""
     cfg, rd, n = st.cfg, st.rd, st.family.n
-    options = {"affinity": cfg.cluster.affinity, "interaction": cfg.cluster.interaction}
+    options: dict[str, Any] = {"affinity": cfg.cluster.affinity, "interaction": cfg.cluster.interaction}
+    if st.points:
+        options["expansion_points"] = list(cfg.features.expansion_points)
     stats_path = rd.affinity_stats
-    fresh = not st.stale("affinity", rd.affinity, rd.affinity_csv, stats_path)
+    fresh = not st.stale("affinity", rd.affinity, rd.affinity_csv, stats_path,
+                         *([rd.affinity_theta_star] if st.points else []))
     if fresh and load_json(stats_path).get("options") == options:
         st.U = load_npy(rd.affinity)
         if st.U.shape != (n, n):
@@ -536,14 +601,20 @@ def stage_affinity(st: RunState) -> None:
     if st.surrogate_method == "closed_form":
         assert st.stats is not None
         U = affinity(st.stats, cfg.surrogate.l2, subset_size(cfg, n), cfg.surrogate.evaluation, st.terms)
-        reliability = transition_split_half(st.stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed)
+        point_stats = [st.stats] + [p.stats for p in st.points if p.stats is not None]
+        reliability = transition_split_half(point_stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed)
     else:
         assert st.subsets is not None
         subsets, f_hat, task_loss = st.subsets.subsets, st.subsets.f_hat, st.subsets.task_loss_matrix(n)
         U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n,
                                       interaction=cfg.cluster.interaction == "subsets")
-        reliability = split_half_reliability(subsets, f_hat, n, cfg.cluster.affinity, task_loss, seed=cfg.seed,
-                                             interaction=cfg.cluster.interaction == "subsets")
+        f_hats = [f_hat] + [point_subsets(p, subsets).f_hat for p in st.points]
+        reliability = split_half_reliability(subsets, f_hats if st.points else f_hat, n, cfg.cluster.affinity,
+                                             task_loss, seed=cfg.seed, interaction=cfg.cluster.interaction == "subsets")
+    if st.points:
+        assert all(p.U is not None for p in st.points)
+        atomic_save_npy(rd.affinity_theta_star, U)
+        U = combine([U] + [p.U for p in st.points if p.U is not None])
     atomic_write_json(stats_path, {"split_half": reliability, "options": options})
     if directed is not None:
         atomic_save_npy(rd.affinity_directed, directed)
@@ -556,6 +627,15 @@ def stage_affinity(st: RunState) -> None:
     atomic_write_text(rd.affinity_csv, buf.getvalue())
     st.U = U
     st.done("affinity", computed=True, seconds=time.perf_counter() - t0)
+
+
+def point_subsets(point: RunState, subsets: list[list[int]]) -> SubsetTable:
+    """An earlier expansion point's subset table, checked to hold theta_star's subsets (both are drawn from the
+    run's subset seed, so they do unless a file was replaced)."""
+    assert point.subsets is not None
+    if point.subsets.subsets != subsets:
+        raise PolicyGradExError(f"{point.rd.subsets} holds other subsets than theta_star's; delete it to refit")
+    return point.subsets
 
 
 def stage_cluster(st: RunState) -> None:
@@ -609,9 +689,13 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
     reliability and each task's own signal over transitions, and the verdict."""
     cc, n = st.cfg.cluster, st.family.n
     closed = st.surrogate_method == "closed_form"
-    halves = gradient_signal_halves(st)
-    grad_rel = gradient_signal_reliability(st, halves)
-    signal = () if halves is None else tuple(float(x) for x in task_signal(*halves))
+    states = [st, *st.points]  # every expansion point, theta_star first
+    halves = [gradient_signal_halves(s) for s in states]
+    firsts, seconds = [h[0] for h in halves if h is not None], [h[1] for h in halves if h is not None]
+    grad_rel = None if len(firsts) < len(states) or n < 3 else interaction_reliability(firsts, seconds)
+    # a task is placeable when its signal reproduces at any point: the combined U carries each point's
+    signal = () if len(firsts) < len(states) else tuple(
+        float(x) for x in np.max([task_signal(a, b) for a, b in zip(firsts, seconds)], axis=0))
     split = load_json(st.rd.affinity_stats).get("split_half")
     split_rel = None if split is None else split["reliability"]
     k = int(labels.max() + 1)
@@ -620,22 +704,24 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
     method = bootstrap_method(cc.bootstrap_method, n)
     if (closed or cc.affinity == "subset") and 1 < k < n:
         with status(st.console, f"bootstrap of the groups over the {resampled} ({reps} resamples)"):
+            l2, alpha = st.cfg.surrogate.l2, subset_size(st.cfg, n)
             if closed:
-                assert st.stats is not None
-                boot = transition_bootstrap(st.stats, st.cfg.surrogate.l2, subset_size(st.cfg, n), labels, st.terms,
-                                            reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
+                assert all(s.stats is not None for s in states)
+                boot = resampled_stability([transition_replicate(s.statistics(), l2, alpha, s.terms) for s in states],
+                                           n, labels, reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
             else:
                 assert st.subsets is not None
                 subsets, f_hat = st.subsets.subsets, st.subsets.f_hat
-                boot = bootstrap_groups(subsets, f_hat, n, labels, reps=reps, seed=st.cfg.seed,
+                f_hats = [f_hat] + [point_subsets(p, subsets).f_hat for p in st.points]
+                boot = bootstrap_groups(subsets, f_hats, n, labels, reps=reps, seed=st.cfg.seed,
                                         interaction=cc.interaction == "subsets", method=method, solver=cc.solver)
         trans: tuple[float, ...] = ()
         if not closed and st.store == "features":
             # the subset bootstrap sees only which subsets were drawn; a second bootstrap over blocks of each task's
             # transitions (through the closed form) sees the sampling noise of the gradients themselves
             with status(st.console, f"bootstrap of the groups over the transitions ({reps} resamples)"):
-                tb = transition_bootstrap(st.statistics(), st.cfg.surrogate.l2, subset_size(st.cfg, n), labels,
-                                          reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
+                tb = resampled_stability([transition_replicate(s.statistics(), l2, alpha) for s in states], n, labels,
+                                         reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
             trans = tuple(float(j) for j in tb["group_jaccard"])
         jac = tuple(float(j) for j in boot["group_jaccard"])
         both = [min(a, b) for a, b in zip(jac, trans)] if trans else list(jac)

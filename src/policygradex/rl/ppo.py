@@ -174,6 +174,7 @@ def train_ppo(
     on_iteration: Callable[[int, int, dict[str, Any]], None] | None = None,
     after_step: Callable[[nn.Module], bool] | None = None,
     before_update: Callable[[nn.Module, Rollout], None] | None = None,
+    after_iteration: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train one policy on ``task_ids`` of ``family`` (all tasks: the meta-policy theta_star).
 
@@ -186,6 +187,8 @@ def train_ppo(
     ``after_step`` (see :func:`ppo_update`) can end training early, after any optimizer step.
     ``before_update(model, rollout)`` sees each rollout (with advantages) and the policy that collected it, just
     before the update; ``model`` is the live network, updated in place afterwards.
+    ``after_iteration(i, model)`` sees the policy after iteration i (1-based) of every iteration this call runs
+    (those before a checkpoint it resumes from are not replayed), e.g. to keep snapshots of it.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -251,6 +254,8 @@ def train_ppo(
         curve.append(row)
         if on_iteration is not None:
             on_iteration(it + 1, iterations, row)
+        if after_iteration is not None:
+            after_iteration(it + 1, model)
         if stats.get("stopped"):
             break
         if checkpoint_path is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0:
