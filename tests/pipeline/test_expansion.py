@@ -43,14 +43,14 @@ def test_combined_affinity_weighs_points_alike_whatever_their_scale():
 
 def test_expansion_points_run_resumes_byte_identical_and_leaves_theta_star_alone(tiny_run: Path, tmp_path: Path,
                                                                                 monkeypatch: pytest.MonkeyPatch):
-    """A tiny run with ``--expansion-points 0.5,1``, interrupted by Ctrl-C in meta-training after its checkpoint at
+    """A tiny run with ``--expansion-points 0.5,1 --expansion-policy snapshot``, interrupted by Ctrl-C in meta-training after its checkpoint at
     iteration 2 (the point's), in the point's feature files and in the clustering, then resumed:
     - the snapshot is the policy of meta-training's own checkpoint at that iteration;
     - theta_star, its features and its own U equal the run without points (keeping snapshots changes nothing);
     - the point's features differ from theta_star's, and affinity.npy is the mean of the standardised U's;
     - the resumed directory equals an uninterrupted one byte for byte, the point's files included."""
     out = tmp_path / "run"
-    args = tiny_run_args(out, "cartpole", *POINTS)
+    args = tiny_run_args(out, "cartpole", *POINTS, "--expansion-policy", "snapshot")
     with monkeypatch.context() as m:
         m.setattr(ppo_mod, "ppo_update", _Counter(ppo_mod.ppo_update, 3))  # 4 iterations, a checkpoint every 2
         assert main(args) == 130
@@ -75,7 +75,7 @@ def test_expansion_points_run_resumes_byte_identical_and_leaves_theta_star_alone
     assert np.allclose(U, combine([np.load(out / "affinity_theta_star.npy"), np.load(point / "affinity.npy")]))
     assert "Expansion points" in (out / "report.md").read_text()
     clean = tmp_path / "clean"
-    assert main(tiny_run_args(clean, "cartpole", *POINTS)) == 0
+    assert main(tiny_run_args(clean, "cartpole", *POINTS, "--expansion-policy", "snapshot")) == 0
     _same_bytes(clean, out)
     for name in ("affinity.npy", "surrogate.json", "surrogate_v.npy"):  # the curve holds seconds
         assert (clean / "points" / "0.5" / name).read_bytes() == (point / name).read_bytes(), name
@@ -98,7 +98,8 @@ def test_expansion_points_with_the_closed_form(tmp_path: Path, cli):
     ("0.5", (), "ending at 1"),
     ("1,0.5", (), "increasing"),
     ("0,1", (), "(0, 1]"),
-    ("0.4,0.5,1", (), "same of meta-training's 4 iterations"),
+    ("0.4,0.5,1", ("--expansion-policy", "snapshot"), "after 2, 2, 4 PPO iterations"),
+    ("0.5,0.6,1", (), "same"),  # retrain: 256 and 307 steps per task are both 2 iterations of 128
     ("0.5,1", ("--affinity", "per_target"), "per_target"),
 ])
 def test_bad_expansion_points_are_one_line_errors(tmp_path: Path, cli, points, extra, fragment):
@@ -123,12 +124,19 @@ def test_analyses_at_theta_star_alone_refuse_a_run_with_expansion_points(points_
     assert_one_line_error(rc, err, "expansion points 0.5,1")
 
 
-def test_a_retrained_point_is_the_shorter_run_of_the_same_seed(tiny_run: Path, tmp_path: Path):
-    """``--expansion-policy retrain``: the earlier point's policy, features and U are those of a separate run on
-    that fraction of the budget (tiny: 512 steps per task, so 256), byte for byte; theta_star's are the run
-    without points'."""
+def test_a_retrained_point_is_the_shorter_run_of_the_same_seed(tiny_run: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """``--expansion-policy retrain`` (the default): the earlier point's policy, features and U are those of a
+    separate run on that fraction of the budget (tiny: 512 steps per task, so 256), byte for byte, also when
+    Ctrl-C stops the point's own meta-training and the command is rerun; theta_star's are the run without
+    points'."""
     out, half = tmp_path / "run", tmp_path / "half"
-    assert main(tiny_run_args(out, "cartpole", *POINTS, "--expansion-policy", "retrain")) == 0
+    args = tiny_run_args(out, "cartpole", *POINTS)
+    with monkeypatch.context() as m:  # theta_star's 4 iterations, then the point's second of 2
+        m.setattr(ppo_mod, "ppo_update", _Counter(ppo_mod.ppo_update, 6))
+        assert main(args) == 130
+    assert (out / "theta_star.pt").exists() and not (out / "points" / "0.5" / "theta_star.pt").exists()
+    assert main(args) == 0
     assert main(tiny_run_args(half, "cartpole", "--steps-per-task", "256")) == 0
     point = out / "points" / "0.5"
     a, b = torch.load(point / "theta_star.pt")["state_dict"], torch.load(half / "theta_star.pt")["state_dict"]

@@ -120,7 +120,7 @@ class FeatureConfig:
     The points weigh the same: one whose U is noise dilutes the others' structure rather than being outvoted.
     Costs one more feature, surrogate and affinity stage per point (and, with ``retrain``, its meta-training).
     theta_star, its features and its own U (``affinity_theta_star.npy``) are those of the run without points."""
-    expansion_policy: Literal["snapshot", "retrain"] = "snapshot"
+    expansion_policy: Literal["snapshot", "retrain"] = "retrain"
     """Where an earlier expansion point's policy comes from. ``snapshot``: meta-training's own policy after that
     fraction of its iterations, its learning rate not yet annealed (no extra training). ``retrain``: a meta-training
     of its own, same seed, on that fraction of the budget, annealed to its end (costs that fraction of

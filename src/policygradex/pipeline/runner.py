@@ -125,8 +125,9 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
         raise PolicyGradExError(f"--expansion-points must be increasing fractions in (0, 1] ending at 1 (theta_star), "
                                 f"e.g. 0.5,1; got {','.join(f'{f:g}' for f in points) or 'none'}")
     if len(set(cfg.earlier_points.values()) | {cfg.ppo.iterations}) < len(points):
-        raise PolicyGradExError(f"--expansion-points {','.join(f'{f:g}' for f in points)}: two points fall on the "
-                                f"same of meta-training's {cfg.ppo.iterations} iterations")
+        its = ", ".join(str(i) for i in [*cfg.earlier_points.values(), cfg.ppo.iterations])
+        raise PolicyGradExError(f"--expansion-points {','.join(f'{f:g}' for f in points)}: two points give the same "
+                                f"policy (after {its} PPO iterations): space them further apart")
     if len(points) > 1 and cfg.cluster.affinity != "subset":
         raise PolicyGradExError("--expansion-points combines the points' --affinity subset; drop --affinity per_target")
     if cfg.features.task_block < 1:
