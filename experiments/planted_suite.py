@@ -167,7 +167,8 @@ def variant(cfg: RunConfig) -> str:
     target, points = cfg.features.target_reliability, cfg.features.expansion_points
     return (cfg.features.baseline + ("" if target is None else f", target {target:g}")
             + (", paired" if cfg.features.common_random_numbers else "")
-            + ("" if len(points) == 1 else f", points {'+'.join(f'{f:g}' for f in points)}"))
+            + ("" if len(points) == 1 else f", points {'+'.join(f'{f:g}' for f in points)}"
+               + ("" if cfg.features.expansion_policy == "retrain" else f" {cfg.features.expansion_policy}")))
 
 
 def row_key(row: dict) -> tuple:
@@ -395,9 +396,9 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
 
 
 DEFAULT_BASELINE = "policy"
-CANDIDATES = ("per_task", "per_task, target 0.9", "per_task, paired")
+CANDIDATES = ("per_task", "per_task, target 0.9", "per_task, paired", "per_task, paired, points 0.5+1")
 """Variants that the page also checks against the targets: the defaults they would be (results/baseline-choice.md,
-results/adaptive-transitions.md, results/common-random-numbers.md)."""
+results/adaptive-transitions.md, results/common-random-numbers.md, results/expansion-points.md)."""
 
 
 def main() -> None:

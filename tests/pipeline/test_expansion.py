@@ -144,3 +144,20 @@ def test_a_retrained_point_is_the_shorter_run_of_the_same_seed(tiny_run: Path, t
     assert (point / "affinity.npy").read_bytes() == (half / "affinity.npy").read_bytes()
     assert (out / "affinity_theta_star.npy").read_bytes() == (tiny_run / "affinity.npy").read_bytes()
     assert not (out / "theta_star.checkpoint.pt").exists() and not (point / "theta_star.checkpoint.pt").exists()
+
+
+def test_the_policy_source_is_idle_without_earlier_points():
+    """Two configurations that differ only in ``expansion_policy`` are the same run when there is one expansion
+    point (a run directory made under either resumes under the other), and different runs when there are more."""
+    from dataclasses import replace
+
+    from policygradex.pipeline.config import RunConfig
+    from policygradex.pipeline.rundir import config_diff, without_idle_options
+
+    def diff(points: tuple[float, ...]) -> list[str]:
+        a, b = (RunConfig(features=replace(RunConfig().features, expansion_points=points, expansion_policy=p))
+                for p in ("snapshot", "retrain"))
+        return config_diff(without_idle_options(a.to_dict()), without_idle_options(b.to_dict()))
+
+    assert diff((1.0,)) == []
+    assert diff((0.5, 1.0)) == ["features.expansion_policy: 'snapshot' -> 'retrain'"]

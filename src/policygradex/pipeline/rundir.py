@@ -77,12 +77,17 @@ def config_record(cfg: RunConfig, family: TaskFamily) -> dict[str, Any]:
 
 def without_idle_options(config: dict[str, Any]) -> dict[str, Any]:
     """A config record without the options that have no effect under it, for comparing two runs' configurations:
-    the cap on N (``features.max_transitions_per_task``) without a target reliability. (Runs made before the cap
-    became a multiple of N recorded 65,536 there.)"""
+    the cap on N (``features.max_transitions_per_task``) without a target reliability (runs made before the cap
+    became a multiple of N recorded 65,536 there), and where the earlier expansion points' policies come from
+    (``features.expansion_policy``) without earlier points."""
     features = config.get("features")
-    if not isinstance(features, dict) or features.get("target_reliability") is not None:
+    if not isinstance(features, dict):
         return config
-    return {**config, "features": {**features, "max_transitions_per_task": None}}
+    if len(features.get("expansion_points") or (1.0,)) == 1:
+        features = {**features, "expansion_policy": None}
+    if features.get("target_reliability") is None:
+        features = {**features, "max_transitions_per_task": None}
+    return {**config, "features": features}
 
 
 def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
