@@ -194,7 +194,7 @@ def paired(xs: list[float], ys: list[float]) -> str:
     if len(d) < 2:
         return f"{d.mean():+.2f}" if len(d) else "-"
     se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
-    word = "resolved" if abs(d.mean()) > 2 * se else "not resolved"
+    word = "resolved" if abs(d.mean()) > max(2 * se, 1e-9) else "not resolved"
     return f"{d.mean():+.2f} ± {se:.2f} ({word})"
 
 

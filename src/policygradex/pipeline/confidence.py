@@ -16,6 +16,11 @@
   with replacement, and halves of each task's blocks. Each replicate costs one closed form (O(n d^2 + n^2 d)) and,
   for the bootstrap, one clustering warm-started from the run's groups: no pass over the features.
 - :func:`verdict`: one plain sentence from both.
+
+With several expansion points (``--expansion-points``) every check resamples every point and reads their combined U
+(:func:`.clustering.combine`): :func:`resampled_stability` draws each point's replicate in turn (the subsets once for
+all points, as the run drew them; each point's own transitions), the split halves halve every point, and
+:func:`interaction_reliability` combines the points' G G^T.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ from policygradex.pipeline.confidence import (
     gradient_halves_from_blocks,
     interaction_reliability,
     is_noise,
-    task_fitting_halves,
     resampled_stability,
+    task_fitting_halves,
     task_signal,
     transition_replicate,
     transition_split_half,
@@ -601,6 +601,7 @@ def stage_affinity(st: RunState) -> None:
     if st.surrogate_method == "closed_form":
         assert st.stats is not None
         U = affinity(st.stats, cfg.surrogate.l2, subset_size(cfg, n), cfg.surrogate.evaluation, st.terms)
+        assert all(p.stats is not None for p in st.points)
         point_stats = [st.stats] + [p.stats for p in st.points if p.stats is not None]
         reliability = transition_split_half(point_stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed)
     else:
