@@ -11,6 +11,13 @@ the standardised affinities over the points, as TracIn sums influence over check
     python experiments/expansion_points.py 25000=runs/ep25 50000=runs/ep50 100000=runs/crn \
         --out results/expansion-points.md
 
+The last section measures the option that makes this a pipeline stage (``--expansion-points 0.5,1``), from the
+option's planted-suite runs as ``planted_suite.py --rescore`` scored them::
+
+    python experiments/planted_suite.py --rescore runs/xr --json results/data/expansion-option.json
+    python experiments/expansion_points.py --page-only --option results/data/expansion-option.json \
+        results/data/expansion-snapshot.json --out results/expansion-points.md
+
 Each argument is ``STEPS=ROOT``: a folder of planted-suite runs whose meta-training ran STEPS PPO steps per task
 (``--steps-per-task STEPS``), all else equal to the defaults (``--preset demo --k 3``). The run directories are
 matched by name across the roots (same family, kind and seed). Every point's U is the Newton-step surrogate's on
@@ -147,14 +154,15 @@ def page(rows: list[dict[str, Any]], command: str, candidate: str) -> str:
     return "\n".join(lines)
 
 
-def option_rows(option: Path, defaults: Path, rows: list[dict[str, Any]], candidate: str) -> list[dict[str, Any]]:
+def option_rows(options: list[Path], defaults: Path, rows: list[dict[str, Any]], candidate: str
+                ) -> list[dict[str, Any]]:
     """The runs of the option (``--expansion-points 0.5,1``), as ``planted_suite.py --rescore`` scored them into
-    ``option`` (a JSON of rows; its variant label says ``retrain``, the default, or ``snapshot``): one row per run
+    ``options`` (JSONs of rows; a row's variant label says ``retrain``, the default, or ``snapshot``): one row per run
     name, with each variant's NMI and stable groups, the defaults' NMI (the run of the same name under ``defaults``)
     and, where the separate meta-trainings above measured it, the candidate's."""
     by_name = {r["name"]: r for r in rows}
     out: dict[str, dict[str, Any]] = {}
-    for r in json.loads(option.read_text())["rows"]:
+    for r in (r for option in options for r in json.loads(option.read_text())["rows"]):
         name = Path(r["run_dir"]).name
         base = defaults / name / "groups.json"
         if not base.exists():
@@ -226,15 +234,16 @@ def main() -> None:
     ap.add_argument("--candidate", default=None, help="the combination chosen on the tuning seeds, e.g. "
                     "50000+100000 (default: every point)")
     ap.add_argument("--cache", type=Path, default=None, help="keep recomputed Newton affinities here")
-    ap.add_argument("--option", type=Path, default=None, help="rows of the --expansion-points runs, from "
-                    "planted_suite.py --rescore ROOT --json OPTION; with --defaults ROOT (the defaults' runs)")
+    ap.add_argument("--option", type=Path, nargs="+", default=None, help="rows of the --expansion-points runs, "
+                    "from planted_suite.py --rescore ROOT --json OPTION; with --defaults ROOT (the defaults' runs)")
     ap.add_argument("--defaults", type=Path, default=Path("runs/crn"))
     args = ap.parse_args()
     if args.page_only:
         data = json.loads(args.data.read_text())
         text = page(data["rows"], data["command"], data["candidate"])
         if args.option is not None:
-            command = (f"python experiments/expansion_points.py --page-only --option {args.option} "
+            options = " ".join(map(str, args.option))
+            command = (f"python experiments/expansion_points.py --page-only --option {options} "
                        f"--defaults {args.defaults} --out {args.out}")
             text += "\n".join(option_page(option_rows(args.option, args.defaults, data["rows"], data["candidate"]),
                                           command)) + "\n"
