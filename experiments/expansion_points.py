@@ -182,8 +182,8 @@ def option_page(rows: list[dict[str, Any]], command: str) -> list[str]:
              "standardised affinities of theta_star and of a policy from half-way through meta-training; the "
              "confidence resamples both. With `--expansion-policy retrain` (the default) that policy is a "
              "meta-training of its own on half the budget, the same seed: its U is byte for byte the separate 50k "
-             "run's above (checked on CartPole reward seed 0), so `retrain` and `separate` differ only where the "
-             "pipeline's clustering (exact search) and this page's differ. With `snapshot` it is meta-training's "
+             "run's above (checked on CartPole reward seed 0), and the two columns agree wherever both were run. "
+             "With `snapshot` it is meta-training's "
              "own policy half-way, its learning rate not yet annealed, and costs no extra training. "
              "NMI against the planted groups, mean ± standard error (worst seed); stable: groups the confidence "
              "calls stable that match a planted group (or one plus at most one task) / groups called stable.", "",
