@@ -124,6 +124,15 @@ def test_analyses_at_theta_star_alone_refuse_a_run_with_expansion_points(points_
     assert_one_line_error(rc, err, "expansion points 0.5,1")
 
 
+def test_the_verdict_says_where_the_signal_was_taken():
+    """A noise verdict names where the gradient signal was measured: theta_star, or the expansion points whose
+    combined reliability it is."""
+    from policygradex.pipeline.confidence import verdict
+
+    assert "signal at theta_star is mostly" in verdict([0.9], 0.9, 0.1)
+    assert "signal at the expansion points is mostly" in verdict([0.9], 0.9, 0.1, where="at the expansion points")
+
+
 def test_a_retrained_point_is_the_shorter_run_of_the_same_seed(tiny_run: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch):
     """``--expansion-policy retrain`` (the default): the earlier point's policy, features and U are those of a

@@ -268,15 +268,16 @@ def is_noise(group_jaccard: list[float] | tuple[float, ...], split_half: float |
 
 
 def verdict(group_jaccard: list[float], split_half: float | None, gradient: float | None,
-            resampled: str = "subsets", bootstrapped: str | None = None) -> str:
+            resampled: str = "subsets", bootstrapped: str | None = None, where: str = "at theta_star") -> str:
     """A plain-language sentence on whether the groups stand out from noise; ``resampled``: what the split halves
     resampled (``subsets`` or ``transitions``); ``bootstrapped``: what the bootstraps behind ``group_jaccard``
-    resampled (default: the same; ``subsets and transitions`` when each group's Jaccard is the lower of two)."""
+    resampled (default: the same; ``subsets and transitions`` when each group's Jaccard is the lower of two);
+    ``where``: where the gradient signal was taken (``at the expansion points`` for a combined U)."""
     worst = min(group_jaccard) if group_jaccard else float("nan")
     mean = float(np.mean(group_jaccard)) if group_jaccard else float("nan")
     noise = []
     if gradient is not None and gradient < GRADIENT_MIN:
-        noise.append(f"the gradient signal at theta_star is mostly sampling noise (split-half reliability "
+        noise.append(f"the gradient signal {where} is mostly sampling noise (split-half reliability "
                      f"{gradient:.2f} over transitions: raise --transitions)")
     if split_half is not None and split_half < 0.3:
         fix = "--num-subsets" if resampled == "subsets" else "--transitions"

@@ -691,6 +691,7 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
     cc, n = st.cfg.cluster, st.family.n
     closed = st.surrogate_method == "closed_form"
     states = [st, *st.points]  # every expansion point, theta_star first
+    where = "at the expansion points" if st.points else "at theta_star"
     halves = [gradient_signal_halves(s) for s in states]
     firsts, seconds = [h[0] for h in halves if h is not None], [h[1] for h in halves if h is not None]
     grad_rel = None if len(firsts) < len(states) or n < 3 else interaction_reliability(firsts, seconds)
@@ -727,12 +728,13 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
         jac = tuple(float(j) for j in boot["group_jaccard"])
         both = [min(a, b) for a, b in zip(jac, trans)] if trans else list(jac)
         co = boot.get("coclustering")
-        return Confidence(verdict(both, split_rel, grad_rel, resampled, "subsets and transitions" if trans else None),
+        return Confidence(verdict(both, split_rel, grad_rel, resampled, "subsets and transitions" if trans else None,
+                                  where),
                           grad_rel, split_rel, resampled, int(boot["reps"]), jac,
                           None if co is None else np.asarray(co, dtype=np.float64), signal,
                           is_noise(both, split_rel, grad_rel), trans, reps if trans else 0)
     if grad_rel is not None and grad_rel < GRADIENT_MIN:
-        return Confidence(verdict([], split_rel, grad_rel, resampled), grad_rel, split_rel, task_signal=signal,
-                          noise=True)
+        return Confidence(verdict([], split_rel, grad_rel, resampled, where=where), grad_rel, split_rel,
+                          task_signal=signal, noise=True)
     return Confidence("One group (or per-target affinity): no bootstrap of the groups.", grad_rel, split_rel,
                       task_signal=signal)
