@@ -12,8 +12,8 @@ affinity stage then clusters the mean of every point's standardised U (:func:`.c
 resamples every point (:func:`.stages.group_confidence`).
 
 Cost: each point adds a feature stage (O(n N) rollouts and gradients), a surrogate and an affinity stage; memory is
-one point's at a time beyond the n x n U's. A point resumes like theta_star: its files are kept, and a new theta_star
-(a new meta-training) recomputes every point.
+one point's at a time beyond the n x n U's. A point resumes like theta_star: its files are kept. A new snapshot (a
+new meta-training under ``snapshot``) or a new policy of its own (``retrain``) recomputes that point's stages.
 """
 
 from __future__ import annotations
