@@ -125,7 +125,7 @@ class FeatureConfig:
     fraction of its iterations, its learning rate not yet annealed (no extra training). ``retrain``: a meta-training
     of its own, same seed, on that fraction of the budget, annealed to its end (costs that fraction of
     meta-training again; what results/expansion-points.md measured first as separate runs). ``retrain`` is the
-    default: on the tuning seeds it is level with ``snapshot`` (+0.05 +- 0.05 NMI over 9 runs, not resolved) but
+    default: on the tuning seeds it is level with ``snapshot`` (+0.05 +- 0.04 NMI over 10 runs, not resolved) but
     keeps every run at or above 0.8, where ``snapshot`` drops one to 0.72."""
     holdout_fraction: float = 0.25
     """Fraction of each task's transitions (the last ones in time) held out from the fits, to evaluate f^ out of
