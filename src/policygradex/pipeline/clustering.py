@@ -119,7 +119,8 @@ def standardize(U: np.ndarray) -> np.ndarray:
 
 def combine(Us: Sequence[np.ndarray]) -> np.ndarray:
     """The affinity of several expansion points (``--expansion-points``): the mean of their :func:`standardize`-d
-    U's, so that each point weighs the same whatever the scale of its f^ (one point: its U as it is)."""
+    U's, so that each point weighs the same whatever the scale of its f^ (one point: its U as it is). O(P n^2) for
+    P points, like the U's themselves."""
     if len(Us) == 1:
         return Us[0]
     return np.mean([standardize(U) for U in Us], axis=0)

@@ -11,8 +11,10 @@ the budget (``expansion_policy``); this module runs the stages at each such poli
 affinity stage then clusters the mean of every point's standardised U (:func:`.clustering.combine`). The confidence
 resamples every point (:func:`.stages.group_confidence`).
 
-Cost: each point adds a feature stage (O(n N) rollouts and gradients), a surrogate and an affinity stage; memory is
-one point's at a time beyond the n x n U's. A point resumes like theta_star: its files are kept. A new snapshot (a
+Cost: each point adds a feature stage (O(n N) rollouts and gradients), a surrogate and an affinity stage. Memory:
+one point's stacked (n, N, d) features at a time (the exact surrogate's, dropped after its stages), but every
+point keeps its n x n U and its per-task statistics (O(n d) each, O(n d^2) with the Newton step's per-task
+curvatures) until the confidence has resampled them all: P points hold P times theta_star's. A point resumes like theta_star: its files are kept. A new snapshot (a
 new meta-training under ``snapshot``) or a new policy of its own (``retrain``) recomputes that point's stages.
 """
 
