@@ -71,6 +71,25 @@ def make(root: Path) -> None:
                            stdout=log, stderr=log, check=False)
 
 
+def pair_row(r: dict[str, Any], as_before: str) -> str:
+    """One pair's table row: groups, reliability, verdict and seconds before -> after, and where the groups differ
+    the paired differences of their ``compare`` (``as_before`` fills the columns when the groups are the same)."""
+    d, c = r["default"], r["candidate"]
+    rel = " -> ".join("-" if x is None else f"{x:.2f}" for x in (d["reliability"], c["reliability"]))
+    if r["same_groups"]:
+        diffs = ["the same groups", as_before, as_before]
+    elif "compare" in r:
+        k = r["compare"]
+        diffs = [paired(k["candidate"], k["default"]) + f", {k['seeds']} seeds",
+                 paired(k["candidate"], k["multitask"]), paired(k["candidate"], k["random"])]
+    else:
+        diffs = ["compare not run yet", "", ""]
+    return (f"| {r['name']} | `{d['run_dir']}` | {fmt(d['groups'])} | "
+            f"{'the same' if r['same_groups'] else fmt(c['groups'])} | {rel} | "
+            f"{d['verdict']} -> {c['verdict']} | {d['seconds']:.0f} -> {c['seconds']:.0f} | "
+            + " | ".join(diffs) + " |")
+
+
 def page(records: list[dict[str, Any]], command: str) -> str:
     lines = ["# The defaults: per-task baselines with common random numbers, on the demo and the paper families", "",
              "Each pair is one theta_star run twice: with the earlier defaults (theta_star's value head behind the "
@@ -88,21 +107,7 @@ def page(records: list[dict[str, Any]], command: str) -> str:
              "verdict | feature + surrogate s | new - earlier | new - multitask | new - random |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
-    for r in records:
-        d, c = r["default"], r["candidate"]
-        rel = " -> ".join("-" if x is None else f"{x:.2f}" for x in (d["reliability"], c["reliability"]))
-        if r["same_groups"]:
-            diffs = ["the same groups", "as earlier", "as earlier"]
-        elif "compare" in r:
-            k = r["compare"]
-            diffs = [paired(k["candidate"], k["default"]) + f", {k['seeds']} seeds",
-                     paired(k["candidate"], k["multitask"]), paired(k["candidate"], k["random"])]
-        else:
-            diffs = ["compare not run yet", "", ""]
-        lines.append(f"| {r['name']} | `{d['run_dir']}` | {fmt(d['groups'])} | "
-                     f"{'the same' if r['same_groups'] else fmt(c['groups'])} | {rel} | "
-                     f"{d['verdict']} -> {c['verdict']} | {d['seconds']:.0f} -> {c['seconds']:.0f} | "
-                     + " | ".join(diffs) + " |")
+    lines += [pair_row(r, "as earlier") for r in records]
     lines += ["", "Task indices are the family's order (`policygradex show RUN` names them). Reliability: the split-"
               "half reliability of the gradient interaction; feature + surrogate s: those two stages' wall seconds on "
               "2 CPU cores, shared with other jobs (a guide to the ratio, not a benchmark).", ""]

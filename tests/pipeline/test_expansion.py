@@ -1,22 +1,29 @@
 """Expansion points (``--expansion-points``): snapshots of meta-training, the stages at each point, the combined U
-and its confidence, resume, and the refusals."""
+and its confidence, resume, the refusals, and the analyses that resample (``stability``) or refit (``ground-truth``)
+a run with points."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
+from sklearn.metrics import normalized_mutual_info_score
 
 import policygradex.pipeline.feature_blocks as feature_blocks_mod
 import policygradex.pipeline.stages as stages_mod
 import policygradex.rl.ppo as ppo_mod
+from policygradex.analysis.context import job_seed
 from policygradex.cli.main import main
-from policygradex.common.artifacts import load_torch
-from policygradex.pipeline.affinity import split_half_reliability
-from policygradex.pipeline.clustering import combine, standardize
+from policygradex.common.artifacts import file_sha, load_torch
+from policygradex.pipeline.affinity import split_half_reliability, subset_affinity
+from policygradex.pipeline.clustering import combine, standardize, standardized_corr
 from policygradex.pipeline.confidence import bootstrap_groups, interaction_reliability
+from policygradex.pipeline.subset_table import SubsetTable
 
 from ..helpers import assert_one_line_error, tiny_run_args
 from .test_confidence import BLOCKS, N_TASKS, _f
@@ -116,12 +123,127 @@ def points_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("command", ["stability", "ground-truth"])
-def test_analyses_at_theta_star_alone_refuse_a_run_with_expansion_points(points_run: Path, cli, command):
-    """``stability`` and ``ground-truth`` resample or refit at theta_star alone: they cannot reproduce a combined
-    U, so they say so in one line instead of comparing against it."""
-    rc, _, err = cli(command, points_run)
-    assert_one_line_error(rc, err, "expansion points 0.5,1")
+def _resample_jobs(run: Path) -> list[dict]:
+    """The stability command's cached resample jobs in ``run/jobs``: spec and result of each."""
+    blobs = [json.loads(f.read_text()) for f in sorted((run / "jobs").glob("*.json"))]
+    return [b for b in blobs if b["spec"]["fn"].endswith("stability:resample_job")]
+
+
+def test_a_resample_job_at_an_earlier_point_is_that_points_computation(points_run: Path):
+    """The earlier point's resample job (its context: its policy, sha and configuration) with the feature stage's
+    seed gives that point's own f^, not theta_star's."""
+    from policygradex.analysis.context import load_context, point_contexts
+    from policygradex.analysis.stability import resample_job
+
+    ctx = load_context(points_run)
+    star, point = point_contexts(ctx, need=("subsets", "affinity"))
+    assert star is ctx and point.fraction == 0.5 and point.rd.path == points_run / "points" / "0.5"
+    assert point.theta_sha == file_sha(points_run / "points" / "0.5" / "theta_star.pt") != ctx.theta_sha
+    table = SubsetTable.load(point.rd.subsets)
+    args = {"run_dir": str(point.rd.path), "config": point.cfg.to_dict(), "theta_sha": point.theta_sha,
+            "subsets": table.subsets, "transitions_per_task": point.cfg.features.transitions_per_task}
+    same = resample_job(args, point.cfg.feature_seed)
+    assert np.allclose(same["f_hat"], table.f_hat, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(same["f_hat"], SubsetTable.load(ctx.rd.subsets).f_hat, rtol=1e-3, atol=1e-6)
+
+
+def test_stability_resamples_every_expansion_point_and_combines_them(points_run: Path, tmp_path: Path, cli):
+    """``stability`` on a run with expansion points: each resample recollects at theta_star and at the point (a job
+    each, pinned by that policy's sha256, on the resample's seed), and its U is the points' U combined as
+    affinity.npy is, which the record's correlations are of; the co-clustering is well formed; ``--transitions``
+    changes N at every point. With a ground truth, each estimate also scores the combined U."""
+    run = tmp_path / "run"
+    shutil.copytree(points_run, run)
+    rc, out, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
+    assert rc == 0, err
+    record = json.loads((run / "stability" / "stability.json").read_text())
+    shas = {1.0: file_sha(run / "theta_star.pt"), 0.5: file_sha(run / "points" / "0.5" / "theta_star.pt")}
+    jobs = _resample_jobs(run)
+    assert len(jobs) == 4
+    assert sorted((j["spec"]["args"]["theta_sha"], j["spec"]["seed"]) for j in jobs) == \
+        sorted((sha, job_seed("stability", 0, r)) for sha in shas.values() for r in range(2))
+    assert all(("expansion_point" in j["spec"]["args"]) == (j["spec"]["args"]["theta_sha"] == shas[0.5])
+               for j in jobs)
+    # the combined U of each resample, rebuilt from the jobs: the record's correlation with the run's U is of it
+    table = SubsetTable.load(run / "subsets.npz")
+    by = {(j["spec"]["args"]["theta_sha"], j["spec"]["seed"]): j["result"] for j in jobs}
+    Us, Us_alone = [], []
+    for r in range(2):
+        own = [subset_affinity(table.subsets, np.asarray(by[shas[f], job_seed("stability", 0, r)]["f_hat"]), 10)
+               for f in (1.0, 0.5)]
+        assert not np.allclose(standardize(own[0]), standardize(own[1]))
+        Us.append(combine(own))
+        Us_alone.append(own[0])
+    U_run = np.load(run / "affinity.npy")
+    corr = [standardized_corr(U_run, U) for U in Us]
+    assert record["corr_with_run"]["mean"] == pytest.approx(np.mean(corr))
+    assert record["corr_with_run"]["mean"] != pytest.approx(np.mean([standardized_corr(U_run, U) for U in Us_alone]))
+    assert [p["fraction"] for p in record["per_point"]] == [1.0, 0.5]
+    assert record["per_point"][0]["corr_with_run"]["mean"] == pytest.approx(np.mean(
+        [standardized_corr(np.load(run / "affinity_theta_star.npy"), U) for U in Us_alone]))
+    C = np.array(record["coclustering"])
+    assert np.allclose(C, C.T) and np.allclose(np.diag(C), 1.0)
+    assert set(np.round(C.ravel() * 3).astype(int)) <= {0, 1, 2, 3}
+    assert sorted(i for g in record["group_indices_pooled"] for i in g) == list(range(10))
+    assert record["pooled_includes_run"] and "correlation of the standardised combined U" in out
+    assert "then the points combined" in out and "| 0.5 |" in out
+    # a second call finds every job cached
+    rc, _, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
+    assert rc == 0, err
+    assert len(_resample_jobs(run)) == 4
+    # --transitions: every point recollects at that N, and the run's own estimates leave the pool
+    rc, _, err = cli("stability", run, "--resamples", "1", "--transitions", "64", "--backend", "sequential")
+    assert rc == 0, err
+    other = json.loads((run / "stability" / "stability.json").read_text())
+    at_64 = [j for j in _resample_jobs(run) if j["spec"]["args"]["transitions_per_task"] == 64]
+    assert sorted(j["spec"]["args"]["theta_sha"] for j in at_64) == sorted(shas.values())
+    assert not other["pooled_includes_run"] and [p["transitions_per_task"] for p in other["per_point"]] == [64, 64]
+    # against a ground truth: f^ is theta_star's own, the groups and the extra column the combined U's
+    rc, _, err = cli("ground-truth", run, "--steps-per-task", "128", "--max-subsets", "40", "--eval-episodes", "1",
+                     "--backend", "sequential")
+    assert rc == 0, err
+    rc, out, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
+    assert rc == 0, err
+    vs = json.loads((run / "stability" / "stability.json").read_text())["vs_ground_truth"]
+    truth = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
+    assert vs["run"]["spearman"] == pytest.approx(truth["spearman"]) and vs["run"]["nmi"] == pytest.approx(truth["nmi"])
+    U_true = np.load(run / "ground_truth" / "affinity_true.npy")
+    assert vs["run"]["corr_standardized_U_combined"] == pytest.approx(standardized_corr(U_run, U_true))
+    assert "corr(std combined U, std U_true)" in out
+
+
+def test_ground_truth_of_a_run_with_expansion_points_reports_theta_star_and_the_combined_u(points_run: Path,
+                                                                                          tmp_path: Path, cli):
+    """``ground-truth`` on a run with expansion points fine-tunes theta_star: the run's groups (the combined U's)
+    are compared with the true groups, Spearman and the relative error are theta_star's own (subsets.npz,
+    affinity_theta_star.npy), and the combined U's relative error and theta_star's own groups are reported too."""
+    from policygradex.analysis.scores import relative_error
+    from policygradex.pipeline.clustering import cluster
+    from policygradex.pipeline.partitions import labels_from_groups
+
+    run = tmp_path / "run"
+    shutil.copytree(points_run, run)
+    rc, out, err = cli("ground-truth", run, "--steps-per-task", "128", "--max-subsets", "40", "--eval-episodes", "1",
+                       "--backend", "sequential")
+    assert rc == 0, err
+    record = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
+    U_true = np.load(run / "ground_truth" / "affinity_true.npy")
+    U_own, U_combined = np.load(run / "affinity_theta_star.npy"), np.load(run / "affinity.npy")
+    assert record["relative_error"] == pytest.approx(relative_error(U_own, U_true))
+    assert record["relative_error_combined"] == pytest.approx(relative_error(U_combined, U_true))
+    assert record["relative_error"] != pytest.approx(record["relative_error_combined"])
+    f_hat = SubsetTable.load(run / "subsets.npz").f_hat[:40]
+    assert [s["f_hat"] for s in record["subsets"]] == pytest.approx(f_hat.tolist())
+    assert record["spearman"] == pytest.approx(spearmanr(f_hat, [s["f_return"] for s in record["subsets"]]).statistic)
+    true = labels_from_groups(json.loads((run / "ground_truth" / "groups_true.json").read_text())["group_indices"], 10)
+    run_groups = labels_from_groups(json.loads((run / "groups.json").read_text())["group_indices"], 10)
+    assert record["nmi"] == pytest.approx(normalized_mutual_info_score(true, run_groups))
+    own = cluster(U_own, k=record["k"], exhaustive_check=False).labels
+    assert record["nmi_theta_star"] == pytest.approx(normalized_mutual_info_score(true, own))
+    assert record["expansion_points"] == [0.5, 1.0] and len(record["groups_theta_star"]) == record["k"]
+    md = (run / "ground_truth" / "ground_truth.md").read_text()
+    assert "relative error of the combined U" in md and "NMI of the groups of theta_star's own U" in md
+    assert "Spearman(theta_star's own f^, f)" in md and "Groups of theta_star's own U" in md
 
 
 def test_the_verdict_says_where_the_signal_was_taken():

@@ -39,6 +39,9 @@ class RunContext:
     """The network at theta_star."""
     theta_sha: str
     """sha256 of theta_star.pt: part of every job spec, so retraining theta_star invalidates cached jobs."""
+    fraction: float = 1.0
+    """Where in meta-training this policy is (:func:`point_contexts`): 1 for theta_star, F for an earlier expansion
+    point, whose ``rd``, ``cfg``, ``model`` and ``theta_sha`` are then that point's."""
 
     @property
     def names(self) -> list[str]:
@@ -64,22 +67,52 @@ def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
         raise PolicyGradExError(f"{rd.config} is not a policygradex config; rerun into a fresh directory")
     cfg = with_collected_transitions(RunConfig.from_dict(record["config"]), rd)
     family = load_family(cfg.family)
+    return RunContext(rd, cfg, family, _load_policy(cfg, family, rd.theta_star, rd.config), file_sha(rd.theta_star))
+
+
+def _load_policy(cfg: RunConfig, family: TaskFamily, path: Path, config: Path) -> nn.Module:
+    """The policy saved at ``path`` in a network of the run's (``config``: the run's config.json, named in the
+    error when the policy is not that network's)."""
     model = make_model(cfg, family)
     try:
-        model.load_state_dict(load_torch(rd.theta_star)["state_dict"])
+        model.load_state_dict(load_torch(path)["state_dict"])
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise PolicyGradExError(f"{rd.theta_star} does not match {rd.config} ({exc}); rerun the pipeline") from None
-    return RunContext(rd, cfg, family, model, file_sha(rd.theta_star))
+        raise PolicyGradExError(f"{path} does not match {config} ({exc}); rerun the pipeline") from None
+    return model
 
 
-def refuse_expansion_points(ctx: RunContext, command: str) -> None:
-    """For the analyses that recollect or refit at theta_star alone (``stability``, ``ground-truth``): a run with
-    several expansion points clusters their combined U, which they cannot reproduce, so they refuse it."""
-    points = ctx.cfg.features.expansion_points
-    if len(points) > 1:
-        raise PolicyGradExError(f"`policygradex {command}` resamples theta_star alone, and {ctx.rd.path} clusters the "
-                                f"U of expansion points {','.join(f'{f:g}' for f in points)}: not supported yet; "
-                                "use a run without --expansion-points")
+def point_contexts(ctx: RunContext, need: tuple[str, ...] = ()) -> list[RunContext]:
+    """Every expansion point of the run (``--expansion-points``) as a context of its own: theta_star (``ctx``)
+    first, then the earlier points in the order of their fractions, the order in which the pipeline combines their
+    U's (``[ctx]`` alone for a run without earlier points). An earlier point F's context has
+    the run directory ``points/F`` (its policy ``theta_star.pt``, whose sha256 pins its jobs, and its features,
+    surrogate and affinity) and the run's configuration with N and the baseline as *that point's* feature stage
+    collected them (:func:`with_collected_transitions`), which is what the pipeline ran there. ``need`` names the
+    artifacts every earlier point must hold (``subsets``, ``affinity``)."""
+    earlier = ctx.cfg.earlier_points
+    if not earlier:
+        return [ctx]
+    base = RunConfig.from_dict(load_json(ctx.rd.config)["config"])
+    out = [ctx]
+    for fraction in earlier:
+        rd = ctx.rd.point(fraction)
+        for path in [rd.theta_star, *(getattr(rd, key) for key in need)]:
+            if not path.exists():
+                raise PolicyGradExError(f"{path} (expansion point {fraction:g}) is missing: finish the run first "
+                                        f"(`policygradex run ... --out {ctx.rd.path}`)")
+        cfg = with_collected_transitions(base, rd)
+        model = _load_policy(cfg, ctx.family, rd.theta_star, ctx.rd.config)
+        out.append(RunContext(rd, cfg, ctx.family, model, file_sha(rd.theta_star), fraction))
+    return out
+
+
+def own_affinity(ctx: RunContext) -> Path:
+    """theta_star's own U: ``affinity_theta_star.npy`` in a run with earlier expansion points (whose affinity.npy
+    holds the points' combined U, the one clustered), else affinity.npy; a clear error when it is missing."""
+    path = ctx.rd.affinity_theta_star if ctx.cfg.earlier_points else ctx.rd.affinity
+    if not path.exists():
+        raise PolicyGradExError(f"{path} is missing: finish the run first (`policygradex run ... --out {ctx.rd.path}`)")
+    return path
 
 
 def with_collected_transitions(cfg: RunConfig, rd: RunDir) -> RunConfig:

@@ -12,6 +12,15 @@ the true groups (with the NMI of random groupings of the same sizes as the floor
 the subsets, ||std(U) - std(U_true)|| / ||std(U_true)|| (std: the standardisation the SDP sees), and the speedup of
 the surrogate over real training, in FLOPs (torch's FlopCounterMode) and in single-thread wall-clock seconds, both
 measured in this command. Meta-training theta_star is common to both and counted in neither.
+
+A run with earlier expansion points (``--expansion-points``) clusters their combined U (affinity.npy), while real
+fine-tuning starts from theta_star, so the truth is theta_star's. Compared: the run's groups (from the combined U)
+with the true groups, as for any run; theta_star's *own* estimate with f and U_true: the Spearman of its f^
+(subsets.npz), the split halves, the test-retest and both evaluations of f^ from its subsets table, and the
+relative error of its own U (affinity_theta_star.npy). Reported beside them, so both are seen: the relative error of
+the combined U, and the NMI of the groups clustered from theta_star's own U alone (the run's k, the routine that
+clusters U_true). The surrogate's cost is summed over the points (collection, gradients and fits at each); an earlier
+point's own meta-training (``--expansion-policy retrain``) is counted in neither.
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ from policygradex.analysis.context import (
     ensure_transitions,
     job_seed,
     load_context,
+    own_affinity,
+    point_contexts,
     ppo_dict,
-    refuse_expansion_points,
     write_markdown,
 )
 from policygradex.common.launcher import JobSpec, LauncherConfig, run_jobs
@@ -101,24 +111,33 @@ def surrogate_variants(table: SubsetTable, subsets: list[list[int]], f_true: np.
     return out
 
 
-def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfig, ppo: dict[str, Any]) -> dict[str, Any]:
+def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfig, ppo: dict[str, Any],
+                 points: list[RunContext] | None = None) -> dict[str, Any]:
     """FLOPs and single-thread seconds of the surrogate (collect, gradients + projection, fits) for these subsets,
-    and FLOPs of one PPO fine-tuning job, extrapolated from one measured iteration."""
+    and FLOPs of one PPO fine-tuning job, extrapolated from one measured iteration. ``points``: every expansion
+    point of the run (:func:`~policygradex.analysis.context.point_contexts`, theta_star's ``ctx`` first; None: it
+    alone), whose surrogates, each at its policy and configuration, are summed."""
     cfg = ctx.cfg
     with thread_limit(1):
-        t0 = time.perf_counter()
-        with FlopCounterMode(display=False) as fc_collect:
-            trans = run_transitions(cfg, ctx.family, ctx.model)
-        t_collect = time.perf_counter() - t0
-        projection = projection_for(cfg, ctx.model)
-        t0 = time.perf_counter()
-        with FlopCounterMode(display=False) as fc_grad:
-            features = build_feature_set(ctx.model, trans, projection, cfg.features)
-        t_grad = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with FlopCounterMode(display=False) as fc_fit:
-            run_surrogate(features, subsets, cfg.surrogate)
-        t_fit = time.perf_counter() - t0
+        t_collect = t_grad = t_fit = 0.0
+        flops_collect = flops_grad = flops_fit = 0
+        for point in points or [ctx]:
+            t0 = time.perf_counter()
+            with FlopCounterMode(display=False) as fc_collect:
+                trans = run_transitions(point.cfg, point.family, point.model)
+            t_collect += time.perf_counter() - t0
+            projection = projection_for(point.cfg, point.model)
+            t0 = time.perf_counter()
+            with FlopCounterMode(display=False) as fc_grad:
+                features = build_feature_set(point.model, trans, projection, point.cfg.features)
+            t_grad += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with FlopCounterMode(display=False) as fc_fit:
+                run_surrogate(features, subsets, point.cfg.surrogate)
+            t_fit += time.perf_counter() - t0
+            flops_collect += fc_collect.get_total_flops()
+            flops_grad += fc_grad.get_total_flops()
+            flops_fit += fc_fit.get_total_flops()
         # one PPO iteration on a subset of the usual size, counted, then scaled to the job's iterations
         p = PPOConfig(**ppo)
         per_iter = p.envs_per_task * p.num_steps
@@ -133,16 +152,20 @@ def measure_cost(ctx: RunContext, subsets: list[list[int]], gt: GroundTruthConfi
     return {
         "surrogate_seconds": {"collect": t_collect, "gradients_projection": t_grad, "fits": t_fit,
                               "total": t_collect + t_grad + t_fit},
-        "surrogate_flops": {"collect": fc_collect.get_total_flops(), "gradients_projection": fc_grad.get_total_flops(),
-                            "fits": fc_fit.get_total_flops(),
-                            "total": fc_collect.get_total_flops() + fc_grad.get_total_flops() + fc_fit.get_total_flops()},
+        "surrogate_flops": {"collect": flops_collect, "gradients_projection": flops_grad, "fits": flops_fit,
+                            "total": flops_collect + flops_grad + flops_fit},
         "training_flops": flops_train,
     }
 
 
 def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
+    """Fine-tune theta_star on the run's subsets (launcher jobs, cached), score the run's estimate against the
+    result and write ground_truth.json, groups_true.json, affinity_true.npy, ground_truth.md and two figures under
+    ``RUN_DIR/ground_truth``; returns the record."""
     ctx = load_context(run_dir, need=("subsets", "groups", "affinity"))
-    refuse_expansion_points(ctx, "ground-truth")
+    points = point_contexts(ctx)  # theta_star alone, or every expansion point (the surrogate's cost)
+    several = len(points) > 1
+    own_path = own_affinity(ctx)
     n, names = ctx.family.n, ctx.names
     if gt.target not in TARGETS:
         raise PolicyGradExError(f"--target must be one of {', '.join(TARGETS)}, got {gt.target!r}")
@@ -183,11 +206,13 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
                      "logistic": np.array([[r["objectives"]["logistic"] for r in rep] for rep in replicates])}
     f_true = {t: v.mean(axis=0) for t, v in per_replicate.items()}
 
-    U = load_npy(ctx.rd.affinity)
+    U = load_npy(ctx.rd.affinity)  # what the run clustered: with expansion points, their combined U
+    U_own = load_npy(own_path) if several else U  # theta_star's own
     U_same = subset_affinity(subsets, f_hat, n)
     k = groups_run.k
     labels_est = labels_from_groups(groups_run.index_lists(), n)
     cc = ctx.cfg.cluster
+    labels_own = cluster(U_own, k=k, solver=cc.solver, exhaustive_check=False).labels if several else labels_est
     out_dir = ctx.rd.path / "ground_truth"
     per_target: dict[str, Any] = {}
     for target in TARGETS:
@@ -202,11 +227,14 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
             "spearman": float(rho),
             "spearman_interaction": interaction_spearman(subsets, f_hat, f_true[target], n),
             "reliability_true": _reliability(split_half_reliability(subsets, f_true[target], n)),
-            "relative_error": relative_error(U, U_true),
+            "relative_error": relative_error(U_own, U_true),
             "relative_error_same_subsets": relative_error(U_same, U_true),
             "test_retest": test_retest(subsets, f_hat, per_replicate[target], labels_est, k, cc.solver)
             if gt.seeds_per_subset >= 2 else None,
         }
+        if several:  # what the combined U gets, and what theta_star's own U alone would have
+            per_target[target]["relative_error_combined"] = relative_error(U, U_true)
+            per_target[target]["nmi_theta_star"] = float(normalized_mutual_info_score(labels_true, labels_own))
     main = per_target[gt.target]
     variants = surrogate_variants(table, subsets, f_true[gt.target], main["U_true"], main["groups_true"], k, n,
                                   cc.solver)
@@ -214,7 +242,7 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     floor_mean, floor_std = random_nmi(labels_from_groups(main["groups_true"], n), sizes, gt.random_draws, gt.seed)
 
     with status(console, "measuring FLOPs and single-thread time of the surrogate"):
-        cost = measure_cost(ctx, subsets, gt, ppo)
+        cost = measure_cost(ctx, subsets, gt, ppo, points)
     train_seconds = float(sum(r["train_seconds"] for r in results))
     cost["training_seconds"] = train_seconds
     cost["speedup_flops"] = cost["training_flops"] / max(cost["surrogate_flops"]["total"], 1)
@@ -244,13 +272,20 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
         "subsets": [{"tasks": s, "f_hat": float(f_hat[j]), **{f"f_{t}": float(f_true[t][j]) for t in TARGETS},
                      "relative_distance": results[j]["relative_distance"]} for j, s in enumerate(subsets)],
     }
+    if several:
+        record["expansion_points"] = list(ctx.cfg.features.expansion_points)
+        record["nmi_theta_star"] = main["nmi_theta_star"]
+        record["relative_error_combined"] = main["relative_error_combined"]
+        record["groups_theta_star"] = [[names[i] for i in g] for g in groups_from_labels(labels_own)]
     atomic_save_npy(out_dir / "affinity_true.npy", main["U_true"])
     atomic_write_json(out_dir / "groups_true.json",
                       {"groups": record["groups_true"], "group_indices": main["groups_true"], "k": k,
                        "target": gt.target})
     atomic_write_json(out_dir / "ground_truth.json", record)
-    plot_heatmaps([(standardize(U), "estimated U (PolicyGradEx)", "RdBu_r"),
-                   (standardize(main["U_true"]), f"true U (fine-tuning, f = {gt.target})", "RdBu_r")],
+    estimated = ([(standardize(U_own), "theta_star's own U", "RdBu_r"),
+                  (standardize(U), "combined U of the expansion points (clustered)", "RdBu_r")] if several
+                 else [(standardize(U), "estimated U (PolicyGradEx)", "RdBu_r")])
+    plot_heatmaps([*estimated, (standardize(main["U_true"]), f"true U (fine-tuning, f = {gt.target})", "RdBu_r")],
                   names, main["groups_true"], out_dir / "affinity_vs_true.png",
                   "standardised affinity, ordered by the true groups")
     _scatter(f_hat, f_true[gt.target], gt.target, main["spearman"], out_dir / "f_hat_vs_f.png")
@@ -282,21 +317,38 @@ def _num(x: float | None) -> str:
 def markdown(record: dict[str, Any]) -> str:
     c = record["cost"]
     gt = record["config"]
+    points = record.get("expansion_points")
+    own = "theta_star's own " if points else ""
     lines = [
         f"# Ground truth: {record['family']}", "",
         f"{record['num_subsets']} subsets fine-tuned from theta_star with PPO ({gt['steps_per_task']} steps per task, "
         f"{gt.get('seeds_per_subset', 1)} seed(s) each); "
         f"true groups from U_true with f = {gt['target']}, k = {record['k']}.", "",
-        "| metric | value |", "|---|---|",
-        f"| NMI (estimated vs true groups) | {record['nmi']:.3f} |",
+    ]
+    if points:
+        lines += [f"The run clusters the combined U of expansion points {', '.join(f'{f:g}' for f in points)}: its "
+                  "groups are those compared with the true groups. The truth fine-tunes theta_star, so f^, its split "
+                  "halves and the relative error of U are theta_star's own (subsets.npz, affinity_theta_star.npy); "
+                  "the combined U's relative error and the groups of theta_star's own U are shown beside them. The "
+                  "surrogate's cost is summed over the points.", ""]
+    estimated = "the run's groups, from the combined U," if points else "estimated"
+    lines += ["| metric | value |", "|---|---|", f"| NMI ({estimated} vs true groups) | {record['nmi']:.3f} |"]
+    if points:
+        lines.append(f"| NMI of the groups of theta_star's own U (clustered with k) vs true groups | "
+                     f"{record['nmi_theta_star']:.3f} |")
+    lines += [
         f"| NMI of random groupings (floor) | {record['nmi_random']['mean']:.3f} ± {record['nmi_random']['std']:.3f} |",
-        f"| Spearman(f^, f) over subsets | {record['spearman']:.3f} |",
+        f"| Spearman({own}f^, f) over subsets | {record['spearman']:.3f} |",
         f"| same, after removing additive per-task effects | {record['spearman_interaction']:.3f} |",
-        f"| split-half reliability of U_true / of U (same subsets; halves of the "
+        f"| split-half reliability of U_true / of {own}U (same subsets; halves of the "
         f"{record.get('distinct_subsets', record['num_subsets'])} distinct subsets) | {_num(record['reliability_true'])} / "
         f"{_num(record['reliability_estimated'])} |",
-        f"| relative error of U (standardised) | {record['relative_error']:.3f} |",
+        f"| relative error of {own}U (standardised) | {record['relative_error']:.3f} |",
         f"| same, U from the same subsets only | {record['relative_error_same_subsets']:.3f} |",
+    ]
+    if points:
+        lines.append(f"| relative error of the combined U (standardised) | {record['relative_error_combined']:.3f} |")
+    lines += [
         f"| speedup in FLOPs | {c['speedup_flops']:.1f}x ({c['training_flops']:.3g} vs {c['surrogate_flops']['total']:.3g}) |",
         f"| speedup in seconds (1 thread) | {c['speedup_seconds']:.1f}x ({c['training_seconds']:.1f} s vs "
         f"{c['surrogate_seconds']['total']:.1f} s) |", "",
@@ -317,8 +369,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"{_num(tr['reliability_seeds'])}.", "",
         ]
     if record.get("surrogate_variants"):
-        lines += ["Both evaluations of f^ the run stored (held-out transitions, or in-sample as the paper's L^), each "
-                  "through eq. 5 and the clustering, against this ground truth:", "",
+        lines += [f"Both evaluations of {own}f^ the run stored (held-out transitions, or in-sample as the paper's "
+                  "L^), each through eq. 5 and the clustering, against this ground truth:", "",
                   "| f^ evaluated | NMI with the true groups | Spearman with f | same, additive task effects removed | "
                   "corr(std U, std U_true) |", "|---|---|---|---|---|"]
         for name, v in record["surrogate_variants"].items():
@@ -328,16 +380,22 @@ def markdown(record: dict[str, Any]) -> str:
         lines += [""]
     lines += [
         "Other choices of the real f(S):", "",
-        "| f | NMI | Spearman | Spearman (interaction) | reliability of U_true | relative error | NMI half vs half |",
-        "|---|---|---|---|---|---|---|",
+        "| f | NMI | Spearman | Spearman (interaction) | reliability of U_true | relative error | NMI half vs half |"
+        + (" NMI of theta_star's own groups | relative error of the combined U |" if points else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if points else ""),
     ]
     for t, d in record["targets"].items():
         halves = d.get("test_retest")
         lines.append(f"| {t} | {d['nmi']:.3f} | {d['spearman']:.3f} | {d['spearman_interaction']:.3f} | "
                      f"{_num(d['reliability_true'])} | {d['relative_error']:.3f} | "
-                     f"{_num(halves['nmi_halves']) if halves else 'n/a'} |")
-    lines += ["", "Estimated groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_estimated"]),
-              "", "True groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_true"]), "",
+                     f"{_num(halves['nmi_halves']) if halves else 'n/a'} |"
+                     + (f" {d['nmi_theta_star']:.3f} | {d['relative_error_combined']:.3f} |" if points else ""))
+    lines += ["", f"Estimated groups{' (the combined U)' if points else ''}: "
+              + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_estimated"])]
+    if points:
+        lines += ["", "Groups of theta_star's own U: "
+                  + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_theta_star"])]
+    lines += ["", "True groups: " + "; ".join("{" + ", ".join(g) + "}" for g in record["groups_true"]), "",
               "Surrogate cost breakdown (FLOPs / seconds): " + ", ".join(
                   f"{k} {c['surrogate_flops'][k]:.3g} / {c['surrogate_seconds'][k]:.2f} s"
                   for k in ("collect", "gradients_projection", "fits")),
