@@ -19,8 +19,10 @@ HEADER = """# Demo runs: groups found by `policygradex run`
 
 Budget: `--preset demo`. PPO runs 100k steps per task for cartpole and 30k for lunarlander, with no task id. The
 features use N = 16384 transitions per task and d = 400, each task's advantages from its own value function and every
-task rolled out on the same seeds (the defaults since [crn-defaults.md](crn-defaults.md)). The surrogate fits all 252
-subsets of 5, with l2 = 0.1 and f^ evaluated in-sample. k = 3, as in the paper. Each section below is copied verbatim from the run's report.md by
+task rolled out on the same seeds (the defaults since [crn-defaults.md](crn-defaults.md)), at theta_star and at a
+policy meta-trained on half the budget from the same seed, whose standardised affinities are averaged (the default
+since [expansion-defaults.md](expansion-defaults.md)). The surrogate fits all 252 subsets of 5 at each, with
+l2 = 0.1 and f^ evaluated in-sample. k = 3, as in the paper. Each section below is copied verbatim from the run's report.md by
 `experiments/demo_results.py`. The runs used 2 CPU cores ({cpu}) and the default single torch thread, so they give
 the same bytes on this machine at any thread count. Another CPU can give another theta_star and, where the verdict
 says the signal is noise, other groups ([reproducibility.md](reproducibility.md)). How the groups compare with real

@@ -514,10 +514,11 @@ def test_interaction_matrix_describes_the_u_it_clusters(tiny_run, tmp_path, cli,
     rc, _, err = cli(*tiny_run_args(run_dir), "--interaction", "matrix")
     assert rc == 0, err
     table = SubsetTable.load(run_dir / "subsets.npz")
+    point = SubsetTable.load(run_dir / "points" / "0.5" / "subsets.npz")  # the default's expansion point
     n = len(json.loads((run_dir / "config.json").read_text())["family"]["tasks"])
-    subsets, f_hat, loss = table.subsets, table.f_hat, table.task_loss_matrix(n)
-    want = split_half_reliability(subsets, f_hat, n, "subset", loss, seed=0, interaction=False)
-    residuals = split_half_reliability(subsets, f_hat, n, "subset", loss, seed=0, interaction=True)
+    subsets, f_hats, loss = table.subsets, [table.f_hat, point.f_hat], table.task_loss_matrix(n)
+    want = split_half_reliability(subsets, f_hats, n, "subset", loss, seed=0, interaction=False)
+    residuals = split_half_reliability(subsets, f_hats, n, "subset", loss, seed=0, interaction=True)
     got = load_json(run_dir / "affinity_stats.json")["split_half"]
     assert got["interaction"] == "matrix" and got["reliability"] == pytest.approx(want["reliability"])
     assert abs(want["reliability"] - residuals["reliability"]) > 1e-3  # the two really differ on this run
@@ -649,7 +650,7 @@ def test_closed_form_end_to_end(tmp_path, cli):
     rc, out, err = cli("show", run_dir)
     assert rc == 0 and "resamples of the transitions" in out
     rc, _, err = cli(*argv)
-    assert rc == 0 and err.count("loaded from disk") == 5, err
+    assert rc == 0 and err.count("loaded from disk") == 8, err  # 5 stages, 3 of them at the point 0.5 too
     rc, _, err = cli("adapt", run_dir, "--subset", "0", "--output", tmp_path / "a.pt")
     assert_one_line_error(rc, err, "closed-form surrogate", "--surrogate exact or newton")
     features_dir = tmp_path / "features24"

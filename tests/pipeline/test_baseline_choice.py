@@ -23,7 +23,10 @@ def test_choose_keeps_per_task_only_where_it_is_more_reliable():
     assert choose({"policy": 0.1, "per_task": None}) == "policy"
 
 
-STORES = {"features": (), "statistics": ("--surrogate", "closed_form", "--store", "statistics")}
+STORES = {"features": ("--expansion-points", "1"),
+          "statistics": ("--surrogate", "closed_form", "--store", "statistics", "--expansion-points", "1")}
+"""At theta_star alone: with earlier expansion points each point's feature stage keeps its own baseline by the same
+rule, and the run's reliability is the points' combined one, not the one meta.json records for theta_star."""
 
 
 @pytest.mark.parametrize("store", sorted(STORES))

@@ -48,10 +48,32 @@ def test_combined_affinity_weighs_points_alike_whatever_their_scale():
     assert interaction_reliability([G1, 3 * G1], [G2, 3 * G2]) == pytest.approx(interaction_reliability(G1, G2))
 
 
-def test_expansion_points_run_resumes_byte_identical_and_leaves_theta_star_alone(tiny_run: Path, tmp_path: Path,
-                                                                                monkeypatch: pytest.MonkeyPatch):
-    """A tiny run with ``--expansion-points 0.5,1 --expansion-policy snapshot``, interrupted by Ctrl-C in meta-training after its checkpoint at
-    iteration 2 (the point's), in the point's feature files and in the clustering, then resumed:
+@pytest.fixture(scope="module")
+def one_point_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run at theta_star alone (``--expansion-points 1``, the paper's; the default has a point at 0.5)."""
+    out = tmp_path_factory.mktemp("one_point") / "run"
+    assert main(tiny_run_args(out, "cartpole", "--expansion-points", "1")) == 0
+    return out
+
+
+def test_the_default_run_is_the_one_point_run_plus_its_point(tiny_run: Path, one_point_run: Path):
+    """The default run (tiny_run: expansion points 0.5 and 1) keeps theta_star, its features and its own U byte for
+    byte those of the run at theta_star alone, and clusters the mean of its points' standardised U's."""
+    a = torch.load(tiny_run / "theta_star.pt")["state_dict"]
+    b = torch.load(one_point_run / "theta_star.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert (tiny_run / "affinity_theta_star.npy").read_bytes() == (one_point_run / "affinity.npy").read_bytes()
+    assert not (one_point_run / "points").exists() and not (one_point_run / "affinity_theta_star.npy").exists()
+    U = np.load(tiny_run / "affinity.npy")
+    assert np.allclose(U, combine([np.load(one_point_run / "affinity.npy"),
+                                   np.load(tiny_run / "points" / "0.5" / "affinity.npy")]))
+
+
+def test_expansion_points_run_resumes_byte_identical_and_leaves_theta_star_alone(
+        one_point_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A tiny run with ``--expansion-points 0.5,1 --expansion-policy snapshot``, interrupted by Ctrl-C in
+    meta-training after its checkpoint at iteration 2 (the point's), in the point's feature files and in the
+    clustering, then resumed:
     - the snapshot is the policy of meta-training's own checkpoint at that iteration;
     - theta_star, its features and its own U equal the run without points (keeping snapshots changes nothing);
     - the point's features differ from theta_star's, and affinity.npy is the mean of the standardised U's;
@@ -70,11 +92,11 @@ def test_expansion_points_run_resumes_byte_identical_and_leaves_theta_star_alone
             assert main(args) == 130, name
     assert main(args) == 0
     theta = torch.load(out / "theta_star.pt")["state_dict"]
-    reference = torch.load(tiny_run / "theta_star.pt")["state_dict"]
+    reference = torch.load(one_point_run / "theta_star.pt")["state_dict"]
     assert all(torch.equal(theta[k], reference[k]) for k in reference)
-    assert (out / "affinity_theta_star.npy").read_bytes() == (tiny_run / "affinity.npy").read_bytes()
+    assert (out / "affinity_theta_star.npy").read_bytes() == (one_point_run / "affinity.npy").read_bytes()
     assert np.load(out / "features" / "task_000.npz")["features"].tobytes() == \
-        np.load(tiny_run / "features" / "task_000.npz")["features"].tobytes()
+        np.load(one_point_run / "features" / "task_000.npz")["features"].tobytes()
     point = out / "points" / "0.5"
     assert not np.array_equal(np.load(point / "features" / "task_000.npz")["features"],
                               np.load(out / "features" / "task_000.npz")["features"])
@@ -107,12 +129,32 @@ def test_expansion_points_with_the_closed_form(tmp_path: Path, cli):
     ("0,1", (), "(0, 1]"),
     ("0.4,0.5,1", ("--expansion-policy", "snapshot"), "after 2, 2, 4 PPO iterations"),
     ("0.5,0.6,1", (), "same"),  # retrain: 256 and 307 steps per task are both 2 iterations of 128
-    ("0.5,1", ("--affinity", "per_target"), "per_target"),
+    ("0.25,1", ("--affinity", "per_target"), "per_target"),  # the default (0.5,1) resolves to 1 instead
 ])
 def test_bad_expansion_points_are_one_line_errors(tmp_path: Path, cli, points, extra, fragment):
     rc, _, err = cli(*tiny_run_args(tmp_path / "run", "cartpole", "--expansion-points", points, *extra))
     assert_one_line_error(rc, err, fragment)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_default_points_resolve_to_theta_star_where_a_point_cannot_be_had_or_used(tmp_path: Path, cli):
+    """Left at the default (0.5, 1), the points become theta_star alone where a half-way policy does not exist (a
+    meta-training of one PPO iteration) or cannot be combined (``--affinity per_target``); config.json records it."""
+    from dataclasses import replace
+
+    from policygradex.envs.registry import load_family
+    from policygradex.pipeline.config import RunConfig, apply_preset
+    from policygradex.pipeline.runner import with_family_defaults
+
+    family, tiny = load_family("cartpole"), apply_preset(RunConfig(), "tiny")
+    assert with_family_defaults(tiny, family).features.expansion_points == (0.5, 1.0)
+    per_target = replace(tiny, cluster=replace(tiny.cluster, affinity="per_target"))
+    assert with_family_defaults(per_target, family).features.expansion_points == (1.0,)
+    out = tmp_path / "run"
+    rc, _, err = cli(*tiny_run_args(out, "cartpole", "--steps-per-task", "128"))  # 2 envs x 64 steps: 1 iteration
+    assert rc == 0, err
+    assert json.loads((out / "config.json").read_text())["config"]["features"]["expansion_points"] == [1.0]
+    assert not (out / "points").exists() and (out / "groups.json").exists()
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +297,7 @@ def test_the_verdict_says_where_the_signal_was_taken():
     assert "signal at the expansion points is mostly" in verdict([0.9], 0.9, 0.1, where="at the expansion points")
 
 
-def test_a_retrained_point_is_the_shorter_run_of_the_same_seed(tiny_run: Path, tmp_path: Path,
+def test_a_retrained_point_is_the_shorter_run_of_the_same_seed(one_point_run: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch):
     """``--expansion-policy retrain`` (the default): the earlier point's policy, features and U are those of a
     separate run on that fraction of the budget (tiny: 512 steps per task, so 256), byte for byte, also when
@@ -268,12 +310,12 @@ def test_a_retrained_point_is_the_shorter_run_of_the_same_seed(tiny_run: Path, t
         assert main(args) == 130
     assert (out / "theta_star.pt").exists() and not (out / "points" / "0.5" / "theta_star.pt").exists()
     assert main(args) == 0
-    assert main(tiny_run_args(half, "cartpole", "--steps-per-task", "256")) == 0
+    assert main(tiny_run_args(half, "cartpole", "--steps-per-task", "256", "--expansion-points", "1")) == 0
     point = out / "points" / "0.5"
     a, b = torch.load(point / "theta_star.pt")["state_dict"], torch.load(half / "theta_star.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in b)
     assert (point / "affinity.npy").read_bytes() == (half / "affinity.npy").read_bytes()
-    assert (out / "affinity_theta_star.npy").read_bytes() == (tiny_run / "affinity.npy").read_bytes()
+    assert (out / "affinity_theta_star.npy").read_bytes() == (one_point_run / "affinity.npy").read_bytes()
     assert not (out / "theta_star.checkpoint.pt").exists() and not (point / "theta_star.checkpoint.pt").exists()
 
 

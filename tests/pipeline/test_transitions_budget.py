@@ -13,7 +13,9 @@ from policygradex.pipeline.config import FeatureConfig
 from policygradex.pipeline.transitions_budget import growth_line, next_transitions, spearman_brown_factor
 from tests.helpers import assert_one_line_error
 
-GROW = ("--target-reliability", "0.95", "--max-transitions", "1024")
+GROW = ("--target-reliability", "0.95", "--max-transitions", "1024", "--expansion-points", "1")
+"""Growth to the cap, at theta_star alone: an earlier expansion point grows its own N by the same stage code, and
+its reliability would enter the confidence's combined one that these tests compare with theta_star's growth."""
 
 
 def _spearman_brown(r: float, m: float) -> float:

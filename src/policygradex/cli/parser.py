@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--expansion-points", type=float_list, metavar="F,...,1",
                    help="fractions of meta-training at whose policies the features are taken, the last 1 "
                         "(theta_star); with more than one the clustered U averages the points' standardised "
-                        "affinities, e.g. 0.5,1 (default: 1)")
+                        "affinities; 1: theta_star alone, as the paper (default: "
+                        f"{','.join(f'{f:g}' for f in d.features.expansion_points)})")
     g.add_argument("--expansion-policy", choices=["snapshot", "retrain"],
                    help="an earlier expansion point's policy: meta-training's own at that fraction, or a "
                         "meta-training of its own on that fraction of the budget (default: "

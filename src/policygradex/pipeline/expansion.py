@@ -9,13 +9,15 @@ not yet settled on any group, so every group still pulls it its own way (results
 the budget (``expansion_policy``); this module runs the stages at each such policy exactly as at theta_star
 (same seeds: the same subsets and, with common random numbers, the same environment seeds), and theta_star's
 affinity stage then clusters the mean of every point's standardised U (:func:`.clustering.combine`). The confidence
-resamples every point (:func:`.stages.group_confidence`).
+resamples every point (:func:`.stages.group_confidence`). ``(0.5, 1)`` is the default
+(results/expansion-defaults.md); with ``(1,)``, theta_star alone, this module does nothing.
 
 Cost: each point adds a feature stage (O(n N) rollouts and gradients), a surrogate and an affinity stage. Memory:
 one point's stacked (n, N, d) features at a time (the exact surrogate's, dropped after its stages), but every
 point keeps its n x n U and its per-task statistics (O(n d) each, O(n d^2) with the Newton step's per-task
-curvatures) until the confidence has resampled them all: P points hold P times theta_star's. A point resumes like theta_star: its files are kept. A new snapshot (a
-new meta-training under ``snapshot``) or a new policy of its own (``retrain``) recomputes that point's stages.
+curvatures) until the confidence has resampled them all: P points hold P times theta_star's. A point resumes like
+theta_star: its files are kept. A new snapshot (a new meta-training under ``snapshot``) or a new policy of its own
+(``retrain``) recomputes that point's stages.
 """
 
 from __future__ import annotations

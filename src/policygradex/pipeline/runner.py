@@ -23,7 +23,7 @@ from policygradex.common.threads import thread_limit
 from policygradex.envs.base import TaskFamily
 from policygradex.envs.registry import load_family
 from policygradex.nets.base import TASK_ROUTED, check_network_name
-from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.config import FeatureConfig, RunConfig
 from policygradex.pipeline.expansion import stage_points
 from policygradex.pipeline.partitions import EXACT_MAX_N
 from policygradex.pipeline.gradient_statistics import statistics_refusal
@@ -84,6 +84,10 @@ def with_family_defaults(cfg: RunConfig, family: TaskFamily) -> RunConfig:
       be told from the default: for 0.99 on such a family, give a family with ``default_gamma=None``.
     - ``FeatureConfig.max_transitions_per_task`` left at None becomes 4 x N when ``target_reliability`` is on
       (:func:`.transitions_budget.transitions_cap`); without a target it has no effect and stays None.
+    - ``FeatureConfig.expansion_points`` left at the default (0.5, 1) becomes (1,), theta_star alone, where an
+      earlier point cannot be had or used: a meta-training of one PPO iteration has no half-way policy, and
+      ``--affinity per_target`` does not combine points. As with gamma, an explicit (0.5, 1) cannot be told from
+      the default and resolves the same way; other lists are validated as given.
 
     Resolving here, before config.json is written, records the values used. Every later command that rebuilds
     PPO from config.json (``compare``, ``ground-truth``, ...) uses them, and rerunning the same command resolves
@@ -94,6 +98,10 @@ def with_family_defaults(cfg: RunConfig, family: TaskFamily) -> RunConfig:
     fc = cfg.features
     if fc.target_reliability is not None and fc.max_transitions_per_task is None:
         cfg = replace(cfg, features=replace(fc, max_transitions_per_task=transitions_cap(fc)))
+    if cfg.features.expansion_points == FeatureConfig().expansion_points and (
+            cfg.cluster.affinity != "subset" or
+            len(set(cfg.earlier_points.values()) | {cfg.ppo.iterations}) < len(cfg.features.expansion_points)):
+        cfg = replace(cfg, features=replace(cfg.features, expansion_points=(1.0,)))
     if family.default_gamma is None or cfg.ppo.gamma != PPOConfig().gamma:
         return cfg
     return replace(cfg, ppo=replace(cfg.ppo, gamma=family.default_gamma))
