@@ -122,6 +122,42 @@ def matches(group: set[int], truth: list[set[int]]) -> bool:
     return any(len(group ^ t) <= 1 and len(group & t) >= len(t) - 1 for t in truth)
 
 
+MEAN_GRADIENTS = "task_mean_gradients.npy"
+"""Each task's mean advantage-weighted feature (n x d), the one thing :func:`score` reads from the feature files
+(for the gradient-similarity baseline); :func:`drop_features` keeps it when it deletes them."""
+
+
+def drop_features(run: Path) -> int:
+    """Delete a finished run's per-transition feature files (theta_star's and every expansion point's) after saving
+    what :func:`score` needs of them (:data:`MEAN_GRADIENTS`, byte for byte the G it computes from them), so that
+    the run can still be rescored; returns the bytes freed. The run's affinities, groups and reports stay; a run that
+    needs its features again (``stability``, ``--store`` changes) recollects them."""
+    rd = RunDir(run)
+    files = [*sorted((run / "features").glob("task_*.npz")), *sorted(run.glob("points/*/features/task_*.npz"))]
+    if not files or rd.statistics.exists() or not rd.groups.exists():
+        return 0
+    if not (run / MEAN_GRADIENTS).exists():
+        cfg = RunConfig.from_dict(load_json(rd.config)["config"])
+        np.save(run / MEAN_GRADIENTS, task_mean_gradients(rd, cfg, load_family(cfg.family).n))
+    freed = sum(f.stat().st_size for f in files)
+    for f in files:
+        f.unlink()
+    return freed
+
+
+def task_mean_gradients(rd: RunDir, cfg: RunConfig, n: int) -> np.ndarray:
+    """theta_star's per-task mean advantage-weighted feature (n x d): from the statistics store, from
+    :data:`MEAN_GRADIENTS` where :func:`drop_features` left it, else from the fitting part of the feature files."""
+    if rd.statistics.exists():
+        return load_npz(rd.statistics)["b"].astype(np.float64)
+    if (rd.path / MEAN_GRADIENTS).exists():
+        return np.load(rd.path / MEAN_GRADIENTS)
+    paths = [rd.task_features(i) for i in range(n)]
+    data = feature_set([dict(np.load(p)) for p in paths], cfg.features.holdout_fraction, paths)
+    X, y, w = (t.numpy().astype(np.float64) for t in data.part(held_out=False))
+    return ((y * w)[..., None] * X).mean(1)
+
+
 def score(run: Path) -> dict:
     rd = RunDir(run)
     cfg = RunConfig.from_dict(load_json(rd.config)["config"])
@@ -131,13 +167,7 @@ def score(run: Path) -> dict:
     truth_groups = [set(g) for g in family.planted_groups]
     truth = labels_from_groups([list(g) for g in family.planted_groups], n)
     groups = Groups.load(rd.groups, n)
-    if rd.statistics.exists():
-        G = load_npz(rd.statistics)["b"].astype(np.float64)
-    else:
-        paths = [rd.task_features(i) for i in range(n)]
-        data = feature_set([dict(np.load(p)) for p in paths], cfg.features.holdout_fraction, paths)
-        X, y, w = (t.numpy().astype(np.float64) for t in data.part(held_out=False))
-        G = ((y * w)[..., None] * X).mean(1)
+    G = task_mean_gradients(rd, cfg, n)
     Gn = G / np.linalg.norm(G, axis=1, keepdims=True).clip(1e-12)
     gs = cluster(Gn @ Gn.T, k=groups.k, exhaustive_check=False, relaxation_gap=False).labels
     conf = groups.confidence
@@ -419,6 +449,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="rows are merged into this JSON (by family, kind, "
                     "baseline, seed)")
     ap.add_argument("--page", type=Path, default=None, help="write the results page from --json's rows, run nothing")
+    ap.add_argument("--drop-features", type=Path, nargs="*", default=None, metavar="ROOT",
+                    help="delete the per-transition feature files of the finished runs under each ROOT, keeping the "
+                         "tasks' mean gradients that rescoring needs (drop_features)")
     ap.add_argument("--rescore", type=Path, nargs="*", default=None,
                     help="score every finished run directory under these roots into --json, run nothing")
     ap.add_argument("--reuse-theta", type=Path, default=None,
@@ -464,6 +497,11 @@ def main() -> None:
                 if row_key(twin) not in have:
                     rows.append(twin)
         save()
+        return
+    if args.drop_features:
+        for root in args.drop_features:
+            freed = sum(drop_features(run) for run in sorted(p.parent for p in root.glob("*/groups.json")))
+            print(f"{root}: {freed / 2**30:.1f} GiB of feature files deleted", file=sys.stderr)
         return
     if args.rescore:
         for root in args.rescore:
