@@ -85,7 +85,8 @@ def with_family_defaults(cfg: RunConfig, family: TaskFamily) -> RunConfig:
     - ``FeatureConfig.max_transitions_per_task`` left at None becomes 4 x N when ``target_reliability`` is on
       (:func:`.transitions_budget.transitions_cap`); without a target it has no effect and stays None.
     - ``FeatureConfig.expansion_points`` left at the default (0.5, 1) becomes (1,), theta_star alone, where an
-      earlier point cannot be had or used: a meta-training of one PPO iteration has no half-way policy, and
+      earlier point cannot be had or used: a meta-training too short to give the half-way point a policy of its
+      own (one PPO iteration, say) has none, and
       ``--affinity per_target`` does not combine points. As with gamma, an explicit (0.5, 1) cannot be told from
       the default and resolves the same way; other lists are validated as given.
 
