@@ -332,8 +332,8 @@ LEGACY_VALUES: dict[tuple[type, str], Any] = {
 """Fields whose default has changed since they were added, with what a record written before they existed ran with:
 the value advantages came from the policy's value head, each task rolled out unpaired, the growth cap was a
 fixed 65,536 transitions, and the features were taken at theta_star alone. :meth:`RunConfig.from_dict` fills a
-missing field with it, so that an older run directory reads as what it ran (``variant``, ``show``) and is not resumed as if it matched the new defaults. A default changed
-in future adds its field here."""
+missing field with it, so that an older run directory reads as what it ran (``variant``, ``show``) and is not
+resumed as if it matched the new defaults. A default changed in future adds its field here."""
 
 _NESTED = {
     (RunConfig, "network"): NetworkConfig,
