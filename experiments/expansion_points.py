@@ -177,7 +177,9 @@ def option_rows(options: list[Path], defaults: Path, rows: list[dict[str, Any]],
 
 
 def option_page(rows: list[dict[str, Any]], command: str) -> list[str]:
-    lines = ["## As an option: `--expansion-points 0.5,1`", "",
+    lines = ["## As a pipeline stage: `--expansion-points 0.5,1`", "",
+             "The default since [expansion-defaults.md](expansion-defaults.md); measured below while it was an option, "
+             "against theta_star alone (the defaults then, `--expansion-points 1` now).", "",
              "`policygradex run ... --expansion-points 0.5,1 --surrogate newton` clusters the mean of the "
              "standardised affinities of theta_star and of a policy from half-way through meta-training; the "
              "confidence resamples both. With `--expansion-policy retrain` (the default) that policy is a "
@@ -188,7 +190,8 @@ def option_page(rows: list[dict[str, Any]], command: str) -> list[str]:
              "NMI against the planted groups, mean ± standard error (worst seed); stable: groups the confidence "
              "calls stable that match a planted group (or one plus at most one task) / groups called stable.", "",
              "```", command, "```", "",
-             "| kind | env | seeds | defaults | separate | retrain | stable correct | snapshot | stable correct |",
+             "| kind | env | seeds | theta_star alone | separate | retrain | stable correct | snapshot | "
+             "stable correct |",
              "|---|---|---|---|---|---|---|---|---|"]
 
     def cell(rs: list[dict[str, Any]], key: str) -> str:
@@ -212,9 +215,10 @@ def option_page(rows: list[dict[str, Any]], command: str) -> list[str]:
             rs = [r for r in rows if r["held_out"] == held and r.get(policy) is not None]
             if not rs:
                 continue
-            lines.append(f"- {policy}, {name} ({len(rs)} runs): - defaults "
+            lines.append(f"- {policy}, {name} ({len(rs)} runs): - theta_star alone "
                          f"{paired([r[policy] for r in rs], [r['defaults'] for r in rs])}; runs below 0.8: "
-                         f"{sum(r[policy] < 0.8 for r in rs)} (defaults {sum(r['defaults'] < 0.8 for r in rs)}); "
+                         f"{sum(r[policy] < 0.8 for r in rs)} (theta_star alone "
+                         f"{sum(r['defaults'] < 0.8 for r in rs)}); "
                          f"stable groups correct {stable(rs, policy)}.")
         both = [r for r in rows if r["held_out"] == held and r.get("retrain") is not None
                 and r.get("snapshot") is not None]

@@ -32,6 +32,8 @@ from planted_suite import score, versions  # noqa: E402
 
 from policygradex.common.artifacts import load_json  # noqa: E402
 from policygradex.envs.registry import load_family  # noqa: E402
+from policygradex.pipeline.config import RunConfig  # noqa: E402
+from policygradex.pipeline.rundir import RunDir  # noqa: E402
 
 
 FINDINGS = """## What it says
@@ -58,11 +60,12 @@ FINDINGS = """## What it says
 
 def affinities(run: Path) -> list[tuple[str, np.ndarray]]:
     """The run's U's: theta_star's own, each earlier point's, and (with points) the combined one it clustered."""
-    points = sorted(run.glob("points/*/affinity.npy"), key=lambda p: float(p.parent.name))
-    if not points:
-        return [("theta_star", np.load(run / "affinity.npy"))]
-    return [("theta_star", np.load(run / "affinity_theta_star.npy")),
-            *((f"point {p.parent.name}", np.load(p)) for p in points), ("combined", np.load(run / "affinity.npy"))]
+    rd = RunDir(run)
+    earlier = RunConfig.from_dict(load_json(rd.config)["config"]).earlier_points
+    if not earlier:
+        return [("theta_star", np.load(rd.affinity))]
+    return [("theta_star", np.load(rd.affinity_theta_star)),
+            *((f"point {f:g}", np.load(rd.point(f).affinity)) for f in earlier), ("combined", np.load(rd.affinity))]
 
 
 def row(run: Path) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TINY_SEED = 0
 
@@ -38,3 +41,17 @@ def process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def stability_against_ground_truth(cli: Callable[..., tuple[int, str, str]],
+                                   run: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """`ground-truth` on ``run`` (its first 40 subsets, 128 steps per task) and then `stability --resamples 2`, which
+    scores its estimates against it; returns stability.json's ``vs_ground_truth``, ground_truth.json and stability's
+    stdout."""
+    rc, _, err = cli("ground-truth", run, "--steps-per-task", "128", "--max-subsets", "40", "--eval-episodes", "1",
+                     "--backend", "sequential")
+    assert rc == 0, err
+    rc, out, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
+    assert rc == 0, err
+    vs = json.loads((run / "stability" / "stability.json").read_text())["vs_ground_truth"]
+    return vs, json.loads((run / "ground_truth" / "ground_truth.json").read_text()), out

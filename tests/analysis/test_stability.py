@@ -14,7 +14,7 @@ from policygradex.analysis.context import load_context
 from policygradex.analysis.stability import resample_job
 from policygradex.pipeline.subset_table import SubsetTable
 
-from ..helpers import assert_one_line_error
+from ..helpers import assert_one_line_error, stability_against_ground_truth
 
 
 def test_resampling_with_the_feature_seed_reproduces_the_run(tiny_run: Path) -> None:
@@ -75,14 +75,8 @@ def test_stability_command_end_to_end_and_resume(tiny_run: Path, tmp_path: Path,
     other = json.loads((run / "stability" / "stability.json").read_text())
     assert not other["pooled_includes_run"] and other["corr_among_resamples"] is None
     # with a ground truth, each estimate is scored against real training
-    rc, _, err = cli("ground-truth", run, "--steps-per-task", "128", "--max-subsets", "40", "--eval-episodes", "1",
-                     "--backend", "sequential")
-    assert rc == 0, err
-    rc, out, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
-    assert rc == 0, err
-    vs = json.loads((run / "stability" / "stability.json").read_text())["vs_ground_truth"]
+    vs, truth, out = stability_against_ground_truth(cli, run)
     assert vs["num_subsets"] == 40 and set(vs) >= {"run", "resamples", "pooled"}
-    truth = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
     # the NMI of the run's groups and of the pooled groups against the ground truth's, from their files
     from policygradex.pipeline.partitions import labels_from_groups
 

@@ -25,7 +25,7 @@ from policygradex.pipeline.clustering import combine, standardize, standardized_
 from policygradex.pipeline.confidence import bootstrap_groups, interaction_reliability
 from policygradex.pipeline.subset_table import SubsetTable
 
-from ..helpers import assert_one_line_error, tiny_run_args
+from ..helpers import assert_one_line_error, stability_against_ground_truth, tiny_run_args
 from .test_confidence import BLOCKS, N_TASKS, _f
 from .test_determinism import _Counter, _same_bytes
 
@@ -241,13 +241,7 @@ def test_stability_resamples_every_expansion_point_and_combines_them(points_run:
     assert sorted(j["spec"]["args"]["theta_sha"] for j in at_64) == sorted(shas.values())
     assert not other["pooled_includes_run"] and [p["transitions_per_task"] for p in other["per_point"]] == [64, 64]
     # against a ground truth: f^ is theta_star's own, the groups and the extra column the combined U's
-    rc, _, err = cli("ground-truth", run, "--steps-per-task", "128", "--max-subsets", "40", "--eval-episodes", "1",
-                     "--backend", "sequential")
-    assert rc == 0, err
-    rc, out, err = cli("stability", run, "--resamples", "2", "--backend", "sequential")
-    assert rc == 0, err
-    vs = json.loads((run / "stability" / "stability.json").read_text())["vs_ground_truth"]
-    truth = json.loads((run / "ground_truth" / "ground_truth.json").read_text())
+    vs, truth, out = stability_against_ground_truth(cli, run)
     assert vs["run"]["spearman"] == pytest.approx(truth["spearman"]) and vs["run"]["nmi"] == pytest.approx(truth["nmi"])
     U_true = np.load(run / "ground_truth" / "affinity_true.npy")
     assert vs["run"]["corr_standardized_U_combined"] == pytest.approx(standardized_corr(U_run, U_true))

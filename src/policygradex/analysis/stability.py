@@ -299,9 +299,13 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     return record
 
 
-def _n_phrase(Ns: list[int]) -> str:
-    """N per task of the resamples: one number, or the points' (theta_star's first) when they differ."""
-    return str(Ns[0]) if len(set(Ns)) == 1 else " / ".join(str(x) for x in Ns)
+def _n_phrase(Ns: list[int], fractions: list[float] | None = None) -> str:
+    """N per task over the expansion points (theta_star's first): one number when they agree, else each point's,
+    followed by the points' ``fractions`` when given."""
+    if len(set(Ns)) == 1:
+        return str(Ns[0])
+    return " / ".join(str(x) for x in Ns) + ("" if fractions is None else
+                                              " at points " + " / ".join(f"{f:g}" for f in fractions))
 
 
 def _stat(d: dict[str, float] | None) -> str:
@@ -311,11 +315,8 @@ def _stat(d: dict[str, float] | None) -> str:
 
 
 def _points_n(points: list[dict[str, Any]], key: str) -> str:
-    """N per task over the expansion points: one number when they agree, else each point's."""
-    values = [p[key] for p in points]
-    if len(set(values)) == 1:
-        return str(values[0])
-    return " / ".join(str(v) for v in values) + " at points " + " / ".join(f"{p['fraction']:g}" for p in points)
+    """:func:`_n_phrase` of the record's ``per_point`` entries' ``key``, naming the points where they differ."""
+    return _n_phrase([p[key] for p in points], [p["fraction"] for p in points])
 
 
 def markdown(record: dict[str, Any]) -> str:

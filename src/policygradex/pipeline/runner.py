@@ -100,12 +100,16 @@ def with_family_defaults(cfg: RunConfig, family: TaskFamily) -> RunConfig:
     if fc.target_reliability is not None and fc.max_transitions_per_task is None:
         cfg = replace(cfg, features=replace(fc, max_transitions_per_task=transitions_cap(fc)))
     if cfg.features.expansion_points == FeatureConfig().expansion_points and (
-            cfg.cluster.affinity != "subset" or
-            len(set(cfg.earlier_points.values()) | {cfg.ppo.iterations}) < len(cfg.features.expansion_points)):
+            cfg.cluster.affinity != "subset" or _points_collapse(cfg)):
         cfg = replace(cfg, features=replace(cfg.features, expansion_points=(1.0,)))
     if family.default_gamma is None or cfg.ppo.gamma != PPOConfig().gamma:
         return cfg
     return replace(cfg, ppo=replace(cfg.ppo, gamma=family.default_gamma))
+
+
+def _points_collapse(cfg: RunConfig) -> bool:
+    """Whether two expansion points fall on the same policy (the same PPO iteration of the same meta-training)."""
+    return len(set(cfg.earlier_points.values()) | {cfg.ppo.iterations}) < len(cfg.features.expansion_points)
 
 
 def _validate(cfg: RunConfig, family: TaskFamily) -> None:
@@ -133,7 +137,7 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
     if not points or points[-1] != 1.0 or any(not 0 < f <= 1 for f in points) or list(points) != sorted(set(points)):
         raise PolicyGradExError(f"--expansion-points must be increasing fractions in (0, 1] ending at 1 (theta_star), "
                                 f"e.g. 0.5,1; got {','.join(f'{f:g}' for f in points) or 'none'}")
-    if len(set(cfg.earlier_points.values()) | {cfg.ppo.iterations}) < len(points):
+    if _points_collapse(cfg):
         its = ", ".join(str(i) for i in [*cfg.earlier_points.values(), cfg.ppo.iterations])
         raise PolicyGradExError(f"--expansion-points {','.join(f'{f:g}' for f in points)}: two points give the same "
                                 f"policy (after {its} PPO iterations): space them further apart")
