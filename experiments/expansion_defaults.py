@@ -17,8 +17,9 @@ the name :mod:`candidate_defaults` reads), at the budget of results/crn-defaults
     policygradex compare runs/xd/cartpole --seeds 5 --groups value_head=runs/crn-defaults/cartpole/groups.json
     policygradex compare runs/xd/lunarlander --seeds 5 --groups value_head=runs/crn-defaults/lunarlander/groups.json
 
-``--reuse-trainings`` copies the trainings the two runs share from the defaults' compare into the new runs' job caches
-(:func:`reuse_trainings`), so that only the new groups are trained.
+``--trainings-from runs/crn-defaults/NAME`` lets each new compare reuse the trainings the two runs share (a training
+from scratch depends on the family, network, budget, tasks and seed, not on the feature options), so that only the
+new groups are trained.
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ SOURCE = Path("runs/crn-defaults")
 
 
 MAKE = ("python experiments/expansion_defaults.py --make --root runs/xd",
-        "python experiments/expansion_defaults.py --root runs/xd --reuse-trainings",
-        "policygradex compare runs/xd/cartpole --seeds 5 --groups value_head=runs/crn-defaults/cartpole/groups.json",
+        "policygradex compare runs/xd/cartpole --seeds 5 --groups value_head=runs/crn-defaults/cartpole/groups.json "
+        "--trainings-from runs/crn-defaults/cartpole",
         "policygradex compare runs/xd/lunarlander --seeds 5 "
-        "--groups value_head=runs/crn-defaults/lunarlander/groups.json",
+        "--groups value_head=runs/crn-defaults/lunarlander/groups.json --trainings-from runs/crn-defaults/lunarlander",
         "policygradex compare runs/xd/mt10 --seeds 3 --steps-per-task 40000 --groups "
-        "value_head=runs/crn-defaults/mt10/groups.json --backend process --workers 2")
-"""The commands that made the page's runs and compares (the CartPole and LunarLander compares ran with
-``--workers 1``, which gives the same results; their first trainings ran before ``--reuse-trainings`` was added)."""
+        "value_head=runs/crn-defaults/mt10/groups.json --trainings-from runs/crn-defaults/mt10 --backend process "
+        "--workers 2")
+"""The commands that make the page's runs and compares. They were made before compare had ``--trainings-from``:
+this script copied the shared trainings into the new runs' caches then (its former ``--reuse-trainings``), and the
+CartPole and LunarLander compares ran with ``--workers 1``; both give the same results. ``--trainings-from`` finds
+every one of runs/crn-defaults' trainings in runs/xd under its key (65 on CartPole, 65 on LunarLander, 39 on MT10,
+each with the same returns)."""
 
 
 def make(root: Path, only: set[str] | None) -> None:
@@ -69,48 +74,6 @@ def make(root: Path, only: set[str] | None) -> None:
         with open(root / f"{name}.log", "a") as log:
             subprocess.run([str(Path(sys.executable).parent / "policygradex"), *cmd, "--out", str(out)],
                            stdout=log, stderr=log, check=False)
-
-
-def reuse_trainings(source: Path, target: Path) -> int:
-    """Copy ``source``'s cached compare trainings from scratch into ``target``'s job cache under the keys
-    ``target``'s compare gives them, and return how many were new there.
-
-    A training from scratch (``analysis.context.train_job`` with ``init="scratch"``) depends on the family, the
-    network, the PPO budget, its tasks and its seed, not on the feature, surrogate or clustering options; its job
-    spec pins the run's whole configuration all the same, so a run that differs from another only there (the option
-    here) retrains every grouping the two share. The key is rebuilt with ``target``'s configuration as its compare
-    pins it; where ``target``'s compare has cached trainings already, they must be under that configuration, at least
-    one rebuilt key must be among them, and every such job must agree in its returns, or nothing is copied. A
-    running compare reads the cache when it starts: rerun it afterwards."""
-    from policygradex.common.launcher import JobSpec
-
-    def trainings(run: Path) -> list[dict[str, Any]]:
-        jobs = [load_json(f) for f in sorted((run / "jobs").glob("*.json"))]
-        return [j for j in jobs
-                if j["spec"]["fn"].endswith(":train_job") and j["spec"]["args"].get("init") == "scratch"]
-
-    from policygradex.analysis.context import load_context
-
-    ours = {JobSpec(j["spec"]["fn"], j["spec"]["args"], j["spec"]["seed"]).key(): j for j in trainings(target)}
-    config = json.loads(json.dumps(load_context(target).cfg.to_dict()))  # as compare pins it, in JSON
-    if any(j["spec"]["args"]["config"] != config for j in ours.values()):
-        raise SystemExit(f"{target}'s compare pinned another configuration than its config.json: nothing copied")
-    copies, matched = {}, 0
-    for job in trainings(source):
-        spec = JobSpec(job["spec"]["fn"], {**job["spec"]["args"], "config": config}, job["spec"]["seed"])
-        key = spec.key()
-        if key in ours:
-            if ours[key]["result"]["returns"] != job["result"]["returns"]:
-                raise SystemExit(f"{source} and {target} trained job {key[:12]} differently: nothing copied")
-            matched += 1
-        else:
-            copies[key] = {"spec": {**job["spec"], "args": spec.args}, "result": job["result"]}
-    if ours and not matched:
-        raise SystemExit(f"none of {target}'s trainings is one of {source}'s under the rebuilt keys: nothing copied")
-    (target / "jobs").mkdir(exist_ok=True)
-    for key, job in copies.items():
-        (target / "jobs" / f"{key}.json").write_text(json.dumps(job))
-    return len(copies)
 
 
 def with_point_seconds(record: dict[str, Any], run: Path) -> dict[str, Any]:
@@ -152,7 +115,7 @@ def page(records: list[dict[str, Any]], command: str) -> str:
               "meta-training's time.", "",
               "The compare trainings of the groups both runs share (the defaults' groups, one multitask policy, "
               "random groups, gradient similarity) are the runs with the defaults' own, copied into the new runs' job "
-              "caches (`--reuse-trainings`, `reuse_trainings`): a training from scratch does not depend on the "
+              "caches (`compare --trainings-from`): a training from scratch does not depend on the "
               "feature options, and every training that both compares had run before the copy (14 on CartPole, 14 "
               "on LunarLander) agrees in every return.", ""]
     return "\n".join(lines)
@@ -163,19 +126,12 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("runs/xd"))
     ap.add_argument("--make", action="store_true", help="make the runs with the option that are missing")
     ap.add_argument("--only", default=None, help="comma-separated names of PAIRS to make (default: all)")
-    ap.add_argument("--reuse-trainings", action="store_true",
-                    help="copy the compare trainings of the runs with the defaults into the new runs' job caches "
-                         "(reuse_trainings)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--data", type=Path, default=Path("results/data/expansion-defaults.json"))
     args = ap.parse_args()
     if args.make:
         args.root.mkdir(parents=True, exist_ok=True)
         make(args.root, None if args.only is None else set(args.only.split(",")))
-    if args.reuse_trainings:
-        for name, _, _ in PAIRS:
-            if (args.root / name / "groups.json").exists() and (SOURCE / name / "jobs").exists():
-                print(f"{name}: {reuse_trainings(SOURCE / name, args.root / name)} trainings reused", file=sys.stderr)
     if args.out is None:
         return
     records = [with_point_seconds(pair_record(name, SOURCE / name, args.root / name), args.root / name)

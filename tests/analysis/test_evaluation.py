@@ -428,3 +428,59 @@ def test_test_retest_scores_two_halves_with_known_groups() -> None:
     assert tr["nmi_estimated_vs_halves"] == pytest.approx(
         np.mean([normalized_mutual_info_score(estimate, p) for p in (p0, p1)]))
     assert tr["nmi_halves"] < 0.5  # the two planted partitions disagree on two tasks of six
+
+
+def test_compare_reuses_trainings_across_runs_and_from_older_caches(tiny_run: Path, tmp_path: Path, cli) -> None:
+    """A training from scratch depends on the family, network, budget, tasks and seed only: a run that differs
+    from another in a feature option reuses the other's compare trainings (--trainings-from), and trainings cached
+    under the earlier key (the run's whole configuration pinned) are found again rather than retrained."""
+    from policygradex.common.launcher import JobSpec
+
+    a = tmp_path / "a"
+    shutil.copytree(tiny_run, a)
+    args = ["--seeds", "1", "--steps-per-task", "64", "--eval-episodes", "1", "--backend", "sequential"]
+    rc, _, err = cli("compare", a, *args)
+    assert rc == 0, err
+    first = json.loads((a / "compare" / "compare.json").read_text())["methods"]
+    trainings = {p.name: json.loads(p.read_text()) for p in (a / "jobs").glob("*.json")
+                 if json.loads(p.read_text())["spec"]["args"].get("init") == "scratch"}
+    assert trainings and all(set(j["spec"]["args"]["config"]) == {"family", "network"} for j in trainings.values())
+
+    # b: the same theta_star and groups, another clustering option in its configuration
+    b = tmp_path / "b"
+    shutil.copytree(tiny_run, b)
+    record = json.loads((b / "config.json").read_text())
+    record["config"]["cluster"]["solver"] = "SCS" if record["config"]["cluster"]["solver"] != "SCS" else "CLARABEL"
+    (b / "config.json").write_text(json.dumps(record))
+    rc, _, err = cli("compare", b, *args, "--trainings-from", a)
+    assert rc == 0, err
+    assert f"{len(trainings)} trainings reused" in err
+    copied = {p.name: json.loads(p.read_text())["result"] for p in (b / "jobs").glob("*.json")
+              if json.loads(p.read_text())["spec"]["args"].get("init") == "scratch"}
+    # the same cache keys, and the results are a's own (a training run again would have taken other seconds)
+    assert {name: job["result"] for name, job in trainings.items()} == copied
+    assert json.loads((b / "compare" / "compare.json").read_text())["methods"] == first
+
+    # another budget is another training: nothing to reuse
+    c = tmp_path / "c"
+    shutil.copytree(tiny_run, c)
+    rc, _, err = cli("compare", c, *args[:2], "--steps-per-task", "32", *args[4:], "--trainings-from", a)
+    assert rc == 0, err
+    assert "reused" not in err
+
+    # a's trainings as a compare before this change cached them: the whole configuration in the key
+    whole = json.loads((a / "config.json").read_text())["config"]
+    for name, job in trainings.items():
+        (a / "jobs" / name).unlink()
+        spec = JobSpec(job["spec"]["fn"], {**job["spec"]["args"], "config": whole}, job["spec"]["seed"])
+        (a / "jobs" / f"{spec.key()}.json").write_text(json.dumps({"spec": {**job["spec"], "args": spec.args},
+                                                                   "result": job["result"]}))
+    rc, _, err = cli("compare", a, *args)
+    assert rc == 0, err
+    assert f"{len(trainings)} trainings reused" in err
+    assert {p.name: json.loads(p.read_text())["result"] for p in (a / "jobs").glob("*.json")
+            if p.name in trainings} == {name: job["result"] for name, job in trainings.items()}
+    assert json.loads((a / "compare" / "compare.json").read_text())["methods"] == first
+
+    rc, _, err = cli("compare", a, "--trainings-from", tmp_path / "nowhere")
+    assert_one_line_error(rc, err, "--trainings-from")

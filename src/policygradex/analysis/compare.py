@@ -88,6 +88,11 @@ class CompareConfig:
     paper's multitask-architecture baselines, rows named ``all tasks (NAME)``."""
     seed: int = 0
     """Base seed (seed i of a grouping uses a seed derived from (seed, i, group))."""
+    trainings_from: tuple[str, ...] = ()
+    """Run directories whose compare trainings this one may reuse (``--trainings-from``): a training from scratch
+    that another run of the same family already made with the same network, budget, tasks, evaluation and seed is
+    copied into this run's job cache instead of being trained again (:func:`adopt_trainings`). It changes no
+    result, only what is trained."""
 
 
 BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "ground_truth", "planted", "single")
@@ -173,6 +178,9 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     for net in (cc.group_network, *cc.network_rows):
         if net is not None:
             check_network_name(net)
+    for source in cc.trainings_from:
+        if not (Path(source) / "config.json").is_file():
+            raise PolicyGradExError(f"--trainings-from {source}: not a run directory (no config.json)")
     extra = {}  # bad input fails before any work
     for name, path in cc.extra_groups:
         if name in BUILT_IN or name.startswith("policygradex ") or name in extra:
@@ -214,7 +222,8 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
 
     steps = cc.steps_per_task or ctx.cfg.ppo.steps_per_task
     ppo = ppo_dict(ctx.cfg.ppo, steps_per_task=steps)
-    common = {"config": ctx.cfg.to_dict(), "ppo": ppo, "init": "scratch", "eval_episodes": eval_episodes}
+    common = {"config": training_config(ctx.cfg.to_dict()), "ppo": ppo, "init": "scratch",
+              "eval_episodes": eval_episodes}
     jobs: dict[tuple[Any, ...], JobSpec] = {}  # groupings that share a group share its training
     keys: dict[str, list[list[tuple[Any, ...]]]] = {}  # method -> per seed -> per group: its job
     for method, per_seed in methods.items():
@@ -233,6 +242,10 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
                                     label=f"seed {s}{f' ({net})' if net else ''}: "
                                           f"{','.join(names[i] for i in sorted(g))}",
                                     paths={"run_dir": str(ctx.rd.path)})
+    adopted = adopt_trainings(list(jobs.values()), ctx.rd.path / "jobs",
+                              [ctx.rd.path / "jobs", *(Path(r) / "jobs" for r in cc.trainings_from)])
+    if adopted:
+        console.print(f"compare: {adopted} training{'s' if adopted > 1 else ''} reused from earlier compares")
     results = run_jobs(list(jobs.values()), ctx.rd.path / "jobs", launcher, console,
                        f"compare: {len(jobs)} trainings ({steps} steps per task)")
     by_key = dict(zip(jobs, results))
@@ -288,6 +301,50 @@ def compare(run_dir: Path, cc: CompareConfig, launcher: LauncherConfig, console:
     _plot(record, keys["policygradex"], by_key, names, out_dir / "learning_curves.png")
     write_markdown(out_dir / "compare.md", markdown(record))
     return record
+
+
+def training_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run's configuration (``RunConfig.to_dict()``) that a training from scratch depends on: the
+    family and the network. Its PPO budget, tasks, evaluation and seed are pinned beside it in the job's arguments;
+    theta_star, the features, the surrogate and the clustering do not enter it, so a run that differs from another
+    only there (another ``--expansion-points``, say) shares its trainings' cache keys."""
+    return {"family": config["family"], "network": config["network"]}
+
+
+def adopt_trainings(specs: list[JobSpec], cache_dir: Path, sources: list[Path]) -> int:
+    """Copy into ``cache_dir`` every training from scratch among ``specs`` that it lacks and a job cache in
+    ``sources`` holds, and return how many were copied. Time O(files in ``sources``), memory O(their trainings).
+
+    A cached training counts when its arguments, with its configuration cut to :func:`training_config`, and its
+    seed are the spec's. That also reads trainings cached before compare pinned only that part (their job spec held
+    the run's whole configuration, so they sit under other keys), filling each configuration through
+    ``RunConfig.from_dict`` as it ran."""
+    from policygradex.common.launcher import cache_path, load_cached
+    from policygradex.pipeline.config import RunConfig
+
+    wanted = {spec.key(): spec for spec in specs if spec.args.get("init") == "scratch"
+              and load_cached(cache_dir, spec) is None}
+    copied = 0
+    for source in sources:
+        for path in sorted(Path(source).glob("*.json")) if wanted else ():
+            try:
+                job = load_json(path)
+                spec = job["spec"]
+                if not spec["fn"].endswith(":train_job") or spec["args"].get("init") != "scratch":
+                    continue
+                config = RunConfig.from_dict(spec["args"]["config"]).to_dict()
+                key = JobSpec(spec["fn"], {**spec["args"], "config": training_config(config)}, spec["seed"]).key()
+            except (PolicyGradExError, KeyError, TypeError):
+                continue  # not a training of ours: a corrupt or foreign file is never trusted
+            if key in wanted:
+                ours = wanted.pop(key)
+                atomic_write_json(cache_path(cache_dir, ours),
+                                  {"spec": {"fn": ours.fn, "args": ours.args, "seed": ours.seed, "paths": ours.paths},
+                                   "result": job["result"]})
+                copied += 1
+                if not wanted:
+                    return copied
+    return copied
 
 
 def _plot(record: dict[str, Any], pgx_keys: list[list[tuple[Any, ...]]], by_key: dict, names: list[str],

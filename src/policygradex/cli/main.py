@@ -56,7 +56,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> None:
     cc = CompareConfig(seeds=args.seeds, steps_per_task=args.steps_per_task, eval_episodes=args.eval_episodes,
                        ablate_k=args.ablate_k, ablate_d=args.ablate_d, extra_groups=tuple(args.groups),
                        single=args.single, group_network=args.group_network, network_rows=args.network_rows,
-                       seed=args.seed)
+                       seed=args.seed, trainings_from=tuple(str(r) for r in args.trainings_from))
     _evaluate(args, console, compare, markdown, cc, "compare")
 
 

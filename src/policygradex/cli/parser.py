@@ -181,6 +181,9 @@ def _add_run_dir_commands(sub: argparse._SubParsersAction) -> None:
                          "Meta-World")
     cp.add_argument("--network-rows", type=name_list, default=(), metavar="NAMES",
                     help="also one network of each kind on all tasks, e.g. softmod,care,paco (the paper's baselines)")
+    cp.add_argument("--trainings-from", action="append", default=[], type=Path, metavar="RUN_DIR",
+                    help="reuse the trainings another run's compare already made (same family, network, budget, "
+                         "tasks and seed: the same training); repeatable")
     finish_evaluation_command(cp)
 
     tr = add_run_dir_command(sub, "train", "train and save one policy per group (load with policygradex.load_policy)")
