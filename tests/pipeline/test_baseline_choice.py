@@ -26,7 +26,8 @@ def test_choose_keeps_per_task_only_where_it_is_more_reliable():
 STORES = {"features": ("--expansion-points", "1"),
           "statistics": ("--surrogate", "closed_form", "--store", "statistics", "--expansion-points", "1")}
 """At theta_star alone: with earlier expansion points each point's feature stage keeps its own baseline by the same
-rule, and the run's reliability is the points' combined one, not the one meta.json records for theta_star."""
+rule (test_auto_chooses_its_baseline_at_each_expansion_point), and the run's reliability is the points' combined one,
+not the one meta.json records for theta_star."""
 
 
 @pytest.mark.parametrize("store", sorted(STORES))
@@ -103,3 +104,38 @@ def test_keeping_the_value_head_resumes_an_interrupted_rewrite(tmp_path: Path, s
         if store == "statistics":
             assert "split_sums" not in z.files
             np.testing.assert_array_equal(z["per_task_split_sums"], a["split_sums"])
+
+
+def test_auto_chooses_its_baseline_at_each_expansion_point(tmp_path: Path):
+    """With the default expansion points, --baseline auto chooses at each point by the same rule from that point's
+    own reliabilities: each point's U is, byte for byte, that point's U in the run of the baseline it keeps there,
+    and the run clusters those U's combined. On this family the two points keep different baselines, so the run is
+    neither baseline's run."""
+    from policygradex.pipeline.clustering import combine
+
+    family, n = "planted(kind=reward,env=cartpole,n=12,groups=3)", 12
+    runs = {b: tmp_path / b for b in ("policy", "per_task", "auto")}
+    for baseline, out in runs.items():
+        if baseline != "policy":  # the same theta_star for every run (each half-budget point retrains the same)
+            out.mkdir()
+            for name in ("theta_star.pt", "meta_train_curve.csv", "config.json"):
+                shutil.copy2(runs["policy"] / name, out / name)
+            record = json.loads((out / "config.json").read_text())
+            record["config"]["features"]["baseline"] = baseline
+            (out / "config.json").write_text(json.dumps(record))
+        assert main(tiny_run_args(out, family, "--k", "3", "--baseline", baseline)) == 0
+    points = json.loads((runs["auto"] / "config.json").read_text())["config"]["features"]["expansion_points"]
+    assert points == [0.5, 1.0]
+    where = {0.5: ("points/0.5/features/meta.json", "points/0.5/affinity.npy"),
+             1.0: ("features/meta.json", "affinity_theta_star.npy")}
+    chosen_Us, kept_at = [], []
+    for point, (meta_path, u_path) in where.items():
+        meta = json.loads((runs["auto"] / meta_path).read_text())["baseline"]
+        assert set(meta["reliability"]) == {"policy", "per_task"}
+        assert meta["chosen"] == choose(meta["reliability"]), point
+        kept = runs[meta["chosen"]] / u_path
+        assert (runs["auto"] / u_path).read_bytes() == kept.read_bytes(), point
+        chosen_Us.append(np.load(kept))
+        kept_at.append(meta["chosen"])
+    assert kept_at == ["per_task", "policy"]
+    assert np.array_equal(np.load(runs["auto"] / "affinity.npy"), combine(chosen_Us))
