@@ -23,6 +23,21 @@ def test_choose_keeps_per_task_only_where_it_is_more_reliable():
     assert choose({"policy": 0.1, "per_task": None}) == "policy"
 
 
+def runs_per_baseline(tmp_path: Path, family: str, *extra: str) -> dict[str, Path]:
+    """Tiny runs of ``family`` with --baseline policy, per_task and auto, all from the policy run's theta_star."""
+    runs = {b: tmp_path / b for b in ("policy", "per_task", "auto")}
+    for baseline, out in runs.items():
+        if baseline != "policy":
+            out.mkdir()
+            for name in ("theta_star.pt", "meta_train_curve.csv", "config.json"):
+                shutil.copy2(runs["policy"] / name, out / name)
+            record = json.loads((out / "config.json").read_text())
+            record["config"]["features"]["baseline"] = baseline
+            (out / "config.json").write_text(json.dumps(record))
+        assert main(tiny_run_args(out, family, "--k", "3", "--baseline", baseline, *extra)) == 0
+    return runs
+
+
 STORES = {"features": ("--expansion-points", "1"),
           "statistics": ("--surrogate", "closed_form", "--store", "statistics", "--expansion-points", "1")}
 """At theta_star alone: with earlier expansion points each point's feature stage keeps its own baseline by the same
@@ -39,16 +54,7 @@ def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: 
     recomputes nothing."""
     family = f"planted(kind={kind},env=cartpole,n={n},groups=3)"
     extra = STORES[store]
-    runs = {b: tmp_path / b for b in ("policy", "per_task", "auto")}
-    for baseline, out in runs.items():
-        if baseline != "policy":  # the same theta_star for every run
-            out.mkdir()
-            for name in ("theta_star.pt", "meta_train_curve.csv", "config.json"):
-                shutil.copy2(runs["policy"] / name, out / name)
-            record = json.loads((out / "config.json").read_text())
-            record["config"]["features"]["baseline"] = baseline
-            (out / "config.json").write_text(json.dumps(record))
-        assert main(tiny_run_args(out, family, "--k", "3", "--baseline", baseline, *extra)) == 0
+    runs = runs_per_baseline(tmp_path, family, *extra)
     meta = json.loads((runs["auto"] / "features" / "meta.json").read_text())["baseline"]
     assert meta["chosen"] == kept
     reliability = {b: Groups.load(runs[b] / "groups.json", n).confidence.gradient_reliability
@@ -114,16 +120,7 @@ def test_auto_chooses_its_baseline_at_each_expansion_point(tmp_path: Path):
     from policygradex.pipeline.clustering import combine
 
     family, n = "planted(kind=reward,env=cartpole,n=12,groups=3)", 12
-    runs = {b: tmp_path / b for b in ("policy", "per_task", "auto")}
-    for baseline, out in runs.items():
-        if baseline != "policy":  # the same theta_star for every run (each half-budget point retrains the same)
-            out.mkdir()
-            for name in ("theta_star.pt", "meta_train_curve.csv", "config.json"):
-                shutil.copy2(runs["policy"] / name, out / name)
-            record = json.loads((out / "config.json").read_text())
-            record["config"]["features"]["baseline"] = baseline
-            (out / "config.json").write_text(json.dumps(record))
-        assert main(tiny_run_args(out, family, "--k", "3", "--baseline", baseline)) == 0
+    runs = runs_per_baseline(tmp_path, family)  # each half-budget point retrains the same
     points = json.loads((runs["auto"] / "config.json").read_text())["config"]["features"]["expansion_points"]
     assert points == [0.5, 1.0]
     where = {0.5: ("points/0.5/features/meta.json", "points/0.5/affinity.npy"),
