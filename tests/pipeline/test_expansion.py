@@ -328,3 +328,64 @@ def test_the_policy_source_is_idle_without_earlier_points():
 
     assert diff((1.0,)) == []
     assert diff((0.5, 1.0)) == ["features.expansion_policy: 'snapshot' -> 'retrain'"]
+
+
+def test_weighted_combine_is_the_weighted_mean_of_the_standardised_us():
+    rng = np.random.default_rng(4)
+    A, B = rng.normal(size=(2, 6, 6))
+    assert np.allclose(combine([A, B], [1.0, 3.0]), (standardize(A) + 3 * standardize(B)) / 4)
+    assert np.allclose(combine([A, B], [2.0, 2.0]), combine([A, B]))
+    assert np.allclose(combine([A, B], [0.0, 5.0]), standardize(B))
+    for bad in ([1.0], [-1.0, 2.0], [0.0, 0.0]):
+        with pytest.raises(ValueError):
+            combine([A, B], bad)
+
+
+def test_point_weights_reliability_weighs_each_point_by_its_own_gradient_signal(points_run: Path, tmp_path: Path,
+                                                                                 cli):
+    """``--point-weights reliability`` on a finished run redoes the affinity and what follows, nothing before it:
+    each point's weight is max(r, 0) of its gradient signal's split-half reliability, r recomputed here from that
+    point's feature files alone; affinity.npy is the points' U's combined with those weights, the confidence's
+    split halves and gradient reliability use them, and the report and stability say so. Back to ``equal``, the run
+    is byte for byte what it was."""
+    from policygradex.pipeline.confidence import task_fitting_halves
+    from policygradex.pipeline.statistics import rows_of_files
+
+    run = tmp_path / "run"
+    shutil.copytree(points_run, run)
+    before = {p: p.read_bytes() for p in (run / "affinity.npy", run / "groups.json")}
+    features = {p: p.stat().st_mtime_ns for p in run.rglob("task_*.npz")}
+    assert features
+    rc, _, err = cli("run", "cartpole", "--preset", "tiny", "--seed", "0", "--out", run, *POINTS, "--k", "2",
+                     "--point-weights", "reliability")
+    assert rc == 0, err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("task_*.npz")} == features
+    record = json.loads((run / "affinity_stats.json").read_text())["point_weights"]
+    assert record["rule"] == "reliability" and record["points"] == [1.0, 0.5]
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    rel = []
+    for where in (run, run / "points" / "0.5"):  # the per-task baseline: each half's advantages fitted apart
+        halves = [task_fitting_halves(F.numpy(), y.numpy(), w.numpy(), cfg["features"]["holdout_fraction"])
+                  for F, y, w in rows_of_files(sorted((where / "features").glob("task_*.npz")), split=True)]
+        rel.append(interaction_reliability(np.stack([h[0] for h in halves]), np.stack([h[1] for h in halves])))
+    assert record["reliability"] == pytest.approx(rel, abs=1e-12)
+    weights = [max(r, 0.0) for r in rel]
+    assert record["weights"] == pytest.approx(weights, abs=1e-12) and len(set(weights)) == 2
+    U = combine([np.load(run / "affinity_theta_star.npy"), np.load(run / "points" / "0.5" / "affinity.npy")], weights)
+    assert np.array_equal(np.load(run / "affinity.npy"), U)
+    table, point = SubsetTable.load(run / "subsets.npz"), SubsetTable.load(run / "points" / "0.5" / "subsets.npz")
+    split = split_half_reliability(table.subsets, [table.f_hat, point.f_hat], 10, seed=0, weights=weights)
+    assert json.loads((run / "affinity_stats.json").read_text())["split_half"] == pytest.approx(split)
+    assert "weighted by each point's gradient reliability" in (run / "report.md").read_text()
+    rc, _, err = cli("stability", run, "--resamples", "1", "--backend", "sequential")
+    assert rc == 0, err
+    jobs = {j["spec"]["args"]["theta_sha"]: j["result"] for j in _resample_jobs(run)}
+    own = [subset_affinity(table.subsets, np.asarray(jobs[file_sha(where / "theta_star.pt")]["f_hat"]), 10)
+           for where in (run, run / "points" / "0.5")]
+    stab = json.loads((run / "stability" / "stability.json").read_text())
+    assert stab["corr_with_run"]["mean"] == pytest.approx(standardized_corr(U, combine(own, weights)))
+    assert stab["corr_with_run"]["mean"] != pytest.approx(standardized_corr(U, combine(own)))
+    # back to equal weights: the files of the run before, byte for byte
+    rc, _, err = cli("run", "cartpole", "--preset", "tiny", "--seed", "0", "--out", run, *POINTS, "--k", "2")
+    assert rc == 0, err
+    assert {p: p.read_bytes() for p in before} == before

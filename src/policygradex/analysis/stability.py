@@ -63,6 +63,7 @@ from policygradex.pipeline.features import (
 )
 from policygradex.pipeline.group_record import Groups
 from policygradex.pipeline.partitions import groups_from_labels, labels_from_groups
+from policygradex.pipeline.stages import recorded_point_weights
 from policygradex.pipeline.subset_table import SubsetTable
 from policygradex.pipeline.surrogate import run_surrogate
 
@@ -183,10 +184,11 @@ def _pairs_mean(values: list[float]) -> dict[str, float]:
     return {"mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()), "max": float(arr.max())}
 
 
-def _combined(per_point: list[list[np.ndarray]]) -> list[np.ndarray]:
+def _combined(per_point: list[list[np.ndarray]], weights: list[float] | None) -> list[np.ndarray]:
     """Estimate by estimate (the run's, then each resample's), the points' U's combined as affinity.npy is
-    (:func:`combine`: one point's U as it is); ``per_point[j][e]`` is point j's U of estimate e."""
-    return [combine([Us[e] for Us in per_point]) for e in range(len(per_point[0]))]
+    (:func:`combine` with the run's point ``weights``: one point's U as it is); ``per_point[j][e]`` is point j's U
+    of estimate e."""
+    return [combine([Us[e] for Us in per_point], weights) for e in range(len(per_point[0]))]
 
 
 def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, console: Console) -> dict[str, Any]:
@@ -224,7 +226,9 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     point_Us = [[U_run] + [affinity_matrix(kind, subsets, np.asarray(res["f_hat"]), np.asarray(res["task_loss"]), n,
                                            interaction=interaction)[0] for res in point_results]
                 for U_run, point_results in zip(own, results)]
-    Us = [load_npy(ctx.rd.affinity)] + _combined(point_Us)[1:]  # the run's: the U it clustered
+    # the points weigh what they weigh in the run (--point-weights): a resample keeps the run's weights
+    weights = recorded_point_weights(ctx.rd) if several else None
+    Us = [load_npy(ctx.rd.affinity)] + _combined(point_Us, weights)[1:]  # the run's: the U it clustered
     labels = [labels_from_groups(groups_run.index_lists(), n)]
     labels += [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in Us[1:]]
     table = _agreement(Us, labels)
@@ -233,7 +237,8 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     other = "in_sample" if cfg.surrogate.evaluation == "held_out" else "held_out"
     f_others = [[getattr(t, f"f_hat_{other}")] + [np.asarray(r[f"f_hat_{other}"]) for r in point_results]
                 for t, point_results in zip(tables, results)]
-    U_other = _combined([[subset_affinity(subsets, f, n, interaction) for f in f_other] for f_other in f_others])
+    U_other = _combined([[subset_affinity(subsets, f, n, interaction) for f in f_other] for f_other in f_others],
+                        weights)
     labels_other = [cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels for U in U_other]
     table_other = {"evaluation": other, **_agreement(U_other, labels_other)}
     together = np.mean([lab[:, None] == lab[None, :] for lab in labels], axis=0)
@@ -243,7 +248,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     same_n = all(N_point == p.cfg.features.transitions_per_task for N_point, p in zip(Ns, points))
     first = 0 if same_n else 1
     # pooled per point (its U averaged over the estimates), then the points combined
-    pooled = combine([np.mean(point_U[first:], axis=0) for point_U in point_Us])
+    pooled = combine([np.mean(point_U[first:], axis=0) for point_U in point_Us], weights)
     f_hats_points = [[t.f_hat] + [np.asarray(r["f_hat"]) for r in point_results]
                      for t, point_results in zip(tables, results)]
     f_hats = f_hats_points[0]  # theta_star's
@@ -257,7 +262,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
         # combined U's, which with expansion points is also scored itself
         head, score = truth
         f_other_pooled = [np.mean(f_other[first:], axis=0) for f_other in f_others]
-        U_other_pooled = combine([subset_affinity(subsets, f, n, interaction) for f in f_other_pooled])
+        U_other_pooled = combine([subset_affinity(subsets, f, n, interaction) for f in f_other_pooled], weights)
         other_pooled_labels = cluster(U_other_pooled, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels
         vs_truth = {**head, "evaluation": cfg.surrogate.evaluation,
                     **_scored(score, f_hats, labels, f_hat_pooled, pooled_labels,

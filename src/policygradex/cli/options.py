@@ -193,8 +193,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             sur = replace(sur, **{field_name: getattr(args, attr)})
     for attr, field_name in [("k", "k"), ("lam", "lam"), ("affinity", "affinity"), ("solver", "solver"),
                              ("cluster_method", "method"), ("interaction", "interaction"),
-                             ("bootstrap_method", "bootstrap_method")]:
-        if getattr(args, attr) is not None:
+                             ("bootstrap_method", "bootstrap_method"), ("point_weights", "point_weights")]:
+        if getattr(args, attr, None) is not None:
             clu = replace(clu, **{field_name: getattr(args, attr)})
     return replace(cfg, network=net, ppo=ppo, features=feat, surrogate=sur, cluster=clu)
 

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--interaction", choices=["subsets", "matrix"],
                    help="remove per-task effects from f^ over the subsets before eq. 5, or from U after it (the "
                         f"paper's eq. 5 as written) (default: {d.cluster.interaction})")
+    g.add_argument("--point-weights", choices=["equal", "reliability"],
+                   help="weigh the expansion points' U's equally, or each by its gradient signal's split-half "
+                        f"reliability over transitions (default: {d.cluster.point_weights})")
     g.add_argument("--cluster-method", choices=["auto", "exact", "sdp", "exhaustive", "fast"],
                    help="exact search over all partitions (n <= 12), SDP + rounding + local search, fast (spectral "
                         "starts + local search, a spectral bound), or auto: exact for n <= 12, SDP up to 100, fast "

@@ -97,7 +97,7 @@ def halves_reliability(rs: list[float]) -> dict[str, Any] | None:
 def split_half_reliability(
     subsets: list[list[int]], f_hat: np.ndarray | list[np.ndarray], n: int, kind: str = "subset",
     task_loss: np.ndarray | None = None,
-    splits: int = 50, seed: int = 0, interaction: bool = True,
+    splits: int = 50, seed: int = 0, interaction: bool = True, weights: list[float] | None = None,
 ) -> dict[str, float | int] | None:
     """How reproducible the affinity is over the subsets: U from one random half of the *distinct* subsets vs U
     from the other half.
@@ -113,7 +113,8 @@ def split_half_reliability(
     inflate r. Returns ``reliability``, ``r_mean``, ``r_sd`` (over splits), ``splits`` (those where both halves cover
     every pair), ``distinct_subsets`` and the number of subsets per pair in a half (``pair_min``, ``pair_median``);
     None when no halving covers every pair. ``f_hat`` may be a list of several expansion points' f^ on the same
-    subsets (``subset`` affinity): each half's U is then the mean of the points' standardised U's.
+    subsets (``subset`` affinity): each half's U is then the mean of the points' standardised U's (weighted by
+    ``weights``, the run's point weights, where given).
     """
     from policygradex.pipeline.clustering import combine, standardized_corr
 
@@ -138,7 +139,7 @@ def split_half_reliability(
             per_pair.append(counts)
             tl = task_loss[idx] if task_loss is not None else np.zeros((len(idx), n))
             Us = [affinity_matrix(kind, sub, fh[idx], tl, n, interaction=interaction)[0] for fh in f_hats]
-            halves.append(combine(Us))
+            halves.append(combine(Us, weights))
         if ok:
             rs.append(standardized_corr(halves[0], halves[1]))
     out = halves_reliability(rs)

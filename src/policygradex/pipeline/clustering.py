@@ -117,13 +117,19 @@ def standardize(U: np.ndarray) -> np.ndarray:
     return C / sd
 
 
-def combine(Us: Sequence[np.ndarray]) -> np.ndarray:
+def combine(Us: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
     """The affinity of several expansion points (``--expansion-points``): the mean of their :func:`standardize`-d
-    U's, so that each point weighs the same whatever the scale of its f^ (one point: its U as it is). O(P n^2) for
-    P points, like the U's themselves."""
+    U's, so that each point weighs the same whatever the scale of its f^ (one point: its U as it is), or with
+    ``weights`` (one per U, >= 0, not all 0; ``--point-weights reliability``) their weighted mean. O(P n^2) for P
+    points, like the U's themselves."""
     if len(Us) == 1:
         return Us[0]
-    return np.mean([standardize(U) for U in Us], axis=0)
+    if weights is None:
+        return np.mean([standardize(U) for U in Us], axis=0)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(Us),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"combine: {len(Us)} U's need as many weights >= 0, not all 0; got {list(weights)}")
+    return np.einsum("p,pij->ij", w / w.sum(), np.stack([standardize(U) for U in Us]))
 
 
 def standardized_corr(U: np.ndarray, V: np.ndarray) -> float:

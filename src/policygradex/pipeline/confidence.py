@@ -63,14 +63,15 @@ Replicate = Callable[[np.random.Generator], "np.ndarray | None"]
 
 
 def subset_replicate(subsets: list[list[int]], f_hats: Sequence[np.ndarray], n: int,
-                     interaction: bool = True) -> Replicate:
+                     interaction: bool = True, weights: Sequence[float] | None = None) -> Replicate:
     """Resamples of the m subsets with replacement; with several expansion points (one f^ each, on the same subsets)
-    every point is rebuilt from the same draw, as the run drew its subsets once for all of them."""
+    every point is rebuilt from the same draw, as the run drew its subsets once for all of them, and their U's are
+    combined with the run's point ``weights``."""
     def draw(rng: np.random.Generator) -> np.ndarray | None:
         idx = rng.integers(0, len(subsets), len(subsets))
         sub = [subsets[j] for j in idx]
         try:
-            return combine([subset_affinity(sub, f_hat[idx], n, interaction) for f_hat in f_hats])
+            return combine([subset_affinity(sub, f_hat[idx], n, interaction) for f_hat in f_hats], weights)
         except PolicyGradExError:  # a resample in which two tasks share no subset: skipped (rare at the default m)
             return None
     return draw
@@ -86,9 +87,9 @@ def transition_replicate(stats: Statistics, l2: float, alpha: int, terms: Curvat
 
 
 def resampled_stability(replicates: Sequence[Replicate], n: int, labels: np.ndarray, reps: int = 200, seed: int = 0,
-                        **cluster_kwargs: Any) -> dict[str, Any]:
+                        weights: Sequence[float] | None = None, **cluster_kwargs: Any) -> dict[str, Any]:
     """Hennig's cluster-wise stability: ``reps`` times, every replicate draws (in order, from one generator), their
-    U's are combined (:func:`combine`) and clustered with the run's k (``cluster_kwargs``), the run's groups as one
+    U's are combined (:func:`combine`, with the run's point ``weights``) and clustered with the run's k (``cluster_kwargs``), the run's groups as one
     more start. Returns ``reps`` (resamples used: one where any replicate gave None is skipped), the mean Jaccard
     per group and, for n <= COCLUSTERING_MAX_N, the (n, n) co-clustering matrix (else None)."""
     rng = np.random.default_rng(seed)
@@ -101,7 +102,7 @@ def resampled_stability(replicates: Sequence[Replicate], n: int, labels: np.ndar
         Us = [draw(rng) for draw in replicates]
         if any(U is None for U in Us):
             continue
-        lab = cluster(combine(Us), k=k, exhaustive_check=False, relaxation_gap=False, init=labels,
+        lab = cluster(combine(Us, weights), k=k, exhaustive_check=False, relaxation_gap=False, init=labels,
                       **cluster_kwargs).labels
         if co is not None:
             co += lab[:, None] == lab[None, :]
@@ -113,13 +114,14 @@ def resampled_stability(replicates: Sequence[Replicate], n: int, labels: np.ndar
 
 
 def bootstrap_groups(subsets: list[list[int]], f_hat: np.ndarray, n: int, labels: np.ndarray, reps: int = 200,
-                     seed: int = 0, interaction: bool = True, **cluster_kwargs: Any) -> dict[str, Any]:
+                     seed: int = 0, interaction: bool = True, weights: Sequence[float] | None = None,
+                     **cluster_kwargs: Any) -> dict[str, Any]:
     """Resample the subsets with replacement ``reps`` times; recluster with the run's k (``cluster_kwargs``), the
     run's groups as one more start. Returns ``reps`` (resamples used), the mean Jaccard per group and, for
     n <= COCLUSTERING_MAX_N, the (n, n) co-clustering matrix (else None). ``f_hat`` may be a list of several
-    expansion points' f^ on the same subsets (:func:`subset_replicate`)."""
+    expansion points' f^ on the same subsets (:func:`subset_replicate`, combined with the point ``weights``)."""
     f_hats = f_hat if isinstance(f_hat, list) else [f_hat]
-    return resampled_stability([subset_replicate(subsets, f_hats, n, interaction)], n, labels, reps, seed,
+    return resampled_stability([subset_replicate(subsets, f_hats, n, interaction, weights)], n, labels, reps, seed,
                                **cluster_kwargs)
 
 
@@ -149,13 +151,14 @@ def transition_bootstrap(stats: Statistics, l2: float, alpha: int, labels: np.nd
 
 
 def transition_split_half(stats: Statistics | Sequence[Statistics], l2: float, alpha: int, splits: int = 50,
-                          seed: int = 0) -> dict[str, Any] | None:
+                          seed: int = 0, weights: Sequence[float] | None = None) -> dict[str, Any] | None:
     """Split-half reliability of the closed-form U over transitions: each task's blocks split at random in two
     halves, U from each (the shared-curvature part: a first-order part computed from all transitions would be
     common to both halves and inflate r), Pearson r of their standardised off-diagonal entries averaged over ``splits`` halvings,
     stepped up by Spearman-Brown (2r / (1 + r)). The same keys as :func:`.affinity.split_half_reliability` where
     they apply, with ``blocks`` instead of subsets. None with fewer than 2 blocks or 3 tasks. A list of several
-    expansion points' statistics: each point's blocks halved on their own, each half's U :func:`combine`-d."""
+    expansion points' statistics: each point's blocks halved on their own, each half's U :func:`combine`-d (with
+    the point ``weights``)."""
     points = [stats] if isinstance(stats, Statistics) else list(stats)
     n, R = points[0].n, min(p.blocks for p in points)
     if R < 2 or n < 3:
@@ -168,7 +171,7 @@ def transition_split_half(stats: Statistics | Sequence[Statistics], l2: float, a
             side = np.argsort(rng.random((n, p.blocks)), axis=1) < p.blocks // 2  # each task: a uniform half
             pairs.append([expected_affinity(p, l2, alpha, b=p.reweighted_b(mask.astype(np.float64)))
                           for mask in (side, ~side)])
-        rs.append(standardized_corr(combine([a for a, _ in pairs]), combine([b for _, b in pairs])))
+        rs.append(standardized_corr(combine([a for a, _ in pairs], weights), combine([b for _, b in pairs], weights)))
     out = halves_reliability(rs)
     return None if out is None else {**out, "blocks": R, "resampled": "transitions"}
 
@@ -241,12 +244,14 @@ def task_signal(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def interaction_reliability(G_first: np.ndarray | Sequence[np.ndarray],
-                            G_second: np.ndarray | Sequence[np.ndarray]) -> float | None:
+                            G_second: np.ndarray | Sequence[np.ndarray],
+                            weights: Sequence[float] | None = None) -> float | None:
     """Spearman-Brown reliability of G G^T from two halves' per-task G (n, d); None when either has no structure.
-    Lists of several expansion points' halves: each half's G G^T over the points :func:`combine`-d, as U is."""
+    Lists of several expansion points' halves: each half's G G^T over the points :func:`combine`-d (with the point
+    ``weights``), as U is."""
     firsts = [G_first] if isinstance(G_first, np.ndarray) else list(G_first)
     seconds = [G_second] if isinstance(G_second, np.ndarray) else list(G_second)
-    r = standardized_corr(combine([G @ G.T for G in firsts]), combine([G @ G.T for G in seconds]))
+    r = standardized_corr(combine([G @ G.T for G in firsts], weights), combine([G @ G.T for G in seconds], weights))
     return None if np.isnan(r) else spearman_brown(r)
 
 

@@ -236,6 +236,12 @@ class ClusterConfig:
     exhaustive_check: bool = True
     """For n <= 12 with ``sdp``, also search all partitions with the same k and report whether the SDP groups are
     optimal."""
+    point_weights: Literal["equal", "reliability"] = "equal"
+    """How the expansion points' U's are weighted in the U clustered (``--point-weights``; one point: unused).
+    ``equal`` (default): each point's standardised U the same. ``reliability``: each point by max(r, 0), r the
+    split-half reliability over transitions of its gradient interaction (the confidence's gradient signal, measured
+    at that point alone): the share of its U that reproduces, so a point whose tasks' gradients are noise there
+    counts for little (all r <= 0: equal weights). results/third-point.md measures it."""
 
 
 @dataclass(frozen=True)

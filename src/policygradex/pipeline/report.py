@@ -228,6 +228,15 @@ def expansion_lines(st: "RunState") -> list[str]:
     if not st.points:
         return []
     assert st.U is not None
+    record = load_json(st.rd.affinity_stats).get("point_weights") if st.rd.affinity_stats.exists() else None
+    weighted: dict[float, str] = {}
+    if record and record.get("reliability"):
+        w = record.get("weights")
+        total = sum(w) if w else len(record["points"])
+        for i, f in enumerate(record["points"]):
+            r = record["reliability"][i]
+            weighted[float(f)] = (f"weight {(w[i] if w else 1.0) / total:.2f}, gradient reliability "
+                                  f"{'-' if r is None else f'{r:.2f}'}; ")
     parts = []
     for p in [*st.points, st]:
         fraction = 1.0 if p.point is None else p.point
@@ -238,10 +247,13 @@ def expansion_lines(st: "RunState") -> list[str]:
         iteration = len(p.curve) if p.curve else st.cfg.earlier_points.get(fraction, st.cfg.ppo.iterations)
         parts.append(f"{fraction:g} (iteration {iteration}"
                      + (f", mean return {_fmt(ret)}" if ret is not None else "")
-                     + f"; {rel}; r = {standardized_corr(U, st.U):.2f} with the combined U)")
+                     + f"; {weighted.get(fraction, '')}{rel}; r = {standardized_corr(U, st.U):.2f} with the "
+                       "combined U)")
     how = ("each earlier one meta-trained on its own on that fraction of the budget"
            if st.cfg.features.expansion_policy == "retrain" else "each earlier one a snapshot of meta-training")
-    return ["", f"Expansion points: the U clustered is the mean of the standardised U's of the policies at "
+    mean = ("mean weighted by each point's gradient reliability (--point-weights reliability; equal where none "
+            "is above 0)" if weighted else "mean")
+    return ["", f"Expansion points: the U clustered is the {mean} of the standardised U's of the policies at "
             + "; ".join(parts) + f" ({how}). Each point's files are in points/F; theta_star's own U is "
             "affinity_theta_star.npy."]
 

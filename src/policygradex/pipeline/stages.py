@@ -60,7 +60,7 @@ from policygradex.pipeline.confidence import (
     transition_split_half,
     verdict,
 )
-from policygradex.pipeline.config import RunConfig
+from policygradex.pipeline.config import ClusterConfig, RunConfig
 from policygradex.pipeline.feature_blocks import (
     block_normalization,
     block_specs,
@@ -136,6 +136,9 @@ class RunState:
     """Inside an earlier expansion point: its fraction of meta-training (shown in the stage messages)."""
     new_points: set[float] = field(default_factory=set)
     """The earlier expansion points whose policy this invocation trained (their later stages are recomputed)."""
+    signal_halves: list[tuple[np.ndarray, np.ndarray] | None] = field(default_factory=list)
+    """:func:`final_signal_halves` once computed (one entry), so that the point weights and the confidence read the
+    feature files once."""
 
     @property
     def surrogate_method(self) -> str:
@@ -399,6 +402,44 @@ def gradient_signal_reliability(st: RunState) -> float | None:
     return None if halves is None or st.family.n < 3 else interaction_reliability(*halves)
 
 
+def final_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`gradient_signal_halves` of the run's final features, computed once (``st.signal_halves``) for the
+    point weights and the confidence, which both run after the feature stage has collected its last N (its growth
+    loop under ``--target-reliability`` measures each N afresh)."""
+    if not st.signal_halves:
+        st.signal_halves.append(gradient_signal_halves(st))
+    return st.signal_halves[0]
+
+
+def measure_point_weights(st: RunState) -> dict[str, Any] | None:
+    """The weights of theta_star and each earlier point, in the order the U's are combined (theta_star first, then
+    ``st.points``), under ``--point-weights`` (:attr:`.config.ClusterConfig.point_weights`), as affinity_stats.json
+    records them: ``points`` (fractions), ``reliability`` (each point's :func:`gradient_signal_reliability`, with
+    ``reliability``) and ``weights`` (None: equal). None without earlier points. With ``reliability`` each weight is
+    max(r, 0), r each point's :func:`gradient_signal_reliability`; where any r cannot be measured or every r is
+    <= 0 the weights are equal. O(P n N d) for P points: one pass over each point's feature files (or its
+    statistics), whose halves the confidence then reuses."""
+    if not st.points:
+        return None
+    states = [st, *st.points]
+    record: dict[str, Any] = {"rule": st.cfg.cluster.point_weights,
+                              "points": [1.0] + [float(p.point) for p in st.points if p.point is not None]}
+    if st.cfg.cluster.point_weights == "equal":
+        return {**record, "weights": None}
+    halves = [final_signal_halves(s) for s in states]
+    rel = [None if h is None or st.family.n < 3 else interaction_reliability(*h) for h in halves]
+    weights = None if any(r is None for r in rel) else [max(float(r), 0.0) for r in rel if r is not None]
+    if weights is not None and sum(weights) <= 0:
+        weights = None
+    return {**record, "reliability": rel, "weights": weights}
+
+
+def recorded_point_weights(rd: RunDir) -> list[float] | None:
+    """The combined U's point weights as the affinity stage recorded them (None: equal, or a single point)."""
+    record = load_json(rd.affinity_stats).get("point_weights") if rd.affinity_stats.exists() else None
+    return None if not record else record.get("weights")
+
+
 def collect_features(st: RunState, N: int, recompute_all: bool, check_rows: bool,
                      growth: dict[str, Any] | None = None) -> bool:
     """Collect and write the feature files of every block that lacks one (every block with ``recompute_all``; with
@@ -587,6 +628,8 @@ def stage_affinity(st: RunState) -> None:
     options: dict[str, Any] = {"affinity": cfg.cluster.affinity, "interaction": cfg.cluster.interaction}
     if st.points:
         options["expansion_points"] = list(cfg.features.expansion_points)
+        if cfg.cluster.point_weights != "equal":  # equal: the options (and files) of runs before the option
+            options["point_weights"] = cfg.cluster.point_weights
     stats_path = rd.affinity_stats
     fresh = not st.stale("affinity", rd.affinity, rd.affinity_csv, stats_path,
                          *([rd.affinity_theta_star] if st.points else []))
@@ -598,12 +641,15 @@ def stage_affinity(st: RunState) -> None:
         return
     t0 = time.perf_counter()
     directed = None
+    weighting = measure_point_weights(st)
+    weights = None if weighting is None else weighting["weights"]
     if st.surrogate_method == "closed_form":
         assert st.stats is not None
         U = affinity(st.stats, cfg.surrogate.l2, subset_size(cfg, n), cfg.surrogate.evaluation, st.terms)
         assert all(p.stats is not None for p in st.points)
         point_stats = [st.stats] + [p.stats for p in st.points if p.stats is not None]
-        reliability = transition_split_half(point_stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed)
+        reliability = transition_split_half(point_stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed,
+                                            weights=weights)
     else:
         assert st.subsets is not None
         subsets, f_hat, task_loss = st.subsets.subsets, st.subsets.f_hat, st.subsets.task_loss_matrix(n)
@@ -611,12 +657,15 @@ def stage_affinity(st: RunState) -> None:
                                       interaction=cfg.cluster.interaction == "subsets")
         f_hats = [f_hat] + [point_subsets(p, subsets).f_hat for p in st.points]
         reliability = split_half_reliability(subsets, f_hats if st.points else f_hat, n, cfg.cluster.affinity,
-                                             task_loss, seed=cfg.seed, interaction=cfg.cluster.interaction == "subsets")
+                                             task_loss, seed=cfg.seed, interaction=cfg.cluster.interaction == "subsets",
+                                             weights=weights)
     if st.points:
         assert all(p.U is not None for p in st.points)
         atomic_save_npy(rd.affinity_theta_star, U)
-        U = combine([U] + [p.U for p in st.points if p.U is not None])
-    atomic_write_json(stats_path, {"split_half": reliability, "options": options})
+        U = combine([U] + [p.U for p in st.points if p.U is not None], weights)
+    atomic_write_json(stats_path, {"split_half": reliability, "options": options,
+                                   **({"point_weights": weighting} if weighting is not None and
+                                      weighting["rule"] != "equal" else {})})
     if directed is not None:
         atomic_save_npy(rd.affinity_directed, directed)
     atomic_save_npy(rd.affinity, U)
@@ -639,13 +688,23 @@ def point_subsets(point: RunState, subsets: list[list[int]]) -> SubsetTable:
     return point.subsets
 
 
+def _cluster_options(recorded: dict[str, Any]) -> dict[str, Any] | None:
+    """The clustering options a groups.json was made with, a field it lacks (added since) at its default, which is
+    what such a run ran with (no ClusterConfig default has changed: :data:`.config.LEGACY_VALUES` holds none), so
+    that a new option does not recluster every earlier run; None for a record with a field ClusterConfig lacks."""
+    try:
+        return dataclasses.asdict(dataclasses.replace(ClusterConfig(), **recorded))
+    except TypeError:
+        return None
+
+
 def stage_cluster(st: RunState) -> None:
     cfg, rd = st.cfg, st.rd
     cc = cfg.cluster
     options = dataclasses.asdict(cc)
     if not st.stale("cluster", rd.groups):
         st.groups = Groups.load(rd.groups, st.family.n)
-        if st.groups.cluster_config == options:
+        if _cluster_options(st.groups.cluster_config) == options:
             st.done("cluster", computed=False)
             return
     assert st.U is not None
@@ -692,9 +751,10 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
     closed = st.surrogate_method == "closed_form"
     states = [st, *st.points]  # every expansion point, theta_star first
     where = "at the expansion points" if st.points else "at theta_star"
-    halves = [gradient_signal_halves(s) for s in states]
+    weights = recorded_point_weights(st.rd) if st.points else None
+    halves = [final_signal_halves(s) for s in states]
     firsts, seconds = [h[0] for h in halves if h is not None], [h[1] for h in halves if h is not None]
-    grad_rel = None if len(firsts) < len(states) or n < 3 else interaction_reliability(firsts, seconds)
+    grad_rel = None if len(firsts) < len(states) or n < 3 else interaction_reliability(firsts, seconds, weights)
     # a task is placeable when its signal reproduces at any point: the combined U carries each point's
     signal = () if len(firsts) < len(states) else tuple(
         float(x) for x in np.max([task_signal(a, b) for a, b in zip(firsts, seconds)], axis=0))
@@ -710,20 +770,22 @@ def group_confidence(st: RunState, labels: np.ndarray) -> Confidence:
             if closed:
                 assert all(s.stats is not None for s in states)
                 boot = resampled_stability([transition_replicate(s.statistics(), l2, alpha, s.terms) for s in states],
-                                           n, labels, reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
+                                           n, labels, reps=reps, seed=st.cfg.seed, weights=weights, method=method,
+                                           solver=cc.solver)
             else:
                 assert st.subsets is not None
                 subsets, f_hat = st.subsets.subsets, st.subsets.f_hat
                 f_hats = [f_hat] + [point_subsets(p, subsets).f_hat for p in st.points]
                 boot = bootstrap_groups(subsets, f_hats, n, labels, reps=reps, seed=st.cfg.seed,
-                                        interaction=cc.interaction == "subsets", method=method, solver=cc.solver)
+                                        interaction=cc.interaction == "subsets", weights=weights, method=method,
+                                        solver=cc.solver)
         trans: tuple[float, ...] = ()
         if not closed and st.store == "features":
             # the subset bootstrap sees only which subsets were drawn; a second bootstrap over blocks of each task's
             # transitions (through the closed form) sees the sampling noise of the gradients themselves
             with status(st.console, f"bootstrap of the groups over the transitions ({reps} resamples)"):
                 tb = resampled_stability([transition_replicate(s.statistics(), l2, alpha) for s in states], n, labels,
-                                         reps=reps, seed=st.cfg.seed, method=method, solver=cc.solver)
+                                         reps=reps, seed=st.cfg.seed, weights=weights, method=method, solver=cc.solver)
             trans = tuple(float(j) for j in tb["group_jaccard"])
         jac = tuple(float(j) for j in boot["group_jaccard"])
         both = [min(a, b) for a, b in zip(jac, trans)] if trans else list(jac)
