@@ -55,7 +55,9 @@ FINDINGS = """## What it says
   0.74) and seed 11 a little (0.42 -> 0.50, still noise). These three seeds were run because they fail, and they
   are held-out seeds: this is a lead, not a choice. A third point must be chosen on the tuning seeds, on every kind
   (the earliest point alone lost CartPole's reward kind in expansion-points.md), and reported on seeds that
-  neither chose it nor prompted it."""
+  neither chose it nor prompted it. results/third-point.md makes that choice, on tuning seeds 0-9: the third point
+  with each point weighted by its own gradient reliability (`--point-weights reliability`), to be tested on
+  held-out seeds 15-19."""
 
 
 def affinities(run: Path) -> list[tuple[str, np.ndarray]]:
