@@ -14,6 +14,9 @@ of U_ij with "i and j share a planted group")::
         --root runs/x3 --reuse-theta runs/crn --extra '--expansion-points 0.25,0.5,1 --surrogate newton'
     python experiments/planted_suite.py --envs lunarlander,cartpole --kinds reward --seeds 3,4,5,6,7,8,9 \
         --root runs/x3 --reuse-theta runs/crn --extra '--expansion-points 0.25,0.5,1 --surrogate newton'
+    cp -al runs/x3/RUN runs/x3w/RUN     # each held-out run (hard links: the rerun replaces only what it rewrites)
+    policygradex run SPEC --preset demo --k 3 --seed S --out runs/x3w/RUN --expansion-points 0.25,0.5,1 \
+        --surrogate newton --point-weights reliability
     python experiments/third_point.py --root runs/x3 --out results/third-point.md
 
 Weighted variants weigh each point by its gradient signal's split-half reliability over transitions, r, measured
@@ -39,7 +42,7 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from planted_suite import kind_and_env, mean_se, paired, versions  # noqa: E402
+from planted_suite import kind_and_env, mean_se, paired, score, versions  # noqa: E402
 
 from policygradex.common.artifacts import load_json  # noqa: E402
 from policygradex.envs.registry import load_family  # noqa: E402
@@ -235,7 +238,35 @@ def run_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def page(rows: list[dict[str, Any]], command: str, findings: str) -> str:
+def pipeline_lines(root: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """The choice run by the pipeline itself: each run under ``root`` is a held-out run of ``--root`` reclustered
+    with ``--point-weights reliability`` (a hard-linked copy; only the affinity and cluster stages rerun), scored as
+    the planted suite scores its rows: NMI, and the confidence's words against the planted groups."""
+    runs = [p.parent for p in sorted(root.glob("*/affinity_stats.json"))
+            if (load_json(p).get("point_weights") or {}).get("rule") == "reliability"
+            and (p.parent / "groups.json").exists()  # a copy not yet reclustered holds the equal run's files
+            and (p.parent / "groups.json").stat().st_mtime >= p.stat().st_mtime]
+    if not runs:
+        return []
+    lines = [f"## The choice run by the pipeline (`{root}`)", "",
+             "The held-out runs above, reclustered by `policygradex run ... --point-weights reliability` (the same "
+             "features; the affinity and cluster stages rerun): the groups and the confidence's words the user would "
+             "get. Stable groups: matching a planted group (or one plus or minus a task) / called stable.", "",
+             f"| run | NMI | NMI of `{CHOSEN}` above | words | stable: correct / called | verdict |",
+             "|---|---|---|---|---|---|"]
+    offline = {(r["family"], r["kind"], r["seed"]): r["nmi"][CHOSEN] for r in rows}
+    for run in runs:
+        s = score(run)
+        cfg = load_json(run / "config.json")["config"]
+        kind, env = kind_and_env(cfg["family"])
+        above = offline.get((env, kind, cfg["seed"]))
+        lines.append(f"| {kind} {env} s{cfg['seed']} | {s['nmi']:.2f} | {'-' if above is None else f'{above:.2f}'} | "
+                     f"{', '.join(s['words'])} | "
+                     f"{s['stable_groups_correct']} / {s['stable_groups']} | {(s['verdict'] or '').split(':')[0]} |")
+    return [*lines, ""]
+
+
+def page(rows: list[dict[str, Any]], command: str, findings: str, pipeline_root: Path | None = None) -> str:
     tuning = [r for r in rows if not r["held_out"]]
     held = [r for r in rows if r["held_out"]]
     twins = [r for r in rows if "default_twin" in r]
@@ -262,6 +293,8 @@ def page(rows: list[dict[str, Any]], command: str, findings: str) -> str:
                       "them (results/lunar-reward-diagnosis.md); their features were dropped before this page, so the "
                       "weighted columns cannot be computed. They prompted the question and cannot answer it.", "",
                       *summary_rows(prompted), ""]
+    if pipeline_root is not None:
+        lines += pipeline_lines(pipeline_root, rows)
     lines += ["## Every run", "", "NMI (correlation of U with the planted same-group pattern over task pairs).", "",
               *run_rows(rows), "", f"Package versions: {versions()}.", "", "```", command, "```", ""]
     return "\n".join(lines)
@@ -299,6 +332,8 @@ def main() -> None:
     ap.add_argument("--default-root", type=Path, default=Path("runs/xr"))
     ap.add_argument("--out", type=Path, default=Path("results/third-point.md"))
     ap.add_argument("--data", type=Path, default=Path("results/data/third-point.json"))
+    ap.add_argument("--pipeline-root", type=Path, default=Path("runs/x3w"),
+                    help="held-out runs reclustered with --point-weights reliability (pipeline_lines)")
     args = ap.parse_args()
     before = {r["run_dir"]: r.get("reliability") for r in json.loads(args.data.read_text())["rows"]} \
         if args.data.exists() else {}
@@ -307,9 +342,9 @@ def main() -> None:
         rows.append(score_run(run, args.default_root, before.get(str(run))))
         print(f"{run}: {rows[-1]['nmi']}", file=sys.stderr, flush=True)
     command = (f"python experiments/third_point.py --root {args.root} --default-root {args.default_root} "
-               f"--out {args.out}")
+               f"--pipeline-root {args.pipeline_root} --out {args.out}")
     args.data.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
-    args.out.write_text(page(rows, command, FINDINGS))
+    args.out.write_text(page(rows, command, FINDINGS, args.pipeline_root))
 
 
 if __name__ == "__main__":
