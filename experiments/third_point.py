@@ -79,6 +79,11 @@ def point_weight(r: float, rule: str) -> float:
     return r if rule == "r" else float(np.sqrt(r) / (1.0 - r))
 
 
+def point_combine(Us: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """:func:`combine` with these weights; equal weights go through its unweighted mean, as the pipeline's do."""
+    return combine(Us, None if len(set(weights)) == 1 else weights)
+
+
 def factor_weights(Us: list[np.ndarray]) -> list[float]:
     """Weights of three U's from a one-factor model of their off-diagonal entries, which needs no reliability and
     no features: with standardised U_p = a_p S + e_p and independent e_p, corr(U_p, U_q) = a_p a_q, so three points
@@ -94,12 +99,6 @@ def factor_weights(Us: list[np.ndarray]) -> list[float]:
         a2 = min(max(r[p, q] * r[p, s_] / r[q, s_], 0.0), SNR_CAP) if r[q, s_] > 0 else SNR_CAP
         out.append(float(np.sqrt(a2) / (1.0 - a2)))
     return out
-
-
-def weighted(Us: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    if len(Us) == 1 or len(set(weights)) == 1:
-        return combine(Us)
-    return sum(w * standardize(U) for w, U in zip(weights, Us)) / sum(weights)
 
 
 def point_reliabilities(rd: RunDir, cfg: RunConfig, n: int, cached: dict[str, float] | None) -> dict[str, float]:
@@ -155,7 +154,7 @@ def score_run(run: Path, default_root: Path | None, cached: dict[str, float] | N
     nmi, corr, labels = {}, {}, {}
     for name, (points, rule) in VARIANTS.items():
         if rule == "factor":
-            U = weighted([Us[f] for f in points], factor_weights([Us[f] for f in points]))
+            U = point_combine([Us[f] for f in points], factor_weights([Us[f] for f in points]))
             labels[name] = cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels
             nmi[name] = float(normalized_mutual_info_score(truth, labels[name]))
             corr[name] = float(np.corrcoef(((U + U.T) / 2)[iu], same)[0, 1])
@@ -163,7 +162,7 @@ def score_run(run: Path, default_root: Path | None, cached: dict[str, float] | N
         if rule != "equal" and any(np.isnan(rel[f"{f:g}"]) for f in points):
             nmi[name] = corr[name] = float("nan")
             continue
-        U = weighted([Us[f] for f in points], [point_weight(rel[f"{f:g}"], rule) for f in points])
+        U = point_combine([Us[f] for f in points], [point_weight(rel[f"{f:g}"], rule) for f in points])
         labels[name] = cluster(U, k=k, solver=cfg.cluster.solver, exhaustive_check=False).labels
         nmi[name] = float(normalized_mutual_info_score(truth, labels[name]))
         corr[name] = float(np.corrcoef(((U + U.T) / 2)[iu], same)[0, 1])

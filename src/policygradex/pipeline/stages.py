@@ -398,8 +398,12 @@ def gradient_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None
 def gradient_signal_reliability(st: RunState) -> float | None:
     """Split-half reliability over transitions of the gradient interaction G G^T, the number the report prints;
     None below 3 tasks or 2 halves."""
-    halves = gradient_signal_halves(st)
-    return None if halves is None or st.family.n < 3 else interaction_reliability(*halves)
+    return signal_reliability(gradient_signal_halves(st), st.family.n)
+
+
+def signal_reliability(halves: tuple[np.ndarray, np.ndarray] | None, n: int) -> float | None:
+    """:func:`.confidence.interaction_reliability` of one point's halves; None without halves or below 3 tasks."""
+    return None if halves is None or n < 3 else interaction_reliability(*halves)
 
 
 def final_signal_halves(st: RunState) -> tuple[np.ndarray, np.ndarray] | None:
@@ -427,7 +431,7 @@ def measure_point_weights(st: RunState) -> dict[str, Any] | None:
     if st.cfg.cluster.point_weights == "equal":
         return {**record, "weights": None}
     halves = [final_signal_halves(s) for s in states]
-    rel = [None if h is None or st.family.n < 3 else interaction_reliability(*h) for h in halves]
+    rel = [signal_reliability(h, st.family.n) for h in halves]
     weights = None if any(r is None for r in rel) else [max(float(r), 0.0) for r in rel if r is not None]
     if weights is not None and sum(weights) <= 0:
         weights = None
