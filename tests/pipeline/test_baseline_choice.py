@@ -45,13 +45,15 @@ rule (test_auto_chooses_its_baseline_at_each_expansion_point), and the run's rel
 not the one meta.json records for theta_star."""
 
 
-@pytest.mark.parametrize("store", sorted(STORES))
-@pytest.mark.parametrize("n,kind,kept", [(12, "reward", "policy"), (9, "actuation", "per_task")])
+@pytest.mark.parametrize("n,kind,kept,store", [(12, "reward", "policy", "statistics"),
+                                                (9, "actuation", "per_task", "statistics"),
+                                                (9, "actuation", "per_task", "features")])
 def test_auto_is_the_run_of_the_baseline_it_keeps(tmp_path: Path, n: int, kind: str, kept: str, store: str):
     """From the same theta_star, --baseline auto writes the affinity and groups of the run with the baseline it
     keeps, byte for byte, and keeps the one whose own run reports the higher gradient signal reliability (per_task's
     measured with each half's baseline fitted apart), with feature files and with the statistics store. A rerun
-    recomputes nothing."""
+    recomputes nothing. (Feature files keeping policy: test_auto_chooses_its_baseline_at_each_expansion_point, whose
+    theta_star keeps it on the same family.)"""
     family = f"planted(kind={kind},env=cartpole,n={n},groups=3)"
     extra = STORES[store]
     runs = runs_per_baseline(tmp_path, family, *extra)
@@ -136,3 +138,12 @@ def test_auto_chooses_its_baseline_at_each_expansion_point(tmp_path: Path):
         kept_at.append(meta["chosen"])
     assert kept_at == ["per_task", "policy"]
     assert np.array_equal(np.load(runs["auto"] / "affinity.npy"), combine(chosen_Us))
+    # a point that keeps the policy's value head holds per_task's advantages beside it; a rerun recomputes nothing
+    files = {point: sorted((runs["auto"] / ("features" if point == 1.0 else "points/0.5/features")).glob("*.npz"))
+             for point in where}
+    for point, kept in zip(where, kept_at):
+        assert files[point] and all(("per_task_labels" in np.load(p).files) == (kept == "policy")
+                                    for p in files[point]), point
+    before = {p: p.stat().st_mtime_ns for ps in files.values() for p in ps}
+    assert main(tiny_run_args(runs["auto"], family, "--k", "3", "--baseline", "auto")) == 0
+    assert {p: p.stat().st_mtime_ns for p in before} == before
