@@ -192,13 +192,15 @@ def score(run: Path) -> dict:
 
 def variant(cfg: RunConfig) -> str:
     """The row's baseline, the N rule where --target-reliability is on, the pairing where
-    --common-random-numbers is and the expansion points where there are several: ``per_task, target 0.9``,
-    ``per_task, paired``, ``per_task, paired, points 0.5+1``."""
+    --common-random-numbers is, the expansion points where there are several and their weights where they are not
+    equal: ``per_task, target 0.9``, ``per_task, paired``, ``per_task, paired, points 0.5+1``,
+    ``per_task, paired, points 0.25+0.5+1, weights reliability``."""
     target, points = cfg.features.target_reliability, cfg.features.expansion_points
     return (cfg.features.baseline + ("" if target is None else f", target {target:g}")
             + (", paired" if cfg.features.common_random_numbers else "")
             + ("" if len(points) == 1 else f", points {'+'.join(f'{f:g}' for f in points)}"
-               + ("" if cfg.features.expansion_policy == "retrain" else f" {cfg.features.expansion_policy}")))
+               + ("" if cfg.features.expansion_policy == "retrain" else f" {cfg.features.expansion_policy}"))
+            + ("" if cfg.cluster.point_weights == "equal" else f", weights {cfg.cluster.point_weights}"))
 
 
 def row_key(row: dict) -> tuple:

@@ -17,7 +17,23 @@ of U_ij with "i and j share a planted group")::
     cp -al runs/x3/RUN runs/x3w/RUN     # each held-out run (hard links: the rerun replaces only what it rewrites)
     policygradex run SPEC --preset demo --k 3 --seed S --out runs/x3w/RUN --expansion-points 0.25,0.5,1 \
         --surrogate newton --point-weights reliability
+    python experiments/planted_suite.py --envs cartpole,lunarlander,planted \
+        --kinds reward,observation,actuation,objective --seeds 15,16,17 --root runs/x3 \
+        --extra '--expansion-points 0.25,0.5,1 --surrogate newton --point-weights reliability'
+        # LunarLander's reward kind excepted (above); CartPole's: seeds 15-19; seed 18 of the CartPole and planted
+        # observation and actuation kinds too
+    policygradex run cartpole --preset demo --k 3 --out runs/demo3/cartpole --expansion-points 0.25,0.5,1 \
+        --point-weights reliability
+    policygradex run lunarlander --preset demo --k 3 --steps-per-task 30000 --out runs/demo3/lunarlander \
+        --expansion-points 0.25,0.5,1 --point-weights reliability
     python experiments/third_point.py --root runs/x3 --out results/third-point.md
+
+(:data:`RUN_COMMANDS` lists the held-out runs' commands exactly as they ran, for the page.)
+
+The held-out runs of every kind but LunarLander's reward were made with ``--point-weights reliability`` from the
+start (their own groups are the chosen column's; the equal-weight columns come from the same run's U's), meta-trained
+in the run. Each run's row is kept in the page's data (``results/data/third-point.json``) once scored: a run deleted
+since keeps its row, so the page can be rewritten from the data with part or none of the runs on disk.
 
 Weighted variants weigh each point by its gradient signal's split-half reliability over transitions, r, measured
 as the pipeline measures the confidence's (:func:`point_reliabilities`; ``w = r``, or the inverse-noise
@@ -168,9 +184,10 @@ def score_run(run: Path, default_root: Path | None, cached: dict[str, float] | N
         corr[name] = float(np.corrcoef(((U + U.T) / 2)[iu], same)[0, 1])
     kind, env = kind_and_env(cfg.family)
     own = Groups.load(rd.groups, n).labels()
+    mine = CHOSEN if cfg.cluster.point_weights == "reliability" else CANDIDATE
     row = {"run_dir": str(run), "family": env, "kind": kind, "seed": cfg.seed, "held_out": cfg.seed not in TUNING,
-           "nmi": nmi, "corr": corr, "reliability": rel,
-           "matches_own_groups": bool(normalized_mutual_info_score(own, labels[CANDIDATE]) == 1.0)}
+           "nmi": nmi, "corr": corr, "reliability": rel, "point_weights": cfg.cluster.point_weights,
+           "matches_own_groups": bool(normalized_mutual_info_score(own, labels[mine]) == 1.0)}
     twin = None if default_root is None else default_root / run.name
     if twin is not None and (twin / "groups.json").exists():
         trd = RunDir(twin)
@@ -237,46 +254,133 @@ def run_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def pipeline_lines(root: Path, rows: list[dict[str, Any]]) -> list[str]:
-    """The choice run by the pipeline itself: each run under ``root`` is a held-out run of ``--root`` reclustered
-    with ``--point-weights reliability`` (a hard-linked copy; only the affinity and cluster stages rerun), scored as
-    the planted suite scores its rows: NMI, and the confidence's words against the planted groups."""
-    runs = [p.parent for p in sorted(root.glob("*/affinity_stats.json"))
+def pipeline_row(run: Path) -> dict[str, Any]:
+    """A run made or reclustered with ``--point-weights reliability``, scored as the planted suite scores its rows:
+    NMI, and the confidence's words against the planted groups."""
+    s = score(run)
+    cfg = load_json(run / "config.json")["config"]
+    kind, env = kind_and_env(cfg["family"])
+    return {"run_dir": str(run), "family": env, "kind": kind, "seed": int(cfg["seed"]), "nmi": s["nmi"],
+            "nmi_gradsim": s["nmi_gradsim"], "words": s["words"], "stable_groups": s["stable_groups"],
+            "stable_groups_correct": s["stable_groups_correct"], "verdict": (s["verdict"] or "").split(":")[0]}
+
+
+def pipeline_runs(*roots: Path) -> list[Path]:
+    """The finished runs under ``roots`` whose groups were clustered with ``--point-weights reliability``."""
+    return [p.parent for root in roots for p in sorted(root.glob("*/affinity_stats.json"))
             if (load_json(p).get("point_weights") or {}).get("rule") == "reliability"
             and (p.parent / "groups.json").exists()  # a copy not yet reclustered holds the equal run's files
             and (p.parent / "groups.json").stat().st_mtime >= p.stat().st_mtime]
-    if not runs:
+
+
+def pipeline_lines(prows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """The choice as the pipeline itself gives it on the held-out seeds: the groups and the confidence's words the
+    user would get, with the calibration of the word ``stable``."""
+    if not prows:
         return []
-    lines = [f"## The choice run by the pipeline (`{root}`)", "",
-             "The held-out runs above, reclustered by `policygradex run ... --point-weights reliability` (the same "
-             "features; the affinity and cluster stages rerun): the groups and the confidence's words the user would "
-             "get. Stable groups: matching a planted group (or one plus or minus a task) / called stable.", "",
-             f"| run | NMI | NMI of `{CHOSEN}` above | words | stable: correct / called | verdict |",
-             "|---|---|---|---|---|---|"]
+    lines = ["## The choice run by the pipeline", "",
+             "The groups and the confidence's words a user gets from `policygradex run ... --expansion-points "
+             "0.25,0.5,1 --point-weights reliability` on the held-out seeds. LunarLander's reward kind: its equal-"
+             "weight runs (runs/x3) reclustered with the option (hard-linked copies in runs/x3w: the same features; "
+             "the affinity and cluster stages rerun). Every other row: run with the option from the start (the "
+             "default's U's are in the same run, so the offline columns above are scored from it too). Stable groups: "
+             "matching a planted group (or one plus or minus a task) / called stable.", "",
+             f"| run | NMI | NMI of `{CHOSEN}` above | gradient similarity | words | stable: correct / called | "
+             "verdict |", "|---|---|---|---|---|---|---|"]
     offline = {(r["family"], r["kind"], r["seed"]): r["nmi"][CHOSEN] for r in rows}
-    for run in runs:
-        s = score(run)
-        cfg = load_json(run / "config.json")["config"]
-        kind, env = kind_and_env(cfg["family"])
-        above = offline.get((env, kind, cfg["seed"]))
-        lines.append(f"| {kind} {env} s{cfg['seed']} | {s['nmi']:.2f} | {'-' if above is None else f'{above:.2f}'} | "
-                     f"{', '.join(s['words'])} | "
-                     f"{s['stable_groups_correct']} / {s['stable_groups']} | {(s['verdict'] or '').split(':')[0]} |")
+    for p in sorted(prows, key=lambda p: (p["kind"], p["family"], p["seed"])):
+        above, gs = offline.get((p["family"], p["kind"], p["seed"])), p.get("nmi_gradsim")
+        lines.append(f"| {p['kind']} {p['family']} s{p['seed']} | {p['nmi']:.2f} | "
+                     f"{'-' if above is None or np.isnan(above) else f'{above:.2f}'} | "
+                     f"{'-' if gs is None else f'{gs:.2f}'} | {', '.join(p['words'])} | "
+                     f"{p['stable_groups_correct']} / {p['stable_groups']} | {p['verdict']} |")
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in sorted(prows, key=lambda p: p["seed"]):
+        by.setdefault((p["kind"], p["family"]), []).append(p)
+    lines += ["", "Per kind (the bar: mean >= 0.95, every seed >= 0.8, and not behind gradient similarity on the "
+              "same features; equal means are a tie, as in results/planted.md):", ""]
+    for (kind, env), ps in sorted(by.items()):
+        xs, gs_ = [p["nmi"] for p in ps], [p["nmi_gradsim"] for p in ps if p.get("nmi_gradsim") is not None]
+        recorded = len(gs_) == len(xs)
+        nmi_bar = bool(np.mean(xs) >= 0.95 and min(xs) >= 0.8)
+        ahead = "" if not recorded else \
+            " (ahead)" if np.mean(xs) > np.mean(gs_) else " (a tie)" if np.mean(xs) == np.mean(gs_) else " (behind)"
+        verdict = ("misses the bar" if not nmi_bar or ahead == " (behind)" else
+                   "meets the bar" if recorded else "meets the NMI bar")
+        lines.append(f"- {kind} {env} (seeds {seed_text([p['seed'] for p in ps])}): {mean_se(xs)}, worst "
+                     f"{min(xs):.2f}; gradient similarity {mean_se(gs_) if recorded else 'not recorded'}{ahead}; "
+                     f"{verdict}.")
+    called = sum(p["stable_groups"] for p in prows)
+    correct = sum(p["stable_groups_correct"] for p in prows)
+    agree = sum(1 for p in prows if (p["family"], p["kind"], p["seed"]) in offline
+                and abs(offline[(p["family"], p["kind"], p["seed"])] - p["nmi"]) < 0.005)
+    return [*lines, "", f"Groups called stable that match a planted group: {correct} of {called}"
+            + (f" ({correct / called:.0%}; the issue's bar is 95%)" if called else "")
+            + f". The pipeline's NMI is the offline column's in {agree} of {len(prows)} runs.", ""]
+
+
+def demo_row(run: Path) -> dict[str, Any]:
+    """A demo family run with the choice: its groups, and the default's (the equal-weight combination of its
+    0.5 and 1 points' U's, clustered as the pipeline clusters; the default run's U's byte for byte), with each
+    point's gradient reliability and weight as the run recorded them."""
+    rd = RunDir(run)
+    cfg = RunConfig.from_dict(load_json(rd.config)["config"])
+    family = load_family(cfg.family)
+    groups = Groups.load(rd.groups, family.n)
+    Us = point_affinities(rd, cfg)
+    cc = cfg.cluster
+    default = cluster(combine([Us[0.5], Us[1.0]]), k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method,
+                      grid_size=cc.lam_grid_size, exhaustive_check=cc.exhaustive_check,
+                      min_silhouette=cc.min_silhouette).labels
+    weights = load_json(rd.affinity_stats).get("point_weights") or {}
+    conf = groups.confidence
+    return {"run_dir": str(run), "family": cfg.family, "groups": [list(g) for g in groups.indices],
+            "default_groups": [sorted(int(i) for i in np.flatnonzero(default == c)) for c in np.unique(default)],
+            "nmi_to_default": float(normalized_mutual_info_score(default, groups.labels())),
+            "point_weights": weights, "verdict": None if conf is None else conf.verdict.split(":")[0],
+            "gradient_reliability": None if conf is None else conf.gradient_reliability}
+
+
+def demo_lines(drows: list[dict[str, Any]]) -> list[str]:
+    if not drows:
+        return []
+    lines = ["## The demo families", "",
+             "`policygradex run FAMILY --preset demo --k 3 --expansion-points 0.25,0.5,1 --point-weights reliability`"
+             " (results/demo.md's commands with the option; LunarLander at `--steps-per-task 30000`, as there). "
+             "The default's groups are its 0.5 and 1 points' U's "
+             "combined with equal weights and clustered as the pipeline clusters (byte for byte the default run's "
+             "U's: the same seed and options). Where the groups differ, `compare` must train both before the option "
+             "can be a default.", "",
+             "| family | default's groups (0.5+1) | the choice's groups | point: r (weight) | reliability, verdict |",
+             "|---|---|---|---|---|"]
+    for d in drows:
+        w = d["point_weights"]
+        per = sorted(zip(w.get("points", []), w.get("reliability", []), w.get("weights") or []))
+        pts = ", ".join(f"{f:g}: {'-' if r is None else f'{r:.2f}'} ({x:.2f})" for f, r, x in per)
+        same = d["groups"] == d["default_groups"] or d["nmi_to_default"] == 1.0
+        shown = " ".join("{" + ", ".join(map(str, g)) + "}" for g in d["groups"])
+        lines.append(f"| {d['family']} | " + " ".join("{" + ", ".join(map(str, g)) + "}" for g in d["default_groups"])
+                     + f" | {'the same' if same else shown} | {pts or '-'} | "
+                     + ("-" if d["gradient_reliability"] is None else f"{d['gradient_reliability']:.2f}")
+                     + f", {d['verdict']} |")
     return [*lines, ""]
 
 
-def page(rows: list[dict[str, Any]], command: str, findings: str, pipeline_root: Path | None = None) -> str:
+def page(rows: list[dict[str, Any]], command: str, findings: str, prows: list[dict[str, Any]],
+         drows: list[dict[str, Any]]) -> str:
     tuning = [r for r in rows if not r["held_out"]]
     held = [r for r in rows if r["held_out"]]
     twins = [r for r in rows if "default_twin" in r]
     lines = ["# A third expansion point at 0.25?", "",
              "Every run is `--expansion-points 0.25,0.5,1` (`--preset demo --k 3`, N = 16,384, d = 400, "
              "`--surrogate newton`, per-task baselines, paired transitions: the default variant of results/planted.md "
-             "plus the point) from runs/crn's theta_star. Each column clusters the combined U of its points with the "
-             "run's k: `default 0.5+1` is the default's U (its two U's are byte for byte the default run's, checked on "
-             f"{sum(r['twin_same_affinities'] for r in twins)} of {len(twins)} runs with a default twin, whose own "
-             f"groups it gives in {sum(r['matches_twin_groups'] for r in twins)} of {len(twins)}), `0.25+0.5+1` the "
-             f"run's own (its groups in {sum(r['matches_own_groups'] for r in rows)} of {len(rows)} runs). "
+             "plus the point), the tuning seeds and LunarLander's reward kind from runs/crn's theta_star, the other "
+             "held-out runs meta-trained in the run (the same seed and options). Each column clusters the combined U "
+             "of its points with the run's k: `default 0.5+1` is the default's U (its two U's are byte for byte the "
+             f"default run's, checked on {sum(r['twin_same_affinities'] for r in twins)} of {len(twins)} runs with a "
+             f"default twin, whose own groups it gives in {sum(r['matches_twin_groups'] for r in twins)} of "
+             f"{len(twins)}); a run's own groups are `0.25+0.5+1`'s, or `w = r`'s where it was made with "
+             f"`--point-weights reliability` (in {sum(r['matches_own_groups'] for r in rows)} of {len(rows)} runs). "
              "NMI against the planted groups, mean ± SE over seeds; differences paired by seed, resolved at 2 SE.", "",
              "## Tuning seeds", "", *summary_rows(tuning), "", *choice_lines(tuning), "", findings, ""]
     if held:
@@ -285,17 +389,16 @@ def page(rows: list[dict[str, Any]], command: str, findings: str, pipeline_root:
         if fresh:
             lines += ["## Held-out seeds 15 and up (never used to choose)", "",
                       "Run after the tuning table above was read and the choice written down, to test it.", "",
-                      *summary_rows(fresh), ""]
+                      *summary_rows(fresh), "", HELD_OUT_FINDINGS, ""]
         if prompted:
             lines += ["## Held-out seeds that prompted the question", "",
                       "Seeds 11-13 of LunarLander's reward kind were run with the point because the default misses "
                       "them (results/lunar-reward-diagnosis.md); their features were dropped before this page, so the "
                       "weighted columns cannot be computed. They prompted the question and cannot answer it.", "",
                       *summary_rows(prompted), ""]
-    if pipeline_root is not None:
-        lines += pipeline_lines(pipeline_root, rows)
+    lines += pipeline_lines(prows, rows) + demo_lines(drows)
     lines += ["## Every run", "", "NMI (correlation of U with the planted same-group pattern over task pairs).", "",
-              *run_rows(rows), "", f"Package versions: {versions()}.", "", "```", command, "```", ""]
+              *run_rows(rows), "", f"Package versions: {versions()}.", "", "```", *RUN_COMMANDS, command, "```", ""]
     return "\n".join(lines)
 
 
@@ -325,6 +428,43 @@ FINDINGS = """What the rows say (the numbers are in the tables; a word here does
 - Even chosen, LunarLander's reward kind misses the issue's bar on the tuning seeds: its worst seed stays below 0.8."""
 
 
+X3W = "--expansion-points 0.25,0.5,1 --surrogate newton --point-weights reliability"
+RUN_COMMANDS = (
+    "python experiments/planted_suite.py --envs lunarlander --kinds reward --seeds 15,16,17,18,19 --root runs/x3 "
+    "--reuse-theta runs/crn --extra '--expansion-points 0.25,0.5,1 --surrogate newton'",
+    "cp -al runs/x3/reward-lunarlander-sS runs/x3w/reward-lunarlander-sS   # S = 15 ... 19",
+    "policygradex run 'planted(kind=reward,env=lunarlander,n=12,groups=3)' --preset demo --k 3 --seed S "
+    f"--out runs/x3w/reward-lunarlander-sS {X3W}",
+    f"python experiments/planted_suite.py --envs cartpole --kinds reward --seeds 15,16,17,18,19 --root runs/x3 "
+    f"--extra '{X3W}'",
+    "python experiments/planted_suite.py --envs cartpole,lunarlander,planted --kinds observation,actuation,objective "
+    f"--seeds 15,16,17 --root runs/x3 --extra '{X3W}'",
+    "python experiments/planted_suite.py --envs planted,cartpole --kinds observation,actuation --seeds 18 "
+    f"--root runs/x3 --extra '{X3W}'",
+    "policygradex run cartpole --preset demo --k 3 --out runs/demo3/cartpole --expansion-points 0.25,0.5,1 "
+    "--point-weights reliability",
+    "policygradex run lunarlander --preset demo --k 3 --steps-per-task 30000 --out runs/demo3/lunarlander "
+    "--expansion-points 0.25,0.5,1 --point-weights reliability")
+"""The held-out runs and the demo runs, as they were made (the tuning runs' commands are in the module docstring);
+the seeds 15-17 runs of the other kinds were queued one seed at a time."""
+
+HELD_OUT_FINDINGS = """What the held-out rows say:
+
+- The choice holds where it was chosen: on LunarLander's reward kind it is ahead of the default on the held-out seeds
+  as on the tuning seeds (not resolved at 5 seeds), and every seed reaches 0.8.
+- It costs nothing elsewhere: every variant of more than one point recovers every held-out seed of the actuation,
+  observation and objective kinds.
+- CartPole's reward kind misses the issue's bar on these seeds with the default and with the choice alike (the
+  paired difference is a few hundredths, not resolved), and gradient similarity on the same features does as well as
+  either. Its held-out seeds
+  10-14 (results/planted.md) were kinder to the default. The misses are the known one
+  (results/reward-geometry.md): the middle group's tasks join a side's, whose first-order steps at every expansion
+  point point the same way. The confidence does not hide it: the merged group is called a pattern or said to
+  dissolve, and every group called stable is a planted group give or take one task.
+  An earlier expansion point does not help there: the quarter-budget policy's gradient signal is the least
+  reliable of the three on CartPole, and it gets little weight."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=Path("runs/x3"))
@@ -333,17 +473,31 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("results/data/third-point.json"))
     ap.add_argument("--pipeline-root", type=Path, default=Path("runs/x3w"),
                     help="held-out runs reclustered with --point-weights reliability (pipeline_lines)")
+    ap.add_argument("--demo-root", type=Path, default=Path("runs/demo3"),
+                    help="the demo families run with the choice (demo_lines)")
     args = ap.parse_args()
-    before = {r["run_dir"]: r.get("reliability") for r in json.loads(args.data.read_text())["rows"]} \
-        if args.data.exists() else {}
+    data = json.loads(args.data.read_text()) if args.data.exists() else {"rows": [], "pipeline": []}
+    cached = {r["run_dir"]: r for r in data["rows"]}
     rows = []
     for run in sorted(p.parent for p in args.root.glob("*/groups.json")):
-        rows.append(score_run(run, args.default_root, before.get(str(run))))
+        rows.append(score_run(run, args.default_root, (cached.get(str(run)) or {}).get("reliability")))
         print(f"{run}: {rows[-1]['nmi']}", file=sys.stderr, flush=True)
+    # a run deleted since it was scored keeps its row: the data is the record of what it gave
+    on_disk = {r["run_dir"] for r in rows}
+    rows += [r for key, r in cached.items() if key not in on_disk]
+    prows = {p["run_dir"]: p for p in data.get("pipeline", [])}
+    for run in pipeline_runs(args.pipeline_root, args.root):
+        prows[str(run)] = pipeline_row(run)
+    drows = {d["run_dir"]: d for d in data.get("demo", [])}
+    for run in sorted(p.parent for p in args.demo_root.glob("*/groups.json")):
+        drows[str(run)] = demo_row(run)
     command = (f"python experiments/third_point.py --root {args.root} --default-root {args.default_root} "
-               f"--pipeline-root {args.pipeline_root} --out {args.out}")
-    args.data.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
-    args.out.write_text(page(rows, command, FINDINGS, args.pipeline_root))
+               f"--pipeline-root {args.pipeline_root} --demo-root {args.demo_root} --out {args.out}")
+    pipeline, demo = [prows[k] for k in sorted(prows)], [drows[k] for k in sorted(drows)]
+    rows.sort(key=lambda r: r["run_dir"])
+    args.data.write_text(json.dumps({"command": command, "rows": rows, "pipeline": pipeline, "demo": demo},
+                                    indent=1) + "\n")
+    args.out.write_text(page(rows, command, FINDINGS, pipeline, demo))
 
 
 if __name__ == "__main__":
