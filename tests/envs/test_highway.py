@@ -142,10 +142,7 @@ def test_tiny_run_uses_gamma_0_8_and_meta_and_compare_run(highway_env, cli, tmp_
     # highway steps at ~50/s per core: one 16-step rollout per sub-env keeps the run to seconds
     monkeypatch.setitem(PRESETS, "tiny", lambda cfg: replace(tiny(cfg), ppo=replace(tiny(cfg).ppo, num_steps=16)))
     out = tmp_path / "run"
-    # theta_star alone: the default's half-budget point would meta-train and collect features twice, and expansion
-    # points are family-blind (tests/pipeline/test_expansion.py)
-    argv = tiny_run_args(out, "highway", "--steps-per-task", "32", "--transitions", "16", "--k", "2",
-                         "--expansion-points", "1")
+    argv = tiny_run_args(out, "highway", "--steps-per-task", "32", "--transitions", "16", "--k", "2")
     rc, stdout, err = cli(*argv)
     assert rc == 0, err
     assert json.loads((out / "config.json").read_text())["config"]["ppo"]["gamma"] == HIGHWAY_GAMMA
