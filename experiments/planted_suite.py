@@ -262,6 +262,13 @@ def compare_row(run: Path) -> dict:
             "policygradex_groups": methods["policygradex"]["groups"], "planted_groups": methods["planted"]["groups"]}
 
 
+def issue_bar(nmi: list[float], gradsim: list[float]) -> tuple[bool, bool, str]:
+    """Issue 22's bar on one kind's seeds: mean NMI >= 0.95, every seed >= 0.8, and the mean against gradient
+    similarity on the same features (``yes`` ahead, ``tie`` equal, ``no`` behind)."""
+    mean, gs = float(np.mean(nmi)), float(np.mean(gradsim))
+    return mean >= 0.95, min(nmi) >= 0.8, "yes" if mean > gs else "tie" if mean == gs else "no"
+
+
 def resolved_ahead(xs: list[float], ys: list[float]) -> bool:
     """xs ahead of ys by more than 2 standard errors of the paired differences."""
     d = np.asarray(xs) - np.asarray(ys)
@@ -385,12 +392,11 @@ def page(rows: list[dict], commands: list[str], compares: list[dict] | None = No
                   "", "| family | kind | seeds | real by training | mean NMI >= 0.95 | every seed >= 0.8 | ahead of "
                   "gradient similarity |", "|---|---|---|---|---|---|---|"]
         for (fam, kind, _), rs in held.items():
-            nmi, gs = np.array([r["nmi"] for r in rs]), np.array([r["nmi_gradsim"] for r in rs])
+            nmi, gs = [r["nmi"] for r in rs], [r["nmi_gradsim"] for r in rs]
+            mean_ok, min_ok, ahead = issue_bar(nmi, gs)
             lines.append(f"| {fam} | {kind} | {len(rs)} | {real_by_training(compares or [], fam, kind)} | "
-                         f"{'yes' if nmi.mean() >= 0.95 else 'no'} ({nmi.mean():.2f}) "
-                         f"| {'yes' if nmi.min() >= 0.8 else 'no'} ({nmi.min():.2f}) | "
-                         f"{'yes' if nmi.mean() > gs.mean() else 'tie' if nmi.mean() == gs.mean() else 'no'} "
-                         f"({paired(list(nmi), list(gs))}) |")
+                         f"{'yes' if mean_ok else 'no'} ({np.mean(nmi):.2f}) "
+                         f"| {'yes' if min_ok else 'no'} ({min(nmi):.2f}) | {ahead} ({paired(nmi, gs)}) |")
         lines.append("")
     lines += compare_lines(compares or [])
     lines += ["## Calibration of the confidence words", "",

@@ -58,7 +58,8 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from planted_suite import kind_and_env, mean_se, paired, score, versions  # noqa: E402
+from candidate_defaults import fmt  # noqa: E402
+from planted_suite import issue_bar, kind_and_env, mean_se, paired, score, versions  # noqa: E402
 
 from policygradex.common.artifacts import load_json  # noqa: E402
 from policygradex.envs.registry import load_family  # noqa: E402
@@ -273,6 +274,10 @@ def pipeline_runs(*roots: Path) -> list[Path]:
             and (p.parent / "groups.json").stat().st_mtime >= p.stat().st_mtime]
 
 
+AHEAD = {"yes": "ahead", "tie": "a tie", "no": "behind"}
+""":func:`~planted_suite.issue_bar`'s comparison with gradient similarity, in words."""
+
+
 def pipeline_lines(prows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
     """The choice as the pipeline itself gives it on the held-out seeds: the groups and the confidence's words the
     user would get, with the calibration of the word ``stable``."""
@@ -302,14 +307,12 @@ def pipeline_lines(prows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> l
     for (kind, env), ps in sorted(by.items()):
         xs, gs_ = [p["nmi"] for p in ps], [p["nmi_gradsim"] for p in ps if p.get("nmi_gradsim") is not None]
         recorded = len(gs_) == len(xs)
-        nmi_bar = bool(np.mean(xs) >= 0.95 and min(xs) >= 0.8)
-        ahead = "" if not recorded else \
-            " (ahead)" if np.mean(xs) > np.mean(gs_) else " (a tie)" if np.mean(xs) == np.mean(gs_) else " (behind)"
-        verdict = ("misses the bar" if not nmi_bar or ahead == " (behind)" else
+        mean_ok, min_ok, ahead = issue_bar(xs, gs_ if recorded else xs)
+        verdict = ("misses the bar" if not (mean_ok and min_ok) or ahead == "no" else
                    "meets the bar" if recorded else "meets the NMI bar")
+        against = f"{mean_se(gs_)} ({AHEAD[ahead]})" if recorded else "not recorded"
         lines.append(f"- {kind} {env} (seeds {seed_text([p['seed'] for p in ps])}): {mean_se(xs)}, worst "
-                     f"{min(xs):.2f}; gradient similarity {mean_se(gs_) if recorded else 'not recorded'}{ahead}; "
-                     f"{verdict}.")
+                     f"{min(xs):.2f}; gradient similarity {against}; {verdict}.")
     called = sum(p["stable_groups"] for p in prows)
     correct = sum(p["stable_groups_correct"] for p in prows)
     agree = sum(1 for p in prows if (p["family"], p["kind"], p["seed"]) in offline
@@ -357,10 +360,8 @@ def demo_lines(drows: list[dict[str, Any]]) -> list[str]:
         w = d["point_weights"]
         per = sorted(zip(w.get("points", []), w.get("reliability", []), w.get("weights") or []))
         pts = ", ".join(f"{f:g}: {'-' if r is None else f'{r:.2f}'} ({x:.2f})" for f, r, x in per)
-        same = d["groups"] == d["default_groups"] or d["nmi_to_default"] == 1.0
-        shown = " ".join("{" + ", ".join(map(str, g)) + "}" for g in d["groups"])
-        lines.append(f"| {d['family']} | " + " ".join("{" + ", ".join(map(str, g)) + "}" for g in d["default_groups"])
-                     + f" | {'the same' if same else shown} | {pts or '-'} | "
+        lines.append(f"| {d['family']} | {fmt(d['default_groups'])} | "
+                     f"{'the same' if d['nmi_to_default'] == 1.0 else fmt(d['groups'])} | {pts or '-'} | "
                      + ("-" if d["gradient_reliability"] is None else f"{d['gradient_reliability']:.2f}")
                      + f", {d['verdict']} |")
     return [*lines, ""]
