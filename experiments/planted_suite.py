@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
@@ -158,14 +159,19 @@ def task_mean_gradients(rd: RunDir, cfg: RunConfig, n: int) -> np.ndarray:
     return ((y * w)[..., None] * X).mean(1)
 
 
-def score(run: Path) -> dict:
+def load_planted(run: Path) -> tuple[RunDir, RunConfig, Any, np.ndarray]:
+    """A finished run of a planted family: its directory, config, family and the planted labels."""
     rd = RunDir(run)
     cfg = RunConfig.from_dict(load_json(rd.config)["config"])
     family = load_family(cfg.family)
-    n = family.n
     assert family.planted_groups is not None
+    return rd, cfg, family, labels_from_groups([list(g) for g in family.planted_groups], family.n)
+
+
+def score(run: Path) -> dict:
+    rd, cfg, family, truth = load_planted(run)
+    n = family.n
     truth_groups = [set(g) for g in family.planted_groups]
-    truth = labels_from_groups([list(g) for g in family.planted_groups], n)
     groups = Groups.load(rd.groups, n)
     G = task_mean_gradients(rd, cfg, n)
     Gn = G / np.linalg.norm(G, axis=1, keepdims=True).clip(1e-12)
@@ -194,13 +200,15 @@ def variant(cfg: RunConfig) -> str:
     """The row's baseline, the N rule where --target-reliability is on, the pairing where
     --common-random-numbers is, the expansion points where there are several and their weights where they are not
     equal: ``per_task, target 0.9``, ``per_task, paired``, ``per_task, paired, points 0.5+1``,
-    ``per_task, paired, points 0.25+0.5+1, weights reliability``."""
+    ``per_task, paired, points 0.25+0.5+1, weights reliability``, and the group points where they are on
+    (``..., group points 0.25``)."""
     target, points = cfg.features.target_reliability, cfg.features.expansion_points
     return (cfg.features.baseline + ("" if target is None else f", target {target:g}")
             + (", paired" if cfg.features.common_random_numbers else "")
             + ("" if len(points) == 1 else f", points {'+'.join(f'{f:g}' for f in points)}"
                + ("" if cfg.features.expansion_policy == "retrain" else f" {cfg.features.expansion_policy}"))
-            + ("" if cfg.cluster.point_weights == "equal" else f", weights {cfg.cluster.point_weights}"))
+            + ("" if cfg.cluster.point_weights == "equal" else f", weights {cfg.cluster.point_weights}")
+            + ("" if cfg.features.group_points is None else f", group points {cfg.features.group_points:g}"))
 
 
 def row_key(row: dict) -> tuple:

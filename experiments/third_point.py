@@ -59,7 +59,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from candidate_defaults import fmt  # noqa: E402
-from planted_suite import issue_bar, kind_and_env, mean_se, paired, score, versions  # noqa: E402
+from planted_suite import issue_bar, kind_and_env, load_planted, mean_se, paired, score, versions  # noqa: E402
 
 from policygradex.common.artifacts import load_json  # noqa: E402
 from policygradex.envs.registry import load_family  # noqa: E402
@@ -67,8 +67,8 @@ from policygradex.pipeline.clustering import cluster, combine, standardize  # no
 from policygradex.pipeline.confidence import interaction_reliability, task_fitting_halves  # noqa: E402
 from policygradex.pipeline.config import RunConfig  # noqa: E402
 from policygradex.pipeline.group_record import Groups  # noqa: E402
-from policygradex.pipeline.partitions import labels_from_groups  # noqa: E402
 from policygradex.pipeline.rundir import RunDir  # noqa: E402
+from policygradex.pipeline.stages import cluster_by  # noqa: E402
 from policygradex.pipeline.statistics import rows_of_files  # noqa: E402
 
 VARIANTS: dict[str, tuple[tuple[float, ...], str]] = {
@@ -157,12 +157,8 @@ def point_affinities(rd: RunDir, cfg: RunConfig) -> dict[float, np.ndarray]:
 def score_run(run: Path, default_root: Path | None, cached: dict[str, float] | None) -> dict[str, Any]:
     """One run's row: NMI and planted-pattern correlation of every variant, and the checks that tie the offline
     clustering to the pipeline's (the run's own groups, and the default twin's U's and groups where it exists)."""
-    rd = RunDir(run)
-    cfg = RunConfig.from_dict(load_json(rd.config)["config"])
-    family = load_family(cfg.family)
+    rd, cfg, family, truth = load_planted(run)
     n = family.n
-    assert family.planted_groups is not None
-    truth = labels_from_groups([list(g) for g in family.planted_groups], n)
     k = Groups.load(rd.groups, n).k
     Us = point_affinities(rd, cfg)
     iu = np.triu_indices(n, 1)
@@ -331,10 +327,7 @@ def demo_row(run: Path) -> dict[str, Any]:
     family = load_family(cfg.family)
     groups = Groups.load(rd.groups, family.n)
     Us = point_affinities(rd, cfg)
-    cc = cfg.cluster
-    default = cluster(combine([Us[0.5], Us[1.0]]), k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method,
-                      grid_size=cc.lam_grid_size, exhaustive_check=cc.exhaustive_check,
-                      min_silhouette=cc.min_silhouette).labels
+    default = cluster_by(combine([Us[0.5], Us[1.0]]), cfg.cluster).labels
     weights = load_json(rd.affinity_stats).get("point_weights") or {}
     conf = groups.confidence
     return {"run_dir": str(run), "family": cfg.family, "groups": [list(g) for g in groups.indices],

@@ -89,6 +89,9 @@ def point_contexts(ctx: RunContext, need: tuple[str, ...] = ()) -> list[RunConte
     surrogate and affinity) and the run's configuration with N and the baseline as *that point's* feature stage
     collected them (:func:`with_collected_transitions`), which is what the pipeline ran there. ``need`` names the
     artifacts every earlier point must hold (``subsets``, ``affinity``)."""
+    if ctx.cfg.features.group_points is not None:
+        raise PolicyGradExError(f"{ctx.rd.path} was made with --group-points, whose points this command does not "
+                                "resample yet; use a run without it")
     earlier = ctx.cfg.earlier_points
     if not earlier:
         return [ctx]
@@ -109,7 +112,8 @@ def point_contexts(ctx: RunContext, need: tuple[str, ...] = ()) -> list[RunConte
 def own_affinity(ctx: RunContext) -> Path:
     """theta_star's own U: ``affinity_theta_star.npy`` in a run with earlier expansion points (whose affinity.npy
     holds the points' combined U, the one clustered), else affinity.npy; a clear error when it is missing."""
-    path = ctx.rd.affinity_theta_star if ctx.cfg.earlier_points else ctx.rd.affinity
+    several = ctx.cfg.earlier_points or ctx.cfg.features.group_points is not None
+    path = ctx.rd.affinity_theta_star if several else ctx.rd.affinity
     if not path.exists():
         raise PolicyGradExError(f"{path} is missing: finish the run first (`policygradex run ... --out {ctx.rd.path}`)")
     return path

@@ -183,7 +183,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                              ("max_transitions", "max_transitions_per_task"),
                              ("common_random_numbers", "common_random_numbers"),
                              ("expansion_points", "expansion_points"),
-                             ("expansion_policy", "expansion_policy")]:
+                             ("expansion_policy", "expansion_policy"), ("group_points", "group_points")]:
         if getattr(args, attr, None) is not None:
             feat = replace(feat, **{field_name: getattr(args, attr)})
     for attr, field_name in [("subset_size", "subset_size"), ("num_subsets", "num_subsets"), ("l2", "l2"),

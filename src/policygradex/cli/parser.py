@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(theta_star); with more than one the clustered U averages the points' standardised "
                         "affinities; 1: theta_star alone, as the paper (default: "
                         f"{','.join(f'{f:g}' for f in d.features.expansion_points)})")
+    g.add_argument("--group-points", type=float, metavar="F",
+                   help="after a first clustering, fine-tune theta_star on each group's tasks for F of the budget "
+                        "and take every task's features there too, so that conflicts theta_star's states do not "
+                        "show are seen where a group's own policy goes; costs k more feature stages (default: off)")
     g.add_argument("--expansion-policy", choices=["snapshot", "retrain"],
                    help="an earlier expansion point's policy: meta-training's own at that fraction, or a "
                         "meta-training of its own on that fraction of the budget (default: "

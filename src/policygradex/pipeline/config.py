@@ -126,6 +126,15 @@ class FeatureConfig:
     where a half-way policy cannot exist or cannot be used (:func:`~policygradex.pipeline.runner.with_family_defaults`:
     a meta-training of one PPO iteration, or ``--affinity per_target``); ``--expansion-points 1`` gives results
     made before the change."""
+    group_points: float | None = None
+    """``--group-points F``: besides the expansion points, one more point per group of a first clustering: theta_star
+    fine-tuned on that group's tasks alone for F of the meta-training budget per task (:mod:`.group_points`). Every
+    task's features, surrogate and U are taken there too, and the U clustered combines them with the other points'
+    (``cluster.point_weights`` as for any point). An affinity from theta_star sees a conflict only where theta_star's
+    own states show it: two groups paid for different places that theta_star never reaches look alike there
+    (results/reward-geometry.md), while a policy serving one of them goes where they differ. None (default): off.
+    Costs per group a fine-tuning (F of the budget, over that group's tasks) and a feature, surrogate and affinity
+    stage over all n tasks: O(k n N) more transitions for k groups."""
     expansion_policy: Literal["snapshot", "retrain"] = "retrain"
     """Where an earlier expansion point's policy comes from. ``snapshot``: meta-training's own policy after that
     fraction of its iterations, its learning rate not yet annealed (no extra training). ``retrain``: a meta-training

@@ -182,11 +182,13 @@ def write_report(st: "RunState") -> None:
     lines += ["", "![affinity](affinity.png)", "", "## Timings", "", "| stage | seconds |", "|---|---|"]
     for stage in ("meta_train", "features", "surrogate", "affinity", "cluster"):
         lines.append(f"| {stage} | {_fmt(st.timings.get(stage, float('nan')))} |")
-        for p in st.points if stage == "meta_train" and st.cfg.features.expansion_policy == "retrain" else []:
-            lines.append(f"| meta_train at point {p.point:g} | "
-                         f"{_fmt(st.timings.get(f'meta_train at point {p.point:g}', float('nan')))} |")
+        for p in st.points if stage == "meta_train" else []:
+            key = f"meta_train at point {p.point:g}" if p.group is None else f"meta_train at group {p.group}'s point"
+            if p.group is not None or st.cfg.features.expansion_policy == "retrain":
+                lines.append(f"| {key} | {_fmt(st.timings.get(key, float('nan')))} |")
         for p in st.points if stage in ("features", "surrogate", "affinity") else []:
-            lines.append(f"| {stage} at point {p.point:g} | {_fmt(p.timings.get(stage, float('nan')))} |")
+            where = f"point {p.point:g}" if p.group is None else f"group {p.group}'s point"
+            lines.append(f"| {stage} at {where} | {_fmt(p.timings.get(stage, float('nan')))} |")
     lines.append(f"| total | {_fmt(sum(st.timings.values()) + sum(sum(p.timings.values()) for p in st.points))} |")
     lines += [
         "",
@@ -229,33 +231,42 @@ def expansion_lines(st: "RunState") -> list[str]:
         return []
     assert st.U is not None
     record = load_json(st.rd.affinity_stats).get("point_weights") if st.rd.affinity_stats.exists() else None
-    weighted: dict[float, str] = {}
+    weighted: dict[float | str, str] = {}
     if record and record.get("reliability"):
         w = record.get("weights")
         total = sum(w) if w else len(record["points"])
         for i, f in enumerate(record["points"]):
             r = record["reliability"][i]
-            weighted[float(f)] = (f"weight {(w[i] if w else 1.0) / total:.2f}, gradient reliability "
-                                  f"{'-' if r is None else f'{r:.2f}'}; ")
+            weighted[f if isinstance(f, str) else float(f)] = (
+                f"weight {(w[i] if w else 1.0) / total:.2f}, gradient reliability {'-' if r is None else f'{r:.2f}'}; ")
     parts = []
     for p in [*st.points, st]:
-        fraction = 1.0 if p.point is None else p.point
+        name = p.name
         split = load_json(p.rd.affinity_stats).get("split_half") if p.rd.affinity_stats.exists() else None
-        U = load_npy(st.rd.affinity_theta_star) if p.point is None else p.U
+        U = load_npy(st.rd.affinity_theta_star) if p is st else p.U
         rel = "no split-half" if split is None else f"split-half reliability {split['reliability']:.2f}"
         ret = p.curve[-1].get("mean_return") if p.curve else None
-        iteration = len(p.curve) if p.curve else st.cfg.earlier_points.get(fraction, st.cfg.ppo.iterations)
-        parts.append(f"{fraction:g} (iteration {iteration}"
+        if isinstance(name, str):
+            label = f"{name} (theta_star fine-tuned on group {p.group} for {p.point:g} of the budget"
+        else:
+            iteration = len(p.curve) if p.curve else st.cfg.earlier_points.get(name, st.cfg.ppo.iterations)
+            label = f"{name:g} (iteration {iteration}"
+        parts.append(f"{label}"
                      + (f", mean return {_fmt(ret)}" if ret is not None else "")
-                     + f"; {weighted.get(fraction, '')}{rel}; r = {standardized_corr(U, st.U):.2f} with the "
+                     + f"; {weighted.get(name, '')}{rel}; r = {standardized_corr(U, st.U):.2f} with the "
                        "combined U)")
     how = ("each earlier one meta-trained on its own on that fraction of the budget"
            if st.cfg.features.expansion_policy == "retrain" else "each earlier one a snapshot of meta-training")
     mean = ("mean weighted by each point's gradient reliability (--point-weights reliability; equal where none "
             "is above 0)" if weighted else "mean")
+    groups = (f" The group points' policies are theta_star fine-tuned on each group of a first clustering "
+              f"(--group-points {st.cfg.features.group_points:g}): " + "; ".join(
+                  f"group{p.group}: {', '.join(st.family.task_names[i] for i in members)}"
+                  for p, members in zip([p for p in st.points if p.group is not None], st.rd.group_point_tasks())) + "."
+              if st.cfg.features.group_points is not None else "")
     return ["", f"Expansion points: the U clustered is the {mean} of the standardised U's of the policies at "
-            + "; ".join(parts) + f" ({how}). Each point's files are in points/F; theta_star's own U is "
-            "affinity_theta_star.npy."]
+            + "; ".join(parts) + f" ({how}). Each point's files are in points/F (points/groupJ); theta_star's own U "
+            "is affinity_theta_star.npy." + groups]
 
 
 def surrogate_lines(cfg: Any, sur: dict[str, Any]) -> list[str]:

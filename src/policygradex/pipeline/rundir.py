@@ -59,6 +59,19 @@ class RunDir:
         theta_star.pt, and that point's features, surrogate and affinity."""
         return RunDir(self.path / "points" / f"{fraction:g}")
 
+    def group_point(self, group: int) -> "RunDir":
+        """The run directory of group ``group``'s point (``points/groupJ``, :mod:`.group_points`): theta_star
+        fine-tuned on that group's tasks, members.json (the tasks), and that point's features, surrogate and
+        affinity."""
+        return RunDir(self.path / "points" / f"group{group}")
+
+    def group_point_tasks(self) -> list[list[int]]:
+        """The first clustering's groups of a run with group points, from their members.json, in group order."""
+        out: list[list[int]] = []
+        while (self.group_point(len(out)).path / "members.json").exists():
+            out.append([int(i) for i in load_json(self.group_point(len(out)).path / "members.json")["tasks"]])
+        return out
+
     def task_features(self, i: int) -> Path:
         return self.features_dir / f"task_{i:03d}.npz"
 
@@ -121,9 +134,10 @@ def open_run_dir(out: Path, cfg: RunConfig, family: TaskFamily) -> RunDir:
             old_config = without_idle_options(RunConfig.from_dict(old_config).to_dict())
         diffs = (config_diff(old_config, without_idle_options(record["config"]))
                  + config_diff(old.get("family"), record["family"]))
-        if diffs and all(d.startswith("cluster.") for d in diffs):
-            # only clustering options changed: every earlier stage is reused; the affinity and cluster stages see
-            # the options they were computed with in their own artifacts and recompute what depends on them.
+        if diffs and all(d.startswith(("cluster.", "features.group_points:")) for d in diffs):
+            # only clustering options (or the group points, which add stages) changed: every earlier stage is
+            # reused; the affinity and cluster stages see the options they were computed with in their own
+            # artifacts and recompute what depends on them.
             # config.json is rewritten by run_pipeline once it holds the directory's lock.
             rd.new_record = {**old, "config": record["config"]}
         elif diffs:

@@ -25,6 +25,7 @@ from policygradex.envs.registry import load_family
 from policygradex.nets.base import TASK_ROUTED, check_network_name
 from policygradex.pipeline.config import FeatureConfig, RunConfig
 from policygradex.pipeline.expansion import stage_points
+from policygradex.pipeline.group_points import stage_group_points
 from policygradex.pipeline.partitions import EXACT_MAX_N
 from policygradex.pipeline.gradient_statistics import statistics_refusal
 from policygradex.pipeline.projection import factorised_projection
@@ -69,7 +70,8 @@ def run_pipeline(cfg: RunConfig, out: Path, console: Console | None = None, thre
             st.launcher = launcher
         if rd.timings.exists():
             st.timings = {k: float(v) for k, v in load_json(rd.timings).items()}
-        for stage in (stage_meta_train, stage_features, stage_surrogate, stage_points, stage_affinity, stage_cluster):
+        for stage in (stage_meta_train, stage_features, stage_surrogate, stage_points, stage_group_points,
+                      stage_affinity, stage_cluster):
             stage(st)
         write_report(st)
     return st
@@ -143,6 +145,11 @@ def _validate(cfg: RunConfig, family: TaskFamily) -> None:
                                 f"policy (after {its} PPO iterations): space them further apart")
     if len(points) > 1 and cfg.cluster.affinity != "subset":
         raise PolicyGradExError("--expansion-points combines the points' --affinity subset; drop --affinity per_target")
+    g = cfg.features.group_points
+    if g is not None and not (0 < g <= 1):
+        raise PolicyGradExError(f"--group-points must be a fraction in (0, 1] of the meta-training budget, got {g}")
+    if g is not None and cfg.cluster.affinity != "subset":
+        raise PolicyGradExError("--group-points combines the points' --affinity subset; drop --affinity per_target")
     if cfg.features.task_block < 1:
         raise PolicyGradExError(f"--task-block must be >= 1, got {cfg.features.task_block}")
     if cfg.ppo.tasks_per_iteration is not None and cfg.ppo.tasks_per_iteration < 1:

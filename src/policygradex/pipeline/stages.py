@@ -133,12 +133,21 @@ class RunState:
     """With ``--expansion-points``: the states of the earlier points (:mod:`.expansion`), each with its own run
     directory ``points/F`` and its snapshot as ``model``; empty for theta_star alone and inside a point."""
     point: float | None = None
-    """Inside an earlier expansion point: its fraction of meta-training (shown in the stage messages)."""
+    """Inside an earlier expansion point: its fraction of meta-training (shown in the stage messages); inside a
+    group point (:mod:`.group_points`): the fraction of the budget its policy fine-tuned for."""
+    group: int | None = None
+    """Inside a group point: the number of the first pass's group whose policy it is."""
     new_points: set[float] = field(default_factory=set)
     """The earlier expansion points whose policy this invocation trained (their later stages are recomputed)."""
     signal_halves: list[tuple[np.ndarray, np.ndarray] | None] = field(default_factory=list)
     """:func:`final_signal_halves` once computed (one entry), so that the point weights and the confidence read the
     feature files once."""
+
+    @property
+    def name(self) -> float | str:
+        """How records name this state's point: 1.0 for theta_star, F for an earlier expansion point, ``groupJ`` for
+        group J's point."""
+        return f"group{self.group}" if self.group is not None else 1.0 if self.point is None else float(self.point)
 
     @property
     def surrogate_method(self) -> str:
@@ -195,7 +204,8 @@ class RunState:
             atomic_write_json(self.rd.timings, self.timings)
         verb = "computed" if computed else "loaded from disk"
         extra = f" in {seconds:.1f}s" if computed and seconds is not None else ""
-        where = "" if self.point is None else f" at expansion point {self.point:g}"
+        where = ("" if self.point is None else f" at expansion point {self.point:g}" if self.group is None
+                 else f" at group {self.group}'s point")
         self.console.print(f"[green]stage {stage}[/green]{where}: {verb}{extra}")
 
 
@@ -427,7 +437,7 @@ def measure_point_weights(st: RunState) -> dict[str, Any] | None:
         return None
     states = [st, *st.points]
     record: dict[str, Any] = {"rule": st.cfg.cluster.point_weights,
-                              "points": [1.0] + [float(p.point) for p in st.points if p.point is not None]}
+                              "points": [s.name for s in states]}
     if st.cfg.cluster.point_weights == "equal":
         return {**record, "weights": None}
     halves = [final_signal_halves(s) for s in states]
@@ -632,6 +642,8 @@ def stage_affinity(st: RunState) -> None:
     options: dict[str, Any] = {"affinity": cfg.cluster.affinity, "interaction": cfg.cluster.interaction}
     if st.points:
         options["expansion_points"] = list(cfg.features.expansion_points)
+        if cfg.features.group_points is not None:
+            options["group_points"] = cfg.features.group_points
         if cfg.cluster.point_weights != "equal":  # equal: the options (and files) of runs before the option
             options["point_weights"] = cfg.cluster.point_weights
     stats_path = rd.affinity_stats
@@ -644,12 +656,10 @@ def stage_affinity(st: RunState) -> None:
         st.done("affinity", computed=False)
         return
     t0 = time.perf_counter()
-    directed = None
     weighting = measure_point_weights(st)
     weights = None if weighting is None else weighting["weights"]
+    U, directed = own_affinity(st)
     if st.surrogate_method == "closed_form":
-        assert st.stats is not None
-        U = affinity(st.stats, cfg.surrogate.l2, subset_size(cfg, n), cfg.surrogate.evaluation, st.terms)
         assert all(p.stats is not None for p in st.points)
         point_stats = [st.stats] + [p.stats for p in st.points if p.stats is not None]
         reliability = transition_split_half(point_stats, cfg.surrogate.l2, subset_size(cfg, n), seed=cfg.seed,
@@ -657,8 +667,6 @@ def stage_affinity(st: RunState) -> None:
     else:
         assert st.subsets is not None
         subsets, f_hat, task_loss = st.subsets.subsets, st.subsets.f_hat, st.subsets.task_loss_matrix(n)
-        U, directed = affinity_matrix(cfg.cluster.affinity, subsets, f_hat, task_loss, n,
-                                      interaction=cfg.cluster.interaction == "subsets")
         f_hats = [f_hat] + [point_subsets(p, subsets).f_hat for p in st.points]
         reliability = split_half_reliability(subsets, f_hats if st.points else f_hat, n, cfg.cluster.affinity,
                                              task_loss, seed=cfg.seed, interaction=cfg.cluster.interaction == "subsets",
@@ -681,6 +689,24 @@ def stage_affinity(st: RunState) -> None:
     atomic_write_text(rd.affinity_csv, buf.getvalue())
     st.U = U
     st.done("affinity", computed=True, seconds=time.perf_counter() - t0)
+
+
+def own_affinity(st: RunState) -> tuple[np.ndarray, np.ndarray | None]:
+    """This state's own U (theta_star's, or one expansion point's) from its surrogate, and the directed U of
+    ``--affinity per_target`` (else None): O(n^2) beyond the surrogate's outputs."""
+    cfg, n = st.cfg, st.family.n
+    if st.surrogate_method == "closed_form":
+        assert st.stats is not None
+        return affinity(st.stats, cfg.surrogate.l2, subset_size(cfg, n), cfg.surrogate.evaluation, st.terms), None
+    assert st.subsets is not None
+    return affinity_matrix(cfg.cluster.affinity, st.subsets.subsets, st.subsets.f_hat, st.subsets.task_loss_matrix(n),
+                           n, interaction=cfg.cluster.interaction == "subsets")
+
+
+def cluster_by(U: np.ndarray, cc: ClusterConfig) -> Any:
+    """:func:`.clustering.cluster` of ``U`` with every option of ``cc`` (the cluster stage's call)."""
+    return cluster(U, k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method, grid_size=cc.lam_grid_size,
+                   exhaustive_check=cc.exhaustive_check, min_silhouette=cc.min_silhouette)
 
 
 def point_subsets(point: RunState, subsets: list[list[int]]) -> SubsetTable:
@@ -714,8 +740,7 @@ def stage_cluster(st: RunState) -> None:
     assert st.U is not None
     t0 = time.perf_counter()
     with status(st.console, "clustering the affinity matrix"):
-        res = cluster(st.U, k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method, grid_size=cc.lam_grid_size,
-                      exhaustive_check=cc.exhaustive_check, min_silhouette=cc.min_silhouette)
+        res = cluster_by(st.U, cc)
     names = st.family.task_names
     groups = groups_from_labels(res.labels)
     nmi = None

@@ -1,0 +1,99 @@
+"""Group points (``--group-points``): theta_star fine-tuned on each group of a first clustering, the stages at each,
+the U clustered, resume, and the refusals."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from policygradex.cli.main import main
+from policygradex.pipeline.clustering import combine
+from policygradex.pipeline.group_record import Groups
+from policygradex.pipeline.rundir import RunDir
+
+from ..helpers import assert_one_line_error, tiny_run_args
+
+
+@pytest.fixture(scope="module")
+def group_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run (expansion points 0.5 and 1) with ``--group-points 0.5`` added: every stage before the group
+    points is the tiny run's. Read-only."""
+    out = tmp_path_factory.mktemp("group_points") / "run"
+    shutil.copytree(tiny_run, out)
+    assert main(tiny_run_args(out, "cartpole", "--group-points", "0.5")) == 0
+    return out
+
+
+def _curve_tasks(path: Path) -> set[str]:
+    with path.open() as fh:
+        header = next(csv.reader(fh))
+    return {c.removeprefix("return/") for c in header if c.startswith("return/")}
+
+
+def test_group_points_are_the_first_clusterings_groups_and_join_the_u_clustered(tiny_run: Path, group_run: Path):
+    rd, before = RunDir(group_run), RunDir(tiny_run)
+    n = 10
+    first = rd.group_point_tasks()
+    # the first clustering is the run without group points: its groups, one point each
+    assert sorted(map(sorted, first)) == sorted(sorted(g) for g in Groups.load(before.groups, n).indices)
+    assert sorted(p.name for p in (group_run / "points").iterdir()) == sorted(
+        ["0.5", *(f"group{j}" for j in range(len(first)))])
+    # theta_star and the earlier point are untouched: their U's are the run's without group points, byte for byte
+    assert rd.affinity_theta_star.read_bytes() == before.affinity_theta_star.read_bytes()
+    assert rd.point(0.5).affinity.read_bytes() == before.point(0.5).affinity.read_bytes()
+    theta = torch.load(rd.theta_star)["state_dict"]
+    for j, tasks in enumerate(first):
+        point = rd.group_point(j)
+        # fine-tuned from theta_star on its group's tasks alone, for half of the budget (tiny: 512 steps a task)
+        curve_tasks = _curve_tasks(point.curve)
+        assert len(curve_tasks) == len(tasks)
+        with point.curve.open() as fh:
+            rows = list(csv.DictReader(fh))
+        assert int(rows[-1]["env_steps_per_task"]) == 256
+        moved = torch.load(point.theta_star)["state_dict"]
+        assert any(not torch.equal(theta[k], moved[k]) for k in theta)
+        assert np.load(point.affinity).shape == (n, n)
+    # every task is in one group point's fine-tuning
+    names = sorted(_curve_tasks(rd.curve))
+    assert sorted(t for j in range(len(first)) for t in _curve_tasks(rd.group_point(j).curve)) == names
+    # the U clustered: theta_star's, the earlier point's and every group point's standardised U's, equally weighted
+    Us = [np.load(rd.affinity_theta_star), np.load(rd.point(0.5).affinity),
+          *(np.load(rd.group_point(j).affinity) for j in range(len(first)))]
+    np.testing.assert_allclose(np.load(rd.affinity), combine(Us), rtol=0, atol=1e-12)
+    report = rd.report.read_text()
+    assert "--group-points 0.5" in report and "group0 (theta_star fine-tuned on group 0" in report
+
+
+def test_group_points_resume_and_a_new_fraction_retrains_them_alone(group_run: Path, tmp_path: Path, cli):
+    out = tmp_path / "run"
+    shutil.copytree(group_run, out)
+    rc, _, err = cli(*tiny_run_args(out, "cartpole", "--group-points", "0.5"))
+    assert rc == 0
+    assert "computed" not in err  # every stage, the group points' included, loaded from disk
+    theta_features = (out / "features" / "task_000.npz").read_bytes()
+    old = torch.load(out / "points" / "group0" / "theta_star.pt")["state_dict"]
+    rc, _, err = cli(*tiny_run_args(out, "cartpole", "--group-points", "0.25"))
+    assert rc == 0
+    assert "stage features: loaded" in err and "stage features at group 0's point: computed" in err
+    assert (out / "features" / "task_000.npz").read_bytes() == theta_features
+    new = torch.load(out / "points" / "group0" / "theta_star.pt")["state_dict"]
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+
+
+@pytest.mark.parametrize("extra, fragment", [(("--group-points", "0"), "--group-points must be a fraction"),
+                                             (("--group-points", "1.5"), "--group-points must be a fraction"),
+                                             (("--group-points", "0.5", "--affinity", "per_target"), "per_target")])
+def test_bad_group_points_are_one_line_errors(tmp_path: Path, cli, extra, fragment):
+    rc, _, err = cli(*tiny_run_args(tmp_path / "run", "cartpole", *extra))
+    assert_one_line_error(rc, err, fragment)
+    assert not (tmp_path / "run" / "theta_star.pt").exists()
+
+
+def test_stability_refuses_a_run_with_group_points(group_run: Path, tmp_path: Path, cli):
+    rc, _, err = cli("stability", group_run, "--resamples", "2")
+    assert_one_line_error(rc, err, "--group-points")
