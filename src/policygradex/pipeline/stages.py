@@ -46,7 +46,7 @@ from policygradex.envs.vector import family_spaces
 from policygradex.nets.base import flat_params
 from policygradex.pipeline.affinity import affinity_matrix, split_half_reliability
 from policygradex.pipeline.baseline_choice import baseline_line, choose_baseline, effective_baseline
-from policygradex.pipeline.clustering import cluster, combine
+from policygradex.pipeline.clustering import Clustering, cluster, combine
 from policygradex.pipeline.confidence import (
     GRADIENT_MIN,
     bootstrap_groups,
@@ -703,7 +703,7 @@ def own_affinity(st: RunState) -> tuple[np.ndarray, np.ndarray | None]:
                            n, interaction=cfg.cluster.interaction == "subsets")
 
 
-def cluster_by(U: np.ndarray, cc: ClusterConfig) -> Any:
+def cluster_by(U: np.ndarray, cc: ClusterConfig) -> Clustering:
     """:func:`.clustering.cluster` of ``U`` with every option of ``cc`` (the cluster stage's call)."""
     return cluster(U, k=cc.k, lam=cc.lam, solver=cc.solver, method=cc.method, grid_size=cc.lam_grid_size,
                    exhaustive_check=cc.exhaustive_check, min_silhouette=cc.min_silhouette)
