@@ -26,9 +26,8 @@ import dataclasses
 import shutil
 import time
 
-from policygradex.common.artifacts import atomic_torch_save, atomic_write_json, file_sha, load_json
+from policygradex.common.artifacts import atomic_write_json, file_sha, load_json
 from policygradex.common.progress import make_progress, status
-from policygradex.envs.vector import family_spaces
 from policygradex.pipeline.clustering import combine
 from policygradex.pipeline.partitions import groups_from_labels
 from policygradex.pipeline.rundir import RunDir
@@ -40,6 +39,7 @@ from policygradex.pipeline.stages import (
     own_affinity,
     read_curve,
     return_info,
+    save_theta,
     stage_affinity,
     stage_features,
     stage_surrogate,
@@ -70,14 +70,12 @@ def fine_tune(st: RunState, rd: RunDir, group: int, tasks: list[int]) -> None:
     fraction = cfg.features.group_points
     assert fraction is not None and st.model is not None
     ppo = dataclasses.replace(cfg.ppo, steps_per_task=max(1, round(fraction * cfg.ppo.steps_per_task)))
-    obs_dim, _ = family_spaces(st.family, cfg.network.task_id)
     with make_progress(st.console) as progress:
         bar = progress.add_task(f"fine-tune PPO for group {group}'s point", total=ppo.iterations, info="")
         result = train_ppo(st.family, tasks, cfg.network, ppo, cfg.seed + SEED_OFFSET,
                            init_state=st.model.state_dict(), checkpoint_path=rd.checkpoint,
                            on_iteration=lambda i, total, row: progress.update(bar, completed=i, info=return_info(row)))
-    atomic_torch_save({"state_dict": result.model.state_dict(), "obs_dim": obs_dim,
-                       "policy_parameter_names": result.model.policy_parameter_names()}, rd.theta_star)
+    save_theta(st, result.model, rd.theta_star)
     write_curve(rd.curve, result.curve)
     rd.checkpoint.unlink(missing_ok=True)
 

@@ -266,21 +266,15 @@ def meta_train(st: RunState, ppo: PPOConfig, rd: RunDir, snapshots: dict[int, Ru
         def on_iteration(i: int, total: int, row: dict[str, Any]) -> None:
             progress.update(bar, completed=i, info=return_info(row))
 
-        obs_dim, _ = family_spaces(st.family, cfg.network.task_id)
-
-        def save(model: nn.Module, path: Path) -> None:
-            atomic_torch_save({"state_dict": model.state_dict(), "obs_dim": obs_dim,
-                               "policy_parameter_names": model.policy_parameter_names()}, path)
-
         def keep_snapshot(i: int, model: nn.Module) -> None:
             if i in snapshots:  # an earlier expansion point (one taken before a resumed checkpoint is on disk)
                 snapshots[i].path.mkdir(parents=True, exist_ok=True)
-                save(model, snapshots[i].theta_star)
+                save_theta(st, model, snapshots[i].theta_star)
 
         result = train_ppo(st.family, range(st.family.n), cfg.network, ppo, cfg.seed,
                            checkpoint_path=rd.checkpoint, on_iteration=on_iteration,
                            after_iteration=keep_snapshot if snapshots else None)
-    save(result.model, rd.theta_star)
+    save_theta(st, result.model, rd.theta_star)
     write_curve(rd.curve, result.curve)
     for i, point in snapshots.items():
         if not point.theta_star.exists():
@@ -289,6 +283,14 @@ def meta_train(st: RunState, ppo: PPOConfig, rd: RunDir, snapshots: dict[int, Ru
         write_curve(point.curve, result.curve[:i])
     rd.checkpoint.unlink(missing_ok=True)
     return result.model, result.curve
+
+
+def save_theta(st: RunState, model: nn.Module, path: Path) -> None:
+    """A policy as the run keeps it (theta_star.pt, and every point's): its state_dict, the observation size and
+    the names of the policy's parameters, written atomically."""
+    obs_dim, _ = family_spaces(st.family, st.cfg.network.task_id)
+    atomic_torch_save({"state_dict": model.state_dict(), "obs_dim": obs_dim,
+                       "policy_parameter_names": model.policy_parameter_names()}, path)
 
 
 def return_info(row: dict[str, Any]) -> str:
