@@ -4,6 +4,7 @@ the U clustered, resume, and the refusals."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from policygradex.pipeline.clustering import combine
 from policygradex.pipeline.group_record import Groups
 from policygradex.pipeline.rundir import RunDir
 
-from ..helpers import assert_one_line_error, tiny_run_args
+from ..helpers import assert_one_line_error, stability_against_ground_truth, tiny_run_args
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,49 @@ def test_bad_group_points_are_one_line_errors(tmp_path: Path, cli, extra, fragme
     assert not (tmp_path / "run" / "theta_star.pt").exists()
 
 
-def test_stability_refuses_a_run_with_group_points(group_run: Path, tmp_path: Path, cli):
-    rc, _, err = cli("stability", group_run, "--resamples", "2")
-    assert_one_line_error(rc, err, "--group-points")
+def test_stability_and_ground_truth_resample_the_group_points_like_any_point(group_run: Path, tmp_path: Path,
+                                                                              cli):
+    """``stability`` on a run with group points recollects at every point's policy, group points included (a job per
+    resample and point, pinned by that policy's sha256), and each resample's U is the points' U's combined with the
+    run's weights, in the pipeline's order; ``ground-truth`` names the group points and sums their surrogates'
+    cost; a run whose affinity was not combined from its group points is refused with one line."""
+    from policygradex.analysis.context import job_seed
+    from policygradex.common.artifacts import file_sha
+    from policygradex.pipeline.affinity import subset_affinity
+    from policygradex.pipeline.clustering import standardized_corr
+    from policygradex.pipeline.stages import recorded_point_weights
+    from policygradex.pipeline.subset_table import SubsetTable
+
+    run = tmp_path / "run"
+    shutil.copytree(group_run, run)
+    rd = RunDir(run)
+    k = len(rd.group_point_tasks())
+    places = [rd, rd.point(0.5), *(rd.group_point(j) for j in range(k))]
+    shas = [file_sha(p.theta_star) for p in places]
+    vs, truth, out = stability_against_ground_truth(cli, run)
+    blobs = [json.loads(f.read_text()) for f in sorted((run / "jobs").glob("*.json"))]
+    jobs = [b for b in blobs if b["spec"]["fn"].endswith("stability:resample_job")]
+    assert sorted((j["spec"]["args"]["theta_sha"], j["spec"]["seed"]) for j in jobs) == \
+        sorted((sha, job_seed("stability", 0, r)) for sha in shas for r in range(2))
+    assert sorted(j["spec"]["args"]["group_point"] for j in jobs if "group_point" in j["spec"]["args"]) == \
+        sorted(list(range(k)) * 2)
+    record = json.loads((run / "stability" / "stability.json").read_text())
+    assert [p["point"] for p in record["per_point"]] == [1.0, 0.5, *(f"group{j}" for j in range(k))]
+    # each resample's U: every point's U from its job, combined in the pipeline's order with the run's weights
+    subsets = SubsetTable.load(rd.subsets).subsets
+    by = {(j["spec"]["args"]["theta_sha"], j["spec"]["seed"]): j["result"] for j in jobs}
+    weights = recorded_point_weights(rd)
+    Us = [combine([subset_affinity(subsets, np.asarray(by[sha, job_seed("stability", 0, r)]["f_hat"]), 10)
+                   for sha in shas], weights) for r in range(2)]
+    U_run = np.load(rd.affinity)
+    assert record["corr_with_run"]["mean"] == pytest.approx(np.mean([standardized_corr(U_run, U) for U in Us]))
+    assert "| group0 |" in out and "the group points group0" in out
+    assert truth["group_points"] == [f"group{j}" for j in range(k)]
+    assert "and of group points group0" in (run / "ground_truth" / "ground_truth.md").read_text()
+    assert vs["run"]["corr_standardized_U_combined"] == pytest.approx(
+        standardized_corr(U_run, np.load(run / "ground_truth" / "affinity_true.npy")))
+    # a group point gone (an interrupted rerun): refused, not resampled at the points that remain
+    shutil.rmtree(rd.group_point(k - 1).path)
+    rc, _, err = cli("stability", run, "--resamples", "2")
+    assert_one_line_error(rc, err, "group points")
+

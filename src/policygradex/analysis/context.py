@@ -41,11 +41,20 @@ class RunContext:
     """sha256 of theta_star.pt: part of every job spec, so retraining theta_star invalidates cached jobs."""
     fraction: float = 1.0
     """Where in meta-training this policy is (:func:`point_contexts`): 1 for theta_star, F for an earlier expansion
-    point, whose ``rd``, ``cfg``, ``model`` and ``theta_sha`` are then that point's."""
+    point, whose ``rd``, ``cfg``, ``model`` and ``theta_sha`` are then that point's; for a group point, the fraction
+    of the budget its fine-tuning ran (``--group-points F``)."""
+    group: int | None = None
+    """For group J's point (``--group-points``, :mod:`~policygradex.pipeline.group_points`): J; else None."""
 
     @property
     def names(self) -> list[str]:
         return self.family.task_names
+
+    @property
+    def point_name(self) -> float | str:
+        """How records name this point, as the pipeline's affinity_stats.json does: 1.0 for theta_star, F for an
+        earlier expansion point, ``groupJ`` for group J's point."""
+        return f"group{self.group}" if self.group is not None else float(self.fraction)
 
 
 def load_context(run_dir: Path, need: tuple[str, ...] = ()) -> RunContext:
@@ -82,31 +91,47 @@ def _load_policy(cfg: RunConfig, family: TaskFamily, path: Path, config: Path) -
 
 
 def point_contexts(ctx: RunContext, need: tuple[str, ...] = ()) -> list[RunContext]:
-    """Every expansion point of the run (``--expansion-points``) as a context of its own: theta_star (``ctx``)
-    first, then the earlier points in the order of their fractions, the order in which the pipeline combines their
-    U's (``[ctx]`` alone for a run without earlier points). An earlier point F's context has
-    the run directory ``points/F`` (its policy ``theta_star.pt``, whose sha256 pins its jobs, and its features,
-    surrogate and affinity) and the run's configuration with N and the baseline as *that point's* feature stage
-    collected them (:func:`with_collected_transitions`), which is what the pipeline ran there. ``need`` names the
-    artifacts every earlier point must hold (``subsets``, ``affinity``)."""
-    if ctx.cfg.features.group_points is not None:
-        raise PolicyGradExError(f"{ctx.rd.path} was made with --group-points, whose points this command does not "
-                                "resample yet; use a run without it")
+    """Every expansion point of the run as a context of its own, in the order in which the pipeline combines their
+    U's: theta_star (``ctx``) first, then the earlier points (``--expansion-points``) in the order of their
+    fractions, then the group points (``--group-points``) in group order (``[ctx]`` alone for a run with neither).
+    A point's context has its run directory (``points/F`` or ``points/groupJ``: its policy ``theta_star.pt``, whose
+    sha256 pins its jobs, and its features, surrogate and affinity) and the run's configuration with N and the
+    baseline as *that point's* feature stage collected them (:func:`with_collected_transitions`), which is what the
+    pipeline ran there. ``need`` names the artifacts every point must hold (``subsets``, ``affinity``). The group
+    points are those the run's affinity was combined from (affinity_stats.json names them); a run whose group points
+    and affinity disagree (interrupted between them) is refused."""
     earlier = ctx.cfg.earlier_points
-    if not earlier:
+    fraction = ctx.cfg.features.group_points
+    groups = ctx.rd.group_point_tasks() if fraction is not None else []
+    if fraction is not None:
+        recorded = _recorded_points(ctx.rd)
+        if not groups or (recorded is not None and sum(isinstance(p, str) for p in recorded) != len(groups)):
+            raise PolicyGradExError(f"{ctx.rd.path}'s group points are not those its affinity was combined from: "
+                                    f"finish the run first (`policygradex run ... --out {ctx.rd.path}`)")
+    if not earlier and not groups:
         return [ctx]
     base = RunConfig.from_dict(load_json(ctx.rd.config)["config"])
+    places: list[tuple[RunDir, float, int | None, str]] = [
+        *((ctx.rd.point(f), f, None, f"expansion point {f:g}") for f in earlier),
+        *((ctx.rd.group_point(j), float(fraction), j, f"group {j}'s point")  # type: ignore[arg-type]
+          for j in range(len(groups)))]
     out = [ctx]
-    for fraction in earlier:
-        rd = ctx.rd.point(fraction)
+    for rd, f, group, label in places:
         for path in [rd.theta_star, *(getattr(rd, key) for key in need)]:
             if not path.exists():
-                raise PolicyGradExError(f"{path} (expansion point {fraction:g}) is missing: finish the run first "
+                raise PolicyGradExError(f"{path} ({label}) is missing: finish the run first "
                                         f"(`policygradex run ... --out {ctx.rd.path}`)")
         cfg = with_collected_transitions(base, rd)
         model = _load_policy(cfg, ctx.family, rd.theta_star, ctx.rd.config)
-        out.append(RunContext(rd, cfg, ctx.family, model, file_sha(rd.theta_star), fraction))
+        out.append(RunContext(rd, cfg, ctx.family, model, file_sha(rd.theta_star), f, group))
     return out
+
+
+def _recorded_points(rd: RunDir) -> list[float | str] | None:
+    """The points the run's combined U was made from, as affinity_stats.json names them (None: not recorded, as in
+    runs made before the record, whose point weights, when not equal, name them too)."""
+    stats = load_json(rd.affinity_stats) if rd.affinity_stats.exists() else {}
+    return stats.get("points") or (stats.get("point_weights") or {}).get("points")
 
 
 def own_affinity(ctx: RunContext) -> Path:

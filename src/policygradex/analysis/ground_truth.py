@@ -20,7 +20,9 @@ with the true groups, as for any run; theta_star's *own* estimate with f and U_t
 relative error of its own U (affinity_theta_star.npy). Reported beside them, so both are seen: the relative error of
 the combined U, and the NMI of the groups clustered from theta_star's own U alone (the run's k, the routine that
 clusters U_true). The surrogate's cost is summed over the points (collection, gradients and fits at each); an earlier
-point's own meta-training (``--expansion-policy retrain``) is counted in neither.
+point's own meta-training (``--expansion-policy retrain``) is counted in neither. Group points (``--group-points``)
+are points like the earlier ones: their surrogates are summed into the cost, and their fine-tunings, like meta-training,
+are counted in neither.
 """
 
 from __future__ import annotations
@@ -274,6 +276,8 @@ def ground_truth(run_dir: Path, gt: GroundTruthConfig, launcher: LauncherConfig,
     }
     if several:
         record["expansion_points"] = list(ctx.cfg.features.expansion_points)
+        if ctx.cfg.features.group_points is not None:
+            record["group_points"] = [p.point_name for p in points if p.group is not None]
         record["nmi_theta_star"] = main["nmi_theta_star"]
         record["relative_error_combined"] = main["relative_error_combined"]
         record["groups_theta_star"] = [[names[i] for i in g] for g in groups_from_labels(labels_own)]
@@ -326,8 +330,11 @@ def markdown(record: dict[str, Any]) -> str:
         f"true groups from U_true with f = {gt['target']}, k = {record['k']}.", "",
     ]
     if points:
-        lines += [f"The run clusters the combined U of expansion points {', '.join(f'{f:g}' for f in points)}: its "
-                  "groups are those compared with the true groups. The truth fine-tunes theta_star, so f^, its split "
+        groups = record.get("group_points")
+        also = f" and of group points {', '.join(groups)}" if groups else ""
+        listed = ", ".join(f"{f:g}" for f in points)
+        lines += [f"The run clusters the combined U of expansion points {listed}{also}: its groups are "
+                  "those compared with the true groups. The truth fine-tunes theta_star, so f^, its split "
                   "halves and the relative error of U are theta_star's own (subsets.npz, affinity_theta_star.npy); "
                   "the combined U's relative error and the groups of theta_star's own U are shown beside them. The "
                   "surrogate's cost is summed over the points.", ""]

@@ -27,6 +27,11 @@ combined: each point's U averaged over the run and the resamples (the run's own 
 at the N it ran with), and the points' pooled U's combined; ``f_hat_pooled`` is theta_star's. Against a ground truth
 (which fine-tunes theta_star) f^ is theta_star's own and the groups the combined U's, whose own correlation with
 U_true is added. A run without earlier points gives the same jobs and files as before the points existed.
+
+A run with group points (``--group-points``) resamples them like the earlier points (``points/groupJ``, combined
+after them with the run's point weights), each group point's policy fixed as every point's is: a resample does not
+redo the first clustering or the fine-tunings, so the spread measured is the transitions', at the run's policies,
+not the whole method's (which would retrain the group points whenever a resample's first clustering moves).
 """
 
 from __future__ import annotations
@@ -105,13 +110,15 @@ def resample_spec(point: RunContext, N: int, subsets: list[list[int]], r: int, s
     is one of this policy's. Every point of a resample shares its seed, as the pipeline's points share the feature
     stage's. theta_star's spec has the form it had before expansion points existed, so a run without them keeps its
     cached jobs (``several``, whether the run has earlier points, only names the point in the label); an earlier
-    point's also holds its fraction."""
+    point's also holds its fraction, a group point its group."""
     args: dict[str, Any] = {"config": point.cfg.to_dict(), "theta_sha": point.theta_sha, "subsets": subsets,
                             "transitions_per_task": N, "version": JOB_VERSION}
-    if point.fraction != 1.0:
+    if point.group is not None:
+        args["group_point"] = point.group
+    elif point.fraction != 1.0:
         args["expansion_point"] = point.fraction
     return JobSpec("policygradex.analysis.stability:resample_job", args, seed=job_seed("stability", seed, r),
-                   label=f"resample {r}" + (f" at point {point.fraction:g}" if several else ""),
+                   label=f"resample {r}" + (f" at point {_name(point.point_name)}" if several else ""),
                    paths={"run_dir": str(point.rd.path)})
 
 
@@ -288,7 +295,7 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     }
     if several:
         record["per_point"] = [
-            {"fraction": p.fraction, "transitions_per_task": N_point,
+            {"point": p.point_name, "fraction": p.fraction, "transitions_per_task": N_point,
              "run_transitions_per_task": p.cfg.features.transitions_per_task,
              **_correlations(point_U),
              "f_hat_pooled": np.mean(f_hats_point[first:], axis=0).tolist()}
@@ -304,13 +311,23 @@ def stability(run_dir: Path, sc: StabilityConfig, launcher: LauncherConfig, cons
     return record
 
 
-def _n_phrase(Ns: list[int], fractions: list[float] | None = None) -> str:
+def _n_phrase(Ns: list[int], points: list[float | str] | None = None) -> str:
     """N per task over the expansion points (theta_star's first): one number when they agree, else each point's,
-    followed by the points' ``fractions`` when given."""
+    followed by the ``points``' names when given."""
     if len(set(Ns)) == 1:
         return str(Ns[0])
-    return " / ".join(str(x) for x in Ns) + ("" if fractions is None else
-                                              " at points " + " / ".join(f"{f:g}" for f in fractions))
+    return " / ".join(str(x) for x in Ns) + ("" if points is None else
+                                              " at points " + " / ".join(_name(p) for p in points))
+
+
+def _name(point: float | str) -> str:
+    """A point's name in text: its fraction (``0.5``) or ``groupJ``."""
+    return point if isinstance(point, str) else f"{point:g}"
+
+
+def _point_of(entry: dict[str, Any]) -> float | str:
+    """A ``per_point`` entry's point (records made before group points name it by its fraction alone)."""
+    return entry.get("point", entry["fraction"])
 
 
 def _stat(d: dict[str, float] | None) -> str:
@@ -321,15 +338,19 @@ def _stat(d: dict[str, float] | None) -> str:
 
 def _points_n(points: list[dict[str, Any]], key: str) -> str:
     """:func:`_n_phrase` of the record's ``per_point`` entries' ``key``, naming the points where they differ."""
-    return _n_phrase([p[key] for p in points], [p["fraction"] for p in points])
+    return _n_phrase([p[key] for p in points], [_point_of(p) for p in points])
 
 
 def markdown(record: dict[str, Any]) -> str:
     sc = record["config"]
     points = record.get("per_point")
     if points:
-        fractions = ", ".join(f"{p['fraction']:g}" for p in points[1:])
-        intro = (f"Every expansion point's policy fixed (theta_star and the earlier points {fractions}), with the "
+        earlier = [_name(_point_of(p)) for p in points[1:] if not isinstance(_point_of(p), str)]
+        groups = [_point_of(p) for p in points[1:] if isinstance(_point_of(p), str)]
+        named = ", ".join(filter(None, [f"the earlier points {', '.join(earlier)}" if earlier else "",
+                                        f"the group points {', '.join(map(str, groups))} (not retrained: the first "
+                                        "clustering and the fine-tunings are the run's)" if groups else ""]))
+        intro = (f"Every expansion point's policy fixed (theta_star, {named}), with the "
                  f"projection, the subsets and the surrogate; transitions recollected {sc['resamples']} times with "
                  f"fresh seeds at every point, {_points_n(points, 'transitions_per_task')} per task (the run used "
                  f"{_points_n(points, 'run_transitions_per_task')}); each point's U built as the run builds it and "
@@ -354,7 +375,7 @@ def markdown(record: dict[str, Any]) -> str:
         lines += ["", f"Each point's own U (f^ {record['evaluation']}, standardised), before the points are "
                   "combined:", "", "| expansion point | correlation among the resamples | each resample vs the run's |",
                   "|---|---|---|"]
-        lines += [f"| {p['fraction']:g}{' (theta_star)' if p['fraction'] == 1 else ''} | "
+        lines += [f"| {_name(_point_of(p))}{' (theta_star)' if _point_of(p) == 1 else ''} | "
                   f"{_stat(p['corr_among_resamples'])} | {_stat(p['corr_with_run'])} |" for p in points]
     pooled_from = ("the run and every resample" if record["pooled_includes_run"]
                    else "every resample; the run's N differs, so it is left out")

@@ -677,7 +677,9 @@ def stage_affinity(st: RunState) -> None:
         assert all(p.U is not None for p in st.points)
         atomic_save_npy(rd.affinity_theta_star, U)
         U = combine([U] + [p.U for p in st.points if p.U is not None], weights)
+    # the points combined, by name (theta_star first), which analyses check a run's points against
     atomic_write_json(stats_path, {"split_half": reliability, "options": options,
+                                   **({"points": [s.name for s in (st, *st.points)]} if st.points else {}),
                                    **({"point_weights": weighting} if weighting is not None and
                                       weighting["rule"] != "equal" else {})})
     if directed is not None:
