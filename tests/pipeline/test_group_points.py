@@ -86,6 +86,34 @@ def test_group_points_resume_and_a_new_fraction_retrains_them_alone(group_run: P
     assert any(not torch.equal(old[k], new[k]) for k in old)
 
 
+def test_a_resumed_run_reads_no_feature_file_for_its_first_clustering(group_run: Path, tmp_path: Path, cli):
+    """The first clustering is kept with its inputs (points/first_pass.json): a rerun of a finished run with
+    reliability weights, whose weights are measured from every point's feature files, reads none of them; a changed
+    clustering option clusters again."""
+    from policygradex.pipeline import stages
+
+    out = tmp_path / "run"
+    shutil.copytree(group_run, out)
+    args = tiny_run_args(out, "cartpole", "--group-points", "0.5", "--point-weights", "reliability")
+    rc, _, err = cli(*args)
+    assert rc == 0, err
+    rd = RunDir(out)
+    record = json.loads(rd.first_pass.read_text())
+    assert record["point_weights"]["rule"] == "reliability" and record["groups"] == rd.group_point_tasks()
+
+    def no_features(st):
+        raise AssertionError(f"{st.rd.path}'s feature files read")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stages, "gradient_signal_halves", no_features)
+        rc, _, err = cli(*args)
+        assert rc == 0, err
+        assert "computed" not in err
+    rc, _, err = cli(*tiny_run_args(out, "cartpole", "--group-points", "0.5", "--point-weights", "equal"))
+    assert rc == 0, err
+    assert json.loads(rd.first_pass.read_text())["point_weights"]["weights"] is None
+
+
 @pytest.mark.parametrize("extra, fragment", [(("--group-points", "0"), "--group-points must be a fraction"),
                                              (("--group-points", "1.5"), "--group-points must be a fraction"),
                                              (("--group-points", "0.5", "--affinity", "per_target"), "per_target")])

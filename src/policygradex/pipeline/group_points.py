@@ -12,9 +12,10 @@ expansion point. The affinity stage then combines theta_star's U, the earlier po
 the group points come from the first pass's groups, which the final groups need not equal
 (results/group-points.md).
 
-Resuming: ``points/groupJ/members.json`` records the tasks, F and theta_star's sha256 its policy was trained for; a
-point whose record differs (a changed first pass) is trained again and its later stages recomputed, and a point
-beyond the first pass's groups is ignored.
+Resuming: ``points/first_pass.json`` keeps the first clustering with the inputs it was made from, and
+``points/groupJ/members.json`` records the tasks, F and theta_star's sha256 its policy was trained for; a point whose
+record differs (a changed first pass) is trained again and its later stages recomputed, and the folder of a group
+the first pass no longer has is removed.
 
 Cost, for k first-pass groups: the fine-tunings add F of meta-training in all (each task is in one group), and the
 k feature stages k times theta_star's (O(k n N) transitions and gradients); memory as for k more expansion points.
@@ -23,8 +24,13 @@ k feature stages k times theta_star's (O(k n N) transitions and gradients); memo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 import time
+from typing import Any
+
+import numpy as np
 
 from policygradex.common.artifacts import atomic_write_json, file_sha, load_json
 from policygradex.common.progress import make_progress, status
@@ -55,12 +61,34 @@ def first_pass(st: RunState) -> list[list[int]]:
     """The groups of the first clustering: theta_star's U and the earlier points' (``st.points``) combined as the
     affinity stage combines them, clustered with the run's options (no confidence). O(P n^2) beyond the clustering,
     and with ``--point-weights reliability`` one pass over each point's feature files for the weights (the affinity
-    stage reuses what it read). Recomputed on every invocation, so a changed clustering option moves the points."""
+    stage reuses what it read). Kept in ``points/first_pass.json`` with its inputs (:func:`first_pass_key`): a
+    resumed run whose inputs are the same reads it instead (no feature file is read), and a changed clustering
+    option or point moves the groups."""
     U, _ = own_affinity(st)
-    if st.points:
-        weighting = measure_point_weights(st)
-        U = combine([U] + [p.U for p in st.points if p.U is not None], None if weighting is None else weighting["weights"])
-    return [list(g) for g in groups_from_labels(cluster_by(U, st.cfg.cluster).labels)]
+    Us = [U] + [p.U for p in st.points if p.U is not None]
+    key = first_pass_key(st, Us)
+    path = st.rd.first_pass
+    if path.exists():
+        record = load_json(path)
+        if record.get("key") == key:
+            return [[int(i) for i in g] for g in record["groups"]]
+    weighting = measure_point_weights(st)
+    U = combine(Us, None if weighting is None else weighting["weights"]) if st.points else U
+    groups = [list(g) for g in groups_from_labels(cluster_by(U, st.cfg.cluster).labels)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"key": key, "groups": groups, "point_weights": weighting})
+    return groups
+
+
+def first_pass_key(st: RunState, Us: list[np.ndarray]) -> Any:
+    """What the first clustering is a function of: the clustering options (the point weights' rule among them) and,
+    for theta_star and each earlier point, its U's sha256 and its feature stage's record (features/meta.json: N, p,
+    d, the store; rewritten whenever the stage reruns), from whose files the reliability weights are measured. As
+    JSON reads it back, so that a stored key compares equal."""
+    points = [{"point": s.name, "U_sha256": hashlib.sha256(np.ascontiguousarray(u).tobytes()).hexdigest(),
+               "features": load_json(s.rd.features_meta) if s.rd.features_meta.exists() else None}
+              for s, u in zip([st, *st.points], Us)]
+    return json.loads(json.dumps({"cluster": dataclasses.asdict(st.cfg.cluster), "points": points}))
 
 
 def fine_tune(st: RunState, rd: RunDir, group: int, tasks: list[int]) -> None:

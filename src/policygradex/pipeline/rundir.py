@@ -65,6 +65,9 @@ class RunDir:
         affinity."""
         return RunDir(self.path / "points" / f"group{group}")
 
+    first_pass = property(lambda self: self.path / "points" / "first_pass.json")
+    """The first clustering of a run with group points, with the inputs it was made from (:mod:`.group_points`)."""
+
     def group_point_tasks(self) -> list[list[int]]:
         """The first clustering's groups of a run with group points, from their members.json, in group order."""
         out: list[list[int]] = []
