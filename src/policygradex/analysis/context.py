@@ -112,9 +112,9 @@ def point_contexts(ctx: RunContext, need: tuple[str, ...] = ()) -> list[RunConte
         return [ctx]
     base = RunConfig.from_dict(load_json(ctx.rd.config)["config"])
     places: list[tuple[RunDir, float, int | None, str]] = [
-        *((ctx.rd.point(f), f, None, f"expansion point {f:g}") for f in earlier),
-        *((ctx.rd.group_point(j), float(fraction), j, f"group {j}'s point")  # type: ignore[arg-type]
-          for j in range(len(groups)))]
+        (ctx.rd.point(f), f, None, f"expansion point {f:g}") for f in earlier]
+    if fraction is not None:
+        places += [(ctx.rd.group_point(j), fraction, j, f"group {j}'s point") for j in range(len(groups))]
     out = [ctx]
     for rd, f, group, label in places:
         for path in [rd.theta_star, *(getattr(rd, key) for key in need)]:
