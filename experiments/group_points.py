@@ -52,7 +52,7 @@ DATA = Path("results/data/group-points.json")
 X = "--expansion-points 0.25,0.5,1 --surrogate newton --point-weights reliability --group-points 0.25"
 RUN_COMMANDS = [
     "cp -al runs/x3/RUN runs/x3g/RUN   # RUN: reward-cartpole-s15/16/17/19, actuation-cartpole-s15/16/17/18, "
-    "observation-cartpole-s15/16/17/18, observation-planted-s15/16/17/18, objective-lunarlander-s15/16/17, "
+    "observation-cartpole-s15/16/17/18, observation-planted-s15/16/17/18, objective-lunarlander-s15/16, "
     "actuation-lunarlander-s15 (results/third-point.md's runs)",
     f"policygradex run SPEC --preset demo --k 3 --seed S --out runs/x3g/RUN {X}   # SPEC and S: the run's config.json",
     "python experiments/planted_suite.py --root runs/x3g --json runs/x3g/suite-B.json --envs cartpole --kinds reward "

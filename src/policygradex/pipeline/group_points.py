@@ -65,6 +65,7 @@ def first_pass(st: RunState) -> list[list[int]]:
     resumed run whose inputs are the same reads it instead (no feature file is read), and a changed clustering
     option or point moves the groups."""
     U, _ = own_affinity(st)
+    assert all(p.U is not None for p in st.points)  # every earlier point's affinity stage has run
     Us = [U] + [p.U for p in st.points if p.U is not None]
     key = first_pass_key(st, Us)
     path = st.rd.first_pass
