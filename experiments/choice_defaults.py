@@ -53,6 +53,8 @@ MAKE = (
     "policygradex run FAM --preset demo --k 3 --out runs/demo3d/FAM   # seeded from runs/demo3/FAM's theta_star",
     "policygradex compare runs/demo3g/FAM --seeds 5 --workers 1 --groups option=runs/demo3/FAM/groups.json "
     "--groups defaults=runs/demo3d/FAM/groups.json",
+    "policygradex compare runs/demo3g/lunarlander --seeds 10 --workers 2 --groups option=runs/demo3/lunarlander/"
+    "groups.json --groups defaults=runs/demo3d/lunarlander/groups.json   # 5 more seeds (the first 5 cached)",
 )
 """The commands that made the page's runs and compares, FAM each family."""
 
