@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from policygradex.analysis.compare import random_groups
+from policygradex.analysis.compare import load_partition, random_groups
 from policygradex.analysis.context import (
     ensure_transitions,
     load_context,
@@ -181,6 +181,24 @@ def test_nmi_floor_and_relative_error_invariances() -> None:
     assert relative_error(U, U) == pytest.approx(0.0, abs=1e-12)
     assert relative_error(2 * U + 3, U) == pytest.approx(0.0, abs=1e-12)  # the SDP sees the standardised U
     assert relative_error(-U, U) == pytest.approx(2.0)
+
+
+def test_a_grouping_is_read_from_a_groups_json_a_list_file_or_inline(tmp_path: Path) -> None:
+    """``--groups`` (compare, train): a run's groups.json, a file holding a list of index lists, or that list
+    written inline give the same groups; a list that does not partition the tasks, broken JSON and a missing file
+    are one clear error each."""
+    from policygradex.common.errors import PolicyGradExError
+
+    want = [[0, 1, 9], [2, 3, 4], [5, 6, 7, 8]]
+    run = tmp_path / "groups.json"
+    run.write_text(json.dumps({"group_indices": [[9, 1, 0], [2, 3, 4], [5, 6, 7, 8]]}))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(want))
+    assert load_partition(run, 10) == load_partition(plain, 10) == load_partition(Path(json.dumps(want)), 10) == want
+    for bad, fragment in (("[[0, 1], [2, 3]]", "do not partition"), ("[[0, 1], [2", "not a JSON list"),
+                          (str(tmp_path / "none.json"), "is not a file")):
+        with pytest.raises(PolicyGradExError, match=fragment):
+            load_partition(Path(bad), 10)
 
 
 def test_random_groups_partition_all_tasks_evenly() -> None:

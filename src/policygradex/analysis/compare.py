@@ -24,6 +24,7 @@ because groupings that share a group share that group's trained policy within a 
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,10 +102,17 @@ BUILT_IN = ("multitask", "random", "gradient_similarity", "policygradex", "groun
 
 def load_partition(path: Path, n: int) -> list[list[int]]:
     """Groups from a JSON file: ``{"group_indices": [[...], ...]}`` (what ``policygradex run`` writes) or a list of
-    lists of task indices. Every task 0..n-1 must be in exactly one group."""
-    if not path.is_file():
+    lists of task indices; or that list itself, written inline (``[[0,1],[2,3]]``). Every task 0..n-1 must be in
+    exactly one group."""
+    if not path.is_file() and str(path).lstrip().startswith("["):
+        try:
+            blob = json.loads(str(path))
+        except json.JSONDecodeError as exc:
+            raise PolicyGradExError(f"--groups: {path} is not a JSON list of index lists ({exc.msg})") from None
+    elif not path.is_file():
         raise PolicyGradExError(f"--groups: {path} is not a file; give a groups.json or a JSON list of index lists")
-    blob = load_json(path)
+    else:
+        blob = load_json(path)
     groups = blob.get("group_indices") if isinstance(blob, dict) else blob
     ok = isinstance(groups, list) and all(isinstance(g, list) and g and all(isinstance(i, int) for i in g)
                                           for g in groups)
