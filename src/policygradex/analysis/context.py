@@ -21,7 +21,7 @@ from policygradex.pipeline.baseline_choice import effective_baseline
 from policygradex.pipeline.config import RunConfig
 from policygradex.pipeline.features import fit_rows, normalize_advantages, run_transitions
 from policygradex.pipeline.rundir import RunDir
-from policygradex.pipeline.stages import make_model
+from policygradex.pipeline.stages import make_model, recorded_points
 from policygradex.rl.config import PPOConfig
 from policygradex.rl.evaluate import evaluate_episodes
 from policygradex.rl.ppo import train_ppo
@@ -104,7 +104,7 @@ def point_contexts(ctx: RunContext, need: tuple[str, ...] = ()) -> list[RunConte
     fraction = ctx.cfg.features.group_points
     groups = ctx.rd.group_point_tasks() if fraction is not None else []
     if fraction is not None:
-        recorded = _recorded_points(ctx.rd)
+        recorded = recorded_points(ctx.rd)
         if not groups or (recorded is not None and sum(isinstance(p, str) for p in recorded) != len(groups)):
             raise PolicyGradExError(f"{ctx.rd.path}'s group points are not those its affinity was combined from: "
                                     f"finish the run first (`policygradex run ... --out {ctx.rd.path}`)")
@@ -125,13 +125,6 @@ def point_contexts(ctx: RunContext, need: tuple[str, ...] = ()) -> list[RunConte
         model = _load_policy(cfg, ctx.family, rd.theta_star, ctx.rd.config)
         out.append(RunContext(rd, cfg, ctx.family, model, file_sha(rd.theta_star), f, group))
     return out
-
-
-def _recorded_points(rd: RunDir) -> list[float | str] | None:
-    """The points the run's combined U was made from, as affinity_stats.json names them (None: not recorded, as in
-    runs made before the record, whose point weights, when not equal, name them too)."""
-    stats = load_json(rd.affinity_stats) if rd.affinity_stats.exists() else {}
-    return stats.get("points") or (stats.get("point_weights") or {}).get("points")
 
 
 def own_affinity(ctx: RunContext) -> Path:

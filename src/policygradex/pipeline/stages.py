@@ -450,6 +450,13 @@ def measure_point_weights(st: RunState) -> dict[str, Any] | None:
     return {**record, "reliability": rel, "weights": weights}
 
 
+def recorded_points(rd: RunDir) -> list[float | str] | None:
+    """The points the run's combined U was made from, by name, as the affinity stage recorded them (None: not
+    recorded, as in runs made before the record, whose point weights, when not equal, name them too)."""
+    stats = load_json(rd.affinity_stats) if rd.affinity_stats.exists() else {}
+    return stats.get("points") or (stats.get("point_weights") or {}).get("points")
+
+
 def recorded_point_weights(rd: RunDir) -> list[float] | None:
     """The combined U's point weights as the affinity stage recorded them (None: equal, or a single point)."""
     record = load_json(rd.affinity_stats).get("point_weights") if rd.affinity_stats.exists() else None
