@@ -20,6 +20,10 @@ beside its own (``--groups defaults=... --groups option=...``), on the same seed
     python experiments/choice_defaults.py --pair FAM runs/demo3d/FAM runs/demo3/FAM runs/demo3g/FAM \
         --out results/choice-defaults.md
 
+The page then asks why the groupings train as they do: every training a compare made (each grouping on each seed,
+random groupings included) is one more observation of which tasks help each other when trained together
+(:func:`transfer_record`), and each point's U is correlated with those pair effects.
+
 Each family's row is kept in the page's data (results/data/choice-defaults.json) once its compare has finished, so
 the page can be rewritten after the runs are deleted.
 """
@@ -27,17 +31,21 @@ the page can be rewritten after the runs are deleted.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from candidate_defaults import fmt, summary  # noqa: E402
 from planted_suite import paired, versions  # noqa: E402
 
 from policygradex.common.artifacts import file_sha, load_json  # noqa: E402
+from policygradex.pipeline.rundir import RunDir  # noqa: E402
 
 DATA = Path("results/data/choice-defaults.json")
 NAMES = {"choice": "policygradex", "defaults": "defaults", "option": "option"}
@@ -55,6 +63,19 @@ MAKE = (
     "--groups defaults=runs/demo3d/FAM/groups.json",
     "policygradex compare runs/demo3g/lunarlander --seeds 10 --workers 2 --groups option=runs/demo3/lunarlander/"
     "groups.json --groups defaults=runs/demo3d/lunarlander/groups.json   # 5 more seeds (the first 5 cached)",
+    "# the three points with equal weights, without and with the group points (runs/demo3g/equal3.json: the run's own "
+    "U's reclustered; runs/demo3e: the option's run linked, with --point-weights equal)",
+    "cp -al runs/demo3/lunarlander runs/demo3e/lunarlander",
+    "policygradex run lunarlander --preset demo --k 3 --steps-per-task 30000 --out runs/demo3e/lunarlander "
+    "--expansion-points 0.25,0.5,1 --point-weights equal --group-points 0.25",
+    "policygradex compare runs/demo3g/lunarlander --seeds 10 --workers 1 --groups option=runs/demo3/lunarlander/"
+    "groups.json --groups defaults=runs/demo3d/lunarlander/groups.json --groups equal3=runs/demo3g/equal3.json "
+    "--groups equal_gp=runs/demo3e/lunarlander/groups.json",
+    "cp -al runs/demo3g/cartpole runs/demo3e/cartpole   # then jobs/, compare/ and eval/ removed: group points kept",
+    "policygradex run cartpole --preset demo --k 3 --out runs/demo3e/cartpole --expansion-points 0.25,0.5,1 "
+    "--point-weights equal --group-points 0.25",
+    "policygradex compare runs/demo3g/cartpole --seeds 5 --workers 1 --groups option=runs/demo3/cartpole/groups.json "
+    "--groups defaults=runs/demo3d/cartpole/groups.json --groups equal_gp=runs/demo3e/cartpole/groups.json",
 )
 """The commands that made the page's runs and compares, FAM each family."""
 
@@ -74,8 +95,73 @@ def pair_record(name: str, defaults: Path, option: Path, choice: Path) -> dict[s
         if extra in methods:
             per_seed[extra] = methods[extra]["per_seed"]
     rec["per_seed"] = per_seed
+    rec["others"] = {m: methods[m]["per_seed"] for m in methods
+                     if m not in {*NAMES.values(), "multitask", "random", "gradient_similarity"}}
+    names = load_json(compare)["task_names"] if compare.exists() else []
+    rec["other_groups"] = {m: [sorted(names.index(t) for t in g) for g in methods[m]["groups"]]
+                           for m in rec["others"]}
+    rec["transfer"] = transfer_record(choice)
     rec["same_theta_star"] = len({file_sha(p / "theta_star.pt") for p in (defaults, option, choice)}) == 1
     return rec
+
+
+TRAIN_JOB = "policygradex.analysis.context:train_job"
+
+
+def pair_effects(obs: list[tuple[int, list[int], float, int]], n: int, ridge: float) -> np.ndarray:
+    """Each task pair's effect on a task's return of training in one group: least squares (ridge ``ridge``) of every
+    (task, trained group) return on a task term plus one symmetric term per other task of its group. O(m (n + n^2))
+    for m returns; n x n, 0 on the diagonal."""
+    pairs = list(itertools.combinations(range(n), 2))
+    index = {p: i for i, p in enumerate(pairs)}
+    X = np.zeros((len(obs), n + len(pairs)))
+    for row, (t, group, _, _) in enumerate(obs):
+        X[row, t] = 1.0
+        for u in group:
+            if u != t:
+                X[row, n + index[(min(t, u), max(t, u))]] = 1.0
+    y = np.array([v for _, _, v, _ in obs])
+    beta = np.linalg.solve(X.T @ X + ridge * np.eye(X.shape[1]), X.T @ y)
+    C = np.zeros((n, n))
+    for (a, b), i in index.items():
+        C[a, b] = C[b, a] = beta[n + i]
+    return C
+
+
+def transfer_record(run: Path) -> dict[str, Any] | None:
+    """What the trainings of ``run``'s compare (its job cache: every grouping, random ones included) say about
+    which pairs of tasks help each other, against each point's U. Each trained group's return per task is one
+    observation; :func:`pair_effects` fits the pairs; their split-half reliability splits the trainings by seed
+    parity (ridge 1 in each half). Spearman correlations over the n(n-1)/2 pairs: of each point's U with the pair
+    effects and with the task distance |i - j| (the families' tasks are in order of their varied parameter). None
+    without cached trainings."""
+    obs = []
+    for f in sorted((run / "jobs").glob("*.json")):
+        job = load_json(f)
+        if job["spec"]["fn"] != TRAIN_JOB:
+            continue
+        group = [int(i) for i in job["result"]["task_ids"]]
+        obs += [(int(t), group, float(v), int(job["spec"]["seed"])) for t, v in job["result"]["returns"].items()]
+    if not obs:
+        return None
+    n = 1 + max(t for t, *_ in obs)  # one multitask policy trains every task
+    iu = np.triu_indices(n, 1)
+    C = pair_effects(obs, n, 1e-3)
+    halves = [pair_effects([o for o in obs if o[3] % 2 == h], n, 1.0)[iu] for h in (0, 1)]
+    distance = np.abs(np.subtract.outer(np.arange(n), np.arange(n))).astype(float)[iu]
+    rd = RunDir(run)
+    cfg = load_json(rd.config)["config"]
+    us = {"theta_star": rd.affinity_theta_star}
+    us |= {f"{f:g}": rd.point(f).affinity for f in cfg["features"]["expansion_points"][:-1]}
+    us |= {f"group{j}": rd.group_point(j).affinity for j in range(len(rd.group_point_tasks()))
+           if rd.group_point(j).affinity.exists()} if (rd.path / "points").exists() else {}
+    us["combined"] = rd.affinity
+    points = {name: {"with_pair_effects": float(spearmanr(np.load(p)[iu], C[iu]).statistic),
+                     "with_distance": float(spearmanr(np.load(p)[iu], distance).statistic)}
+              for name, p in us.items() if p.exists()}
+    return {"observations": len(obs), "trainings": len({(tuple(g), s) for _, g, _, s in obs}),
+            "split_half": float(np.corrcoef(*halves)[0, 1]),
+            "effects_with_distance": float(spearmanr(C[iu], distance).statistic), "points": points}
 
 
 def difference(rec: dict[str, Any], a: str, b: str) -> str:
@@ -105,6 +191,12 @@ def findings(records: list[dict[str, Any]]) -> str:
                 if (x := resolved(r, "choice", b)) is not None]
         parts.append(f"{r['name']}: the choice's groups are " + (", ".join(said) if said else
                                                                   "level with every other grouping") + ".")
+    for r in records:
+        for name in r.get("others", {}):
+            x = resolved({"per_seed": {**r["per_seed"], name: r["others"][name]}}, name, "defaults")
+            parts.append(f"{r['name']}, {name}: " + ("level with the defaults" if x is None else
+                                                     f"{'ahead of' if x > 0 else 'behind'} the defaults ({x:+.1f})")
+                         + ".")
     worse = [r["name"] for r in records if (x := resolved(r, "choice", "defaults")) is not None and x < 0]
     verdict = (f"The choice trains worse than the defaults on {', '.join(worse)}: not a default as it stands."
                if worse else "The choice trains no worse than the defaults on any family here.")
@@ -137,7 +229,59 @@ def page(records: list[dict[str, Any]], command: str) -> str:
               "verdict, defaults -> option -> choice. The three runs of each family share theta_star's file "
               f"(sha256) in {sum(r['same_theta_star'] for r in records)} of {len(records)} families.", "",
               findings(records), ""]
+    others = [(r, name) for r in records for name in r.get("others", {})]
+    if others:
+        lines += ["Further groupings trained in the same compares (`--groups NAME=...`, the same seeds). equal3: "
+                  "the option's three points with equal weights (its run's U's reclustered); equal_gp: the whole "
+                  "choice with equal weights (`--point-weights equal`, runs/demo3e: the same points, group points "
+                  "from an equal-weight first clustering). Where a grouping's groups are another's, so are its "
+                  "trainings.", "",
+                  "| family | grouping | groups | choice - it | defaults - it |", "|---|---|---|---|---|"]
+        for r, name in others:
+            ps = {**r["per_seed"], name: r["others"][name]}
+            lines.append(f"| {r['name']} | {name} | {fmt(r.get('other_groups', {}).get(name, []))} | "
+                         f"{paired(ps['choice'], ps[name])} | {paired(ps['defaults'], ps[name])} |")
+        lines.append("")
+    lines += transfer_lines(records)
     return "\n".join(lines)
+
+
+def transfer_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The page's section on which task pairs the compares' trainings say help each other (:func:`transfer_record`)."""
+    have = [r for r in records if r.get("transfer")]
+    if not have:
+        return []
+    names = list(dict.fromkeys(p for r in have for p in r["transfer"]["points"]))
+    lines = ["## Do the U's predict which tasks train well together?", "",
+             "Every training a family's compare made (each grouping's groups on every seed, the random groupings "
+             "included) gives each of its tasks' returns; a least-squares fit of those returns on a term per task and "
+             "a term per pair of tasks trained in one group gives each pair's effect (`transfer_record`). Split-half: "
+             "the pair effects fitted on the trainings of even and of odd seeds, correlated. Then Spearman "
+             "correlations over the pairs: of each point's U with the pair effects (does the point's affinity "
+             "predict what trains well together?) and with the distance |i - j| of the two tasks' varied parameter "
+             "(pole length, gravity: the tasks are in its order).", "",
+             "| family | trainings (returns) | pair effects split-half | pair effects ~ distance | "
+             + " | ".join(f"U {n} ~ effects / ~ distance" for n in names) + " |",
+             "|---|---|---|---|" + "---|" * len(names)]
+    for r in have:
+        t = r["transfer"]
+        cells = [f"{t['points'][n]['with_pair_effects']:+.2f} / {t['points'][n]['with_distance']:+.2f}"
+                 if n in t["points"] else "-" for n in names]
+        lines.append(f"| {r['name']} | {t['trainings']} ({t['observations']}) | {t['split_half']:.2f} | "
+                     f"{t['effects_with_distance']:+.2f} | " + " | ".join(cells) + " |")
+    return lines + ["", transfer_findings(have), ""]
+
+
+def transfer_findings(have: list[dict[str, Any]]) -> str:
+    """One sentence per family, read from its row: whether any point's U predicts the pair effects."""
+    parts = []
+    for r in have:
+        t = r["transfer"]
+        best = max(t["points"].items(), key=lambda kv: kv[1]["with_pair_effects"])
+        parts.append(f"{r['name']}: the pair effects reproduce across seeds at {t['split_half']:.2f}; the U that "
+                     f"follows them best is {best[0]}'s ({best[1]['with_pair_effects']:+.2f}), and they follow the "
+                     f"tasks' distance at {t['effects_with_distance']:+.2f}.")
+    return " ".join(parts)
 
 
 def main() -> None:
