@@ -250,7 +250,9 @@ class ClusterConfig:
     ``equal`` (default): each point's standardised U the same. ``reliability``: each point by max(r, 0), r the
     split-half reliability over transitions of its gradient interaction (the confidence's gradient signal, measured
     at that point alone): the share of its U that reproduces, so a point whose tasks' gradients are noise there
-    counts for little (all r <= 0: equal weights). results/third-point.md measures it."""
+    counts for little (all r <= 0: equal weights). results/third-point.md measures it on planted runs (ahead of
+    equal by a few hundredths, not resolved); on the LunarLander demo it drops theta_star (r < 0) and the groups
+    it gives train worse than equal weights' (results/choice-defaults.md)."""
 
 
 @dataclass(frozen=True)
