@@ -137,7 +137,7 @@ def finished(rd: RunDir) -> bool:
             and rd.groups.stat().st_mtime >= rd.affinity.stat().st_mtime)
 
 
-def score_run(run: Path, twin_root: Path | None) -> dict[str, Any]:
+def score_run(run: Path, twin_root: Path | None, equal_root: Path | None = None) -> dict[str, Any]:
     rd, cfg, family, truth = load_planted(run)
     n = family.n
     first = rd.group_point_tasks()
@@ -145,7 +145,7 @@ def score_run(run: Path, twin_root: Path | None) -> dict[str, Any]:
     row: dict[str, Any] = {"run_dir": str(run), "family": env, "kind": kind, "seed": cfg.seed,
                            "group_points": cfg.features.group_points, **score(run)}
     row["first_groups"] = first
-    row.update(equal_weights(rd, cfg, truth, first))
+    row.update(equal_weights(rd, cfg, truth, first, None if equal_root is None else equal_root / run.name))
     row["groups"] = [list(g) for g in Groups.load(rd.groups, n).indices]
     row["nmi_first"] = float(normalized_mutual_info_score(truth, labels_from_groups(first, n)))
     twin = None if twin_root is None else twin_root / run.name
@@ -163,17 +163,24 @@ def score_run(run: Path, twin_root: Path | None) -> dict[str, Any]:
     return row
 
 
-def equal_weights(rd: RunDir, cfg: Any, truth: np.ndarray, first: list[list[int]]) -> dict[str, Any]:
+def equal_weights(rd: RunDir, cfg: Any, truth: np.ndarray, first: list[list[int]],
+                  equal_run: Path | None) -> dict[str, Any]:
     """The run under ``--point-weights equal``, from its own U's: the first clustering of theta_star's and the earlier
     points' U's with equal weights and, where it is the run's (so the group points are those that run would train),
     the final groups of every U with equal weights, as the pipeline combines and clusters them (checked against a
-    pipeline run with ``--point-weights equal`` on one run, runs/x3e). ``nmi_equal`` is None where the first
-    clusterings differ: that run needs group points of its own."""
+    pipeline run with ``--point-weights equal`` on one run, runs/x3e). Where the first clusterings differ, that run
+    needs group points of its own: ``equal_run``'s groups where it is a finished run with ``--point-weights equal``
+    (the run linked, then rerun with it), else ``nmi_equal`` None."""
     n = len(truth)
     Us = [np.load(rd.affinity_theta_star)] + [np.load(rd.point(f).affinity) for f in cfg.features.expansion_points[:-1]]
     first_equal = [list(g) for g in groups_from_labels(cluster_by(combine(Us), cfg.cluster).labels)]
     same = sorted(map(sorted, first_equal)) == sorted(map(sorted, first))
     if not same:
+        if equal_run is not None and finished(RunDir(equal_run)) and (
+                load_json(RunDir(equal_run).config)["config"]["cluster"]["point_weights"] == "equal"):
+            groups = [list(g) for g in Groups.load(RunDir(equal_run).groups, n).indices]
+            return {"first_equal_same": False, "groups_equal": groups, "equal_run": str(equal_run),
+                    "nmi_equal": float(normalized_mutual_info_score(truth, labels_from_groups(groups, n)))}
         return {"first_equal_same": False, "groups_equal": None, "nmi_equal": None}
     Us += [np.load(rd.group_point(j).affinity) for j in range(len(first))]
     groups = [list(g) for g in groups_from_labels(cluster_by(combine(Us), cfg.cluster).labels)]
@@ -296,6 +303,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, action="append", help="a folder of runs (repeatable; default runs/x3g)")
     ap.add_argument("--twin-root", type=Path, default=Path("runs/x3"))
+    ap.add_argument("--equal-root", type=Path, default=Path("runs/x3e"),
+                    help="where a run whose equal-weight first clustering differs has its own --point-weights equal run")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--plot", type=Path, help="a run to draw (first clustering's U, a group point's, the final)")
@@ -310,7 +319,7 @@ def main() -> None:
     for run in runs:
         if not finished(RunDir(run)):
             continue
-        rows[str(run)] = score_run(run, args.twin_root)
+        rows[str(run)] = score_run(run, args.twin_root, args.equal_root)
         print(f"{run}: {rows[str(run)]['nmi_first']:.2f} -> {rows[str(run)]['nmi']:.2f}", file=sys.stderr)
     out_rows = sorted(rows.values(), key=lambda r: r["run_dir"])
     args.data.parent.mkdir(parents=True, exist_ok=True)
