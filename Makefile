@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/policygradex show $(DEMO_OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_stages.py --out results/bench.md
