@@ -77,10 +77,9 @@ RUN_COMMANDS = [
     f"--seeds S --extra '{X}'   # K actuation, objective, observation: S 18, 19; K reward: S 21-24",
     "python experiments/planted_suite.py --root runs/x3t --json runs/x3t/suite-T.json --envs E --kinds reward "
     f"--seeds S --extra '{X}'   # tuning seeds S 0-9, E lunarlander and cartpole",
-    "cp -al runs/x3g/reward-cartpole-s18 runs/x3e/reward-cartpole-s18   # the equal-weight column checked by the "
-    "pipeline:",
-    f"policygradex run SPEC --preset demo --k 3 --seed 18 --out runs/x3e/reward-cartpole-s18 "
-    f"{X.replace('reliability', 'equal')}",
+    "cp -al runs/ROOT/RUN runs/x3e/RUN   # the equal-weight column: RUN reward-cartpole-s18 (ROOT x3g: checks the "
+    "offline column), reward-cartpole-s1 (ROOT x3t: its equal-weight first clustering differs)",
+    f"policygradex run SPEC --preset demo --k 3 --seed S --out runs/x3e/RUN {X.replace('reliability', 'equal')}",
 ]
 """The runs' commands as they ran (seed 18's run of results/third-point.md had been deleted: it is run afresh)."""
 PICTURE = Path("runs/x3g/reward-cartpole-s19")
