@@ -131,14 +131,16 @@ def pair_effects(obs: list[tuple[int, list[int], float, int]], n: int, ridge: fl
 def transfer_record(run: Path) -> dict[str, Any] | None:
     """What the trainings of ``run``'s compare (its job cache: every grouping, random ones included) say about
     which pairs of tasks help each other, against each point's U. Each trained group's return per task is one
-    observation; :func:`pair_effects` fits the pairs; their split-half reliability splits the trainings by seed
-    parity (ridge 1 in each half). Spearman correlations over the n(n-1)/2 pairs: of each point's U with the pair
-    effects and with the task distance |i - j| (the families' tasks are in order of their varied parameter). None
-    without cached trainings."""
+    observation; :func:`pair_effects` fits the pairs; their split-half reliability splits the trainings by the parity
+    of each training's own seed (ridge 1 in each half). Spearman correlations over the n(n-1)/2 pairs: of each
+    point's U with the pair effects and with the task distance |i - j| (the families' tasks are in order of their
+    varied parameter). Only trainings at the budget of the compare on record count. None without them."""
+    compare = load_json(run / "compare" / "compare.json") if (run / "compare" / "compare.json").exists() else {}
+    budget = compare.get("steps_per_task_asked")
     obs = []
     for f in sorted((run / "jobs").glob("*.json")):
         job = load_json(f)
-        if job["spec"]["fn"] != TRAIN_JOB:
+        if job["spec"]["fn"] != TRAIN_JOB or job["spec"]["args"]["ppo"]["steps_per_task"] != budget:
             continue
         group = [int(i) for i in job["result"]["task_ids"]]
         obs += [(int(t), group, float(v), int(job["spec"]["seed"])) for t, v in job["result"]["returns"].items()]
