@@ -85,8 +85,9 @@ def pair_record(name: str, defaults: Path, option: Path, choice: Path) -> dict[s
     per seed (a grouping equal to another is trained once, under the run's own name when it is the choice's)."""
     rec: dict[str, Any] = {"name": name, "runs": {k: summary(p) for k, p in
                                                   (("defaults", defaults), ("option", option), ("choice", choice))}}
-    compare = choice / "compare" / "compare.json"
-    methods = load_json(compare)["methods"] if compare.exists() else {}
+    path = choice / "compare" / "compare.json"
+    compare = load_json(path) if path.exists() else {}  # read once: groupings, task names and its budget
+    methods = compare.get("methods", {})
     per_seed = {key: methods[m]["per_seed"] for key, m in NAMES.items() if m in methods}
     for key in ("defaults", "option"):  # the same groups as the choice's: the same trainings
         if key not in per_seed and rec["runs"][key]["groups"] == rec["runs"]["choice"]["groups"]:
@@ -97,10 +98,10 @@ def pair_record(name: str, defaults: Path, option: Path, choice: Path) -> dict[s
     rec["per_seed"] = per_seed
     rec["others"] = {m: methods[m]["per_seed"] for m in methods
                      if m not in {*NAMES.values(), "multitask", "random", "gradient_similarity"}}
-    names = load_json(compare)["task_names"] if compare.exists() else []
+    names = compare.get("task_names", [])
     rec["other_groups"] = {m: [sorted(names.index(t) for t in g) for g in methods[m]["groups"]]
                            for m in rec["others"]}
-    rec["transfer"] = transfer_record(choice)
+    rec["transfer"] = transfer_record(choice, compare.get("steps_per_task_asked"))
     rec["same_theta_star"] = len({file_sha(p / "theta_star.pt") for p in (defaults, option, choice)}) == 1
     return rec
 
@@ -110,8 +111,9 @@ TRAIN_JOB = "policygradex.analysis.context:train_job"
 
 def pair_effects(obs: list[tuple[int, list[int], float, int]], n: int, ridge: float) -> np.ndarray:
     """Each task pair's effect on a task's return of training in one group: least squares (ridge ``ridge``) of every
-    (task, trained group) return on a task term plus one symmetric term per other task of its group. O(m (n + n^2))
-    for m returns; n x n, 0 on the diagonal."""
+    (task, trained group) return on a task term plus one symmetric term per other task of its group: an m x (n +
+    n(n-1)/2) design for m returns and a solve in O(n^6) (the demos' 10 tasks: 55 terms); n x n, 0 on the
+    diagonal."""
     pairs = list(itertools.combinations(range(n), 2))
     index = {p: i for i, p in enumerate(pairs)}
     X = np.zeros((len(obs), n + len(pairs)))
@@ -128,15 +130,14 @@ def pair_effects(obs: list[tuple[int, list[int], float, int]], n: int, ridge: fl
     return C
 
 
-def transfer_record(run: Path) -> dict[str, Any] | None:
+def transfer_record(run: Path, budget: int | None) -> dict[str, Any] | None:
     """What the trainings of ``run``'s compare (its job cache: every grouping, random ones included) say about
     which pairs of tasks help each other, against each point's U. Each trained group's return per task is one
     observation; :func:`pair_effects` fits the pairs; their split-half reliability splits the trainings by the parity
     of each training's own seed (ridge 1 in each half). Spearman correlations over the n(n-1)/2 pairs: of each
     point's U with the pair effects and with the task distance |i - j| (the families' tasks are in order of their
-    varied parameter). Only trainings at the budget of the compare on record count. None without them."""
-    compare = load_json(run / "compare" / "compare.json") if (run / "compare" / "compare.json").exists() else {}
-    budget = compare.get("steps_per_task_asked")
+    varied parameter). Only trainings at ``budget`` steps per task (the compare on record's) count. None without
+    them."""
     obs = []
     for f in sorted((run / "jobs").glob("*.json")):
         job = load_json(f)
@@ -175,9 +176,9 @@ def difference(rec: dict[str, Any], a: str, b: str) -> str:
     return f"{paired(ps[a], ps[b])}, {len(ps[a])} seeds"
 
 
-def resolved(rec: dict[str, Any], a: str, b: str) -> float | None:
-    """The mean paired difference a - b where 2 standard errors resolve it, else None."""
-    ps = rec["per_seed"]
+def resolved(ps: dict[str, Any], a: str, b: str) -> float | None:
+    """The mean paired difference a - b of the per-seed returns ``ps`` where 2 standard errors resolve it, else
+    None."""
     if ps.get(a) is None or ps.get(b) is None or len(ps[a]) < 2:
         return None
     d = np.asarray(ps[a]) - np.asarray(ps[b])
@@ -190,16 +191,16 @@ def findings(records: list[dict[str, Any]]) -> str:
     for r in records:
         said = [f"{'ahead of' if x > 0 else 'behind'} {b.replace('_', ' ')} ({x:+.1f})"
                 for b in ("defaults", "option", "multitask", "random", "gradient_similarity")
-                if (x := resolved(r, "choice", b)) is not None]
+                if (x := resolved(r["per_seed"], "choice", b)) is not None]
         parts.append(f"{r['name']}: the choice's groups are " + (", ".join(said) if said else
                                                                   "level with every other grouping") + ".")
     for r in records:
         for name in r.get("others", {}):
-            x = resolved({"per_seed": {**r["per_seed"], name: r["others"][name]}}, name, "defaults")
+            x = resolved({**r["per_seed"], name: r["others"][name]}, name, "defaults")
             parts.append(f"{r['name']}, {name}: " + ("level with the defaults" if x is None else
                                                      f"{'ahead of' if x > 0 else 'behind'} the defaults ({x:+.1f})")
                          + ".")
-    worse = [r["name"] for r in records if (x := resolved(r, "choice", "defaults")) is not None and x < 0]
+    worse = [r["name"] for r in records if (x := resolved(r["per_seed"], "choice", "defaults")) is not None and x < 0]
     verdict = (f"The choice trains worse than the defaults on {', '.join(worse)}: not a default as it stands."
                if worse else "The choice trains no worse than the defaults on any family here.")
     return "What the compares show, difference of the mean return resolved at 2 SE: " + " ".join(parts) + " " + verdict

@@ -162,6 +162,13 @@ def score_run(run: Path, twin_root: Path | None, equal_root: Path | None = None)
     return row
 
 
+def first_pass_us(rd: RunDir, cfg: Any) -> list[np.ndarray]:
+    """The U's a run's first clustering combines, in the pipeline's order: theta_star's, then each earlier expansion
+    point's (P n x n arrays)."""
+    earlier = cfg.features.expansion_points[:-1]
+    return [np.load(rd.affinity_theta_star)] + [np.load(rd.point(f).affinity) for f in earlier]
+
+
 def equal_weights(rd: RunDir, cfg: Any, truth: np.ndarray, first: list[list[int]],
                   equal_run: Path | None) -> dict[str, Any]:
     """The run under ``--point-weights equal``, from its own U's: the first clustering of theta_star's and the earlier
@@ -171,13 +178,13 @@ def equal_weights(rd: RunDir, cfg: Any, truth: np.ndarray, first: list[list[int]
     needs group points of its own: ``equal_run``'s groups where it is a finished run with ``--point-weights equal``
     (the run linked, then rerun with it), else ``nmi_equal`` None."""
     n = len(truth)
-    Us = [np.load(rd.affinity_theta_star)] + [np.load(rd.point(f).affinity) for f in cfg.features.expansion_points[:-1]]
+    Us = first_pass_us(rd, cfg)
     first_equal = [list(g) for g in groups_from_labels(cluster_by(combine(Us), cfg.cluster).labels)]
     same = sorted(map(sorted, first_equal)) == sorted(map(sorted, first))
     if not same:
-        if equal_run is not None and finished(RunDir(equal_run)) and (
-                load_json(RunDir(equal_run).config)["config"]["cluster"]["point_weights"] == "equal"):
-            groups = [list(g) for g in Groups.load(RunDir(equal_run).groups, n).indices]
+        erd = None if equal_run is None else RunDir(equal_run)
+        if erd is not None and finished(erd) and load_json(erd.config)["config"]["cluster"]["point_weights"] == "equal":
+            groups = [list(g) for g in Groups.load(erd.groups, n).indices]
             return {"first_equal_same": False, "groups_equal": groups, "equal_run": str(equal_run),
                     "nmi_equal": float(normalized_mutual_info_score(truth, labels_from_groups(groups, n)))}
         return {"first_equal_same": False, "groups_equal": None, "nmi_equal": None}
@@ -284,9 +291,8 @@ def plot_run(run: Path, path: Path) -> None:
     most mixed group, and the U clustered in the end."""
     rd, cfg, family, truth = load_planted(run)
     record = load_json(rd.affinity_stats)["point_weights"]
-    fractions = cfg.features.expansion_points
-    rel = record["reliability"][: len(fractions)]
-    Us = [np.load(rd.affinity_theta_star)] + [np.load(rd.point(f).affinity) for f in fractions[:-1]]
+    Us = first_pass_us(rd, cfg)
+    rel = record["reliability"][: len(Us)]
     first_U = combine(Us, [max(r, 0.0) for r in rel]) if sum(max(r, 0.0) for r in rel) > 0 else combine(Us)
     first = rd.group_point_tasks()
     mixed = max(range(len(first)), key=lambda j: len(set(truth[first[j]].tolist())))
@@ -303,7 +309,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, action="append", help="a folder of runs (repeatable; default runs/x3g)")
     ap.add_argument("--twin-root", type=Path, default=Path("runs/x3"))
     ap.add_argument("--equal-root", type=Path, default=Path("runs/x3e"),
-                    help="where a run whose equal-weight first clustering differs has its own --point-weights equal run")
+                    help="where a run whose equal-weight first clustering differs has its own run with "
+                         "--point-weights equal")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--plot", type=Path, help="a run to draw (first clustering's U, a group point's, the final)")
